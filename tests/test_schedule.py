@@ -1,0 +1,68 @@
+import math
+
+import pytest
+
+from trainer.config import ScheduleConfig
+from trainer.schedule import get_lr
+
+
+def cosine(**kw):
+    return ScheduleConfig(**{"name": "cosine", "lr": 1e-3, "min_lr": 1e-4, "max_iters": 110,
+                             "warmup_iters": 10, **kw})
+
+
+def test_cosine_warmup_is_nanogpts():
+    cfg = cosine()
+    assert get_lr(0, cfg) == 1e-3 * 1 / 11
+    assert get_lr(9, cfg) == 1e-3 * 10 / 11
+    assert get_lr(10, cfg) == 1e-3  # warmup ends exactly at the peak
+
+
+def test_cosine_decay_boundaries():
+    cfg = cosine()
+    assert get_lr(60, cfg) == pytest.approx(5.5e-4, rel=1e-12)  # halfway: the mean of lr and min_lr
+    assert get_lr(110, cfg) == pytest.approx(1e-4, rel=1e-12)
+    assert get_lr(111, cfg) == 1e-4
+    assert get_lr(10_000, cfg) == 1e-4
+
+
+def test_lr_decay_iters_follows_max_iters_unless_set():
+    assert get_lr(110, cosine(max_iters=110)) == pytest.approx(1e-4)
+    cfg = cosine(lr_decay_iters=60)
+    assert get_lr(60, cfg) == pytest.approx(1e-4) and get_lr(100, cfg) == 1e-4
+
+
+def test_schedule_is_python_floats():
+    assert all(type(get_lr(it, cosine())) is float for it in (0, 10, 50, 200))
+
+
+def test_min_lr_ratio_sets_min_lr_from_lr():
+    cfg = cosine(min_lr=0.5, min_lr_ratio=0.1, lr=2e-3)
+    assert get_lr(110, cfg) == pytest.approx(2e-4)
+
+
+def test_constant_schedule_warms_up_then_holds():
+    cfg = ScheduleConfig(name="constant", lr=1e-3, max_iters=100, warmup_iters=4)
+    assert get_lr(0, cfg) == 1e-3 / 5
+    assert [get_lr(it, cfg) for it in (4, 50, 99)] == [1e-3] * 3
+
+
+def test_wsd_holds_then_decays_linearly_over_the_last_fraction():
+    cfg = ScheduleConfig(name="wsd", lr=1e-3, min_lr=1e-4, max_iters=100, warmup_iters=10, decay_fraction=0.2)
+    assert get_lr(10, cfg) == 1e-3 and get_lr(79, cfg) == 1e-3
+    assert get_lr(80, cfg) == 1e-3  # decay starts here
+    assert get_lr(90, cfg) == pytest.approx(5.5e-4)
+    assert get_lr(100, cfg) == pytest.approx(1e-4)
+
+
+def test_unknown_schedule_names_the_valid_ones():
+    with pytest.raises(ValueError, match="cosine, constant, wsd"):
+        get_lr(50, ScheduleConfig(name="linear"))
+
+
+def test_fractions_follow_the_run_length():
+    short = cosine(max_iters=100, warmup_iters=999, warmup_fraction=0.1, lr_decay_fraction=0.5)
+    long = cosine(max_iters=1000, warmup_iters=999, warmup_fraction=0.1, lr_decay_fraction=0.5)
+    assert get_lr(9, short) == pytest.approx(1e-3 * 10 / 11) and get_lr(10, short) == 1e-3
+    assert get_lr(99, long) == pytest.approx(1e-3 * 100 / 101) and get_lr(100, long) == 1e-3
+    assert get_lr(50, short) == pytest.approx(1e-4) and get_lr(500, long) == pytest.approx(1e-4)

@@ -1,0 +1,169 @@
+"""Real training steps of tiny GPTs on the embedded sample corpus (CPU, seeded)."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainer import ConfigError, TrainConfig, load_model, train
+from trainer.checkpoint import COMPILE_PREFIX, MODEL_ARG_KEYS, load_checkpoint
+from trainer.config import DataConfig, ModelConfig, OptimConfig, ScheduleConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(tmp_path, **overrides) -> TrainConfig:
+    """A 1-layer GPT with a 32-wide embedding: real training, a second or two per run."""
+    cfg = TrainConfig(
+        model=ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, dropout=0.0),
+        data=DataConfig(name="sample", val_fraction=0.1, cache_dir=str(tmp_path.parent / "data_cache")),
+        schedule=ScheduleConfig(lr=3e-3, min_lr=3e-4, max_iters=40, warmup_iters=5),
+        optim=OptimConfig(),
+        batch_size=4, eval_interval=10, eval_iters=4, log_interval=1,
+        out_dir=str(tmp_path / "run"), checkpoint="last",
+    )
+    for key, value in overrides.items():
+        target = cfg
+        *path, last = key.split(".")
+        for part in path:
+            target = getattr(target, part)
+        setattr(target, last, value)
+    return cfg
+
+
+def read_metrics(run_dir, kind):
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["type"] == kind]
+
+
+def test_nano_run_on_the_sample_learns_far_below_uniform(tmp_path):
+    # the nano preset (conf/model/nano.yaml)
+    cfg = tiny_config(tmp_path, **{"model.n_layer": 2, "model.n_embd": 64, "model.block_size": 64,
+                                  "schedule.max_iters": 100, "schedule.lr": 1e-2, "schedule.min_lr": 1e-3,
+                                  "schedule.warmup_iters": 10, "batch_size": 4, "eval_interval": 50,
+                                  "log_interval": 25})
+    result = train(cfg)
+    assert result.status == "completed"
+    assert result.evals[0].val_loss > 10.0  # untrained: about ln(50304)
+    assert result.best_val_loss < 7.0, result.best_val_loss  # far below ln(50257) = 10.8
+    assert result.tokens_seen == 100 * 4 * 64
+    assert result.unique_train_tokens > 1_000_000
+
+
+def test_metrics_file_and_result(tmp_path):
+    cfg = tiny_config(tmp_path)
+    result = train(cfg)
+    train_rows, eval_rows = read_metrics(result.out_dir, "train"), read_metrics(result.out_dir, "eval")
+    assert [r["iter"] for r in train_rows] == list(range(1, 41))
+    assert set(train_rows[0]) >= {"iter", "loss", "lr", "tokens", "epochs", "ms_per_iter", "mfu"}
+    assert [r["iter"] for r in eval_rows] == [0, 10, 20, 30, 40]
+    assert all(r["val_loss_se"] > 0 for r in eval_rows)
+    assert eval_rows[-1]["tokens"] == 40 * 4 * 32 == result.tokens_seen
+    assert result.best_val_loss == min(r["val_loss"] for r in eval_rows)
+    assert result.num_params_non_embedding < result.num_params
+    assert result.checkpoint_path == str(Path(cfg.out_dir) / "ckpt.pt")
+
+
+def test_on_eval_can_stop_the_run(tmp_path):
+    seen = []
+
+    def stop_at_20(m):
+        seen.append(m.iter)
+        return "enough" if m.iter == 20 else None
+
+    result = train(tiny_config(tmp_path), on_eval=stop_at_20)
+    assert result.status == "stopped" and result.stop_reason == "enough"
+    assert seen == [0, 10, 20] and result.iters == 20
+
+
+def test_resume_continues_exactly(tmp_path):
+    full = train(tiny_config(tmp_path / "a", **{"model.dropout": 0.1}))
+    cut = tiny_config(tmp_path / "b", **{"model.dropout": 0.1})
+    train(cut, on_eval=lambda m: "interrupted" if m.iter == 20 else None)
+    resumed = train(tiny_config(tmp_path / "b", **{"model.dropout": 0.1, "init_from": "resume"}))
+    assert resumed.status == "completed" and resumed.iters == 40
+    a = {r["iter"]: r["loss"] for r in read_metrics(full.out_dir, "train")}
+    b = {r["iter"]: r["loss"] for r in read_metrics(resumed.out_dir, "train")}
+    assert all(a[i] == b[i] for i in range(21, 41)), [(a[i], b[i]) for i in range(21, 41)]
+    assert resumed.best_val_loss == full.best_val_loss
+
+
+def test_absurd_lr_diverges_without_an_exception_and_keeps_the_good_checkpoint(tmp_path):
+    # lr 1e4 (100 at the first step) drives the loss to ~1e5, then past float32 at iteration 5
+    cfg = tiny_config(tmp_path, **{"schedule.lr": 1e4, "schedule.min_lr": 1e3, "schedule.warmup_iters": 100,
+                                  "optim.grad_clip": 0.0, "eval_interval": 1, "eval_iters": 2,
+                                  "schedule.max_iters": 30})
+    result = train(cfg)
+    assert result.status == "diverged", result
+    assert "non-finite" in result.stop_reason
+    ckpt = load_checkpoint(Path(cfg.out_dir) / "ckpt.pt")
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert 0 < ckpt["iter_num"] == result.iters - 1
+
+
+def test_checkpoint_is_nanogpt_format_and_loads_safely(tmp_path):
+    result = train(tiny_config(tmp_path))
+    raw = torch.load(result.checkpoint_path, map_location="cpu", weights_only=True)  # no pickled code
+    assert set(raw) >= {"model", "optimizer", "model_args", "iter_num", "best_val_loss", "config"}
+    assert set(raw["model_args"]) == set(MODEL_ARG_KEYS)  # sample.py does GPTConfig(**model_args)
+    assert "dataset" not in raw["config"]  # sample.py would then look for a meta.pkl
+    model = load_model(result.checkpoint_path)
+    assert not model.training
+    x = torch.zeros(1, 8, dtype=torch.long)
+    logits, loss = model(x, x)
+    assert logits.shape == (1, 8, 50304) and math.isfinite(loss.item())
+
+
+def test_resumes_from_a_nanogpt_checkpoint_saved_by_torch_compile(tmp_path):
+    """nanoGPT saves the compiled model's state dict (keys prefixed `_orig_mod.`) and its own config."""
+    first = train(tiny_config(tmp_path / "ours"))
+    ours = torch.load(first.checkpoint_path, map_location="cpu", weights_only=True)
+    theirs_dir = tmp_path / "theirs" / "run"
+    theirs_dir.mkdir(parents=True)
+    nanogpt_config = {"out_dir": "out", "learning_rate": 6e-4, "max_iters": 600000, "compile": True,
+                      "dataset": "openwebtext", "init_from": "scratch"}
+    torch.save({"model": {COMPILE_PREFIX + k: v for k, v in ours["model"].items()},
+                "optimizer": ours["optimizer"], "model_args": ours["model_args"], "iter_num": 40,
+                "best_val_loss": torch.tensor(ours["best_val_loss"]).item(), "config": nanogpt_config},
+               theirs_dir / "ckpt.pt")
+    model = load_model(theirs_dir / "ckpt.pt")
+    assert torch.equal(model.lm_head.weight, ours["model"]["lm_head.weight"])
+    resumed = train(tiny_config(tmp_path / "theirs", **{"init_from": "resume", "schedule.max_iters": 50}))
+    assert resumed.status == "completed" and resumed.iters == 50
+
+
+def test_bad_values_fail_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="model.n_embd=30 .*divisible by model.n_head=4"):
+        train(tiny_config(tmp_path, **{"model.n_embd": 30, "model.n_head": 4}))
+    with pytest.raises(ConfigError, match="schedule.name='linear'.*cosine, constant, wsd"):
+        train(tiny_config(tmp_path, **{"schedule.name": "linear"}))
+    with pytest.raises(ConfigError, match="init_from=resume but there is no checkpoint"):
+        train(tiny_config(tmp_path, init_from="resume"))
+    with pytest.raises(ConfigError, match="float16.*CUDA"):
+        train(tiny_config(tmp_path, dtype="float16", device="cpu"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_plan_warns_when_the_data_repeats(tmp_path, capsys):
+    train(tiny_config(tmp_path, **{"schedule.max_iters": 1, "eval_iters": 1}))
+    out = capsys.readouterr().out
+    assert "unique training tokens" in out and "planned: 1 iterations" in out
+    assert "WARNING" not in out
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "trainer", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_cli_trains_from_hydra_configs_and_rejects_typos(tmp_path):
+    ok = run_cli("model=nano", "schedule.max_iters=4", "eval_interval=2", "eval_iters=2", "batch_size=2",
+                 f"out_dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "completed: best val loss" in ok.stdout and (tmp_path / "run" / "ckpt.pt").is_file()
+    typo = run_cli("schedule.lrr=1e-3", cwd=tmp_path)
+    assert typo.returncode != 0 and "lrr" in typo.stderr

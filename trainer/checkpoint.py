@@ -1,0 +1,59 @@
+"""Checkpoints in nanoGPT's format, written atomically and loaded without running pickled code."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from trainer.model import GPT, GPTConfig
+
+COMPILE_PREFIX = "_orig_mod."  # what torch.compile puts in front of every state-dict key
+MODEL_ARG_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")
+
+
+def save_checkpoint(checkpoint: dict, path: Path) -> None:
+    """Write to a temp file beside `path`, fsync, then rename over it: a crash or Ctrl-C mid-write
+    leaves the previous checkpoint intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> dict:
+    """Load a checkpoint (ours or nanoGPT's) with weights_only=True and strip torch.compile's prefix."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    missing = [k for k in ("model", "model_args") if k not in checkpoint]
+    if missing:
+        raise ValueError(f"{path} is not a GPT checkpoint: it lacks {', '.join(missing)}")
+    checkpoint["model"] = {
+        k.removeprefix(COMPILE_PREFIX): v for k, v in checkpoint["model"].items()
+    }
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict) -> GPT:
+    args = {k: checkpoint["model_args"][k] for k in MODEL_ARG_KEYS}
+    model = GPT(GPTConfig(**args))
+    model.load_state_dict(checkpoint["model"])
+    return model
+
+
+def load_model(path, device: str = "cpu") -> GPT:
+    """The GPT stored in a checkpoint (ours or nanoGPT's), on `device`, in eval mode."""
+    model = model_from_checkpoint(load_checkpoint(path, device))
+    return model.to(device).eval()

@@ -1,0 +1,160 @@
+"""Typed configuration of a training run.
+
+The dataclasses are registered in Hydra's ConfigStore as the schema of `conf/train.yaml`, so a
+mistyped override (`schedule.lrr=1e-3`) fails at once instead of being silently ignored. Key
+names follow nanoGPT's train.py (`n_layer`, `lr`, `min_lr`, `warmup_iters`, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class ModelConfig:
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    block_size: int = 1024
+    bias: bool = False
+    dropout: float = 0.0
+    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64 for speed
+
+
+@dataclass
+class DataConfig:
+    name: str = "sample"  # sample: the embedded Shakespeare plays; parquet: your files
+    files: List[str] = field(default_factory=list)  # parquet files or globs
+    val_files: List[str] = field(default_factory=list)  # when set, val comes from these
+    text_column: str = "text"
+    val_fraction: float = 0.005  # share of documents held out for val (when no val_files)
+    split_seed: int = 1337  # which documents go to val
+    tokenizer: str = "r50k_base"  # tiktoken encoding; same ids as "gpt2"
+    cache_dir: str = "outputs/data_cache"  # tokenized splits, reused across runs
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"  # cosine | constant | wsd
+    lr: float = 6e-4  # peak learning rate (nanoGPT's learning_rate)
+    min_lr: float = 6e-5
+    min_lr_ratio: Optional[float] = None  # when set, min_lr = lr * min_lr_ratio
+    max_iters: int = 5000
+    warmup_iters: int = 100
+    warmup_fraction: Optional[float] = None  # when set, warmup_iters = round(max_iters * fraction)
+    lr_decay_iters: Optional[int] = None  # None: follows max_iters
+    lr_decay_fraction: Optional[float] = None  # when set, lr_decay_iters = round(max_iters * fraction)
+    decay_fraction: float = 0.2  # wsd: share of max_iters spent decaying to min_lr
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"
+    weight_decay: float = 0.1  # applied to 2-D weights only
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # 0 disables clipping
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    batch_size: int = 12  # micro-batch, sequences
+    gradient_accumulation_steps: int = 1
+    eval_interval: int = 250  # iterations between evaluations
+    eval_iters: int = 20  # batches per evaluation
+    log_interval: int = 10
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    compile: bool = False
+    seed: int = 1337
+    out_dir: str = "outputs/runs/default"
+    checkpoint: str = "best"  # best: on val improvement (nanoGPT) | last: every eval | none
+    init_from: str = "scratch"  # scratch | resume (from out_dir/ckpt.pt)
+    mfu_peak_flops: float = 312e12  # the GPU's peak for MFU; nanoGPT's A100 bf16 figure
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names it and what would be valid."""
+
+
+SCHEDULE_NAMES = ("cosine", "constant", "wsd")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+CHECKPOINT_POLICIES = ("best", "last", "none")
+INIT_FROM = ("scratch", "resume")
+
+
+def as_train_config(cfg) -> TrainConfig:
+    """A TrainConfig from a TrainConfig, a DictConfig or a dict holding (at least) its keys.
+
+    Keys of a larger config (a study's `study`, `sweep`, `mode`) are dropped; every kept key is
+    type-checked against the schema."""
+    from dataclasses import fields
+
+    from omegaconf import DictConfig, OmegaConf
+
+    if type(cfg) is TrainConfig:
+        return cfg
+    if isinstance(cfg, TrainConfig):
+        container = OmegaConf.structured(cfg)
+    elif isinstance(cfg, DictConfig):
+        container = cfg
+    else:
+        container = OmegaConf.create(cfg)
+    names = {f.name for f in fields(TrainConfig)}
+    subset = {k: container[k] for k in container if k in names}
+    merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), subset)
+    return OmegaConf.to_object(merged)
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Raise ConfigError for values that cannot work, before any data or model is touched."""
+
+    def need(ok: bool, key: str, value, valid: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}={value!r} is invalid: {valid}")
+
+    m, s, o = cfg.model, cfg.schedule, cfg.optim
+    for key, value in [("model.n_layer", m.n_layer), ("model.n_head", m.n_head), ("model.n_embd", m.n_embd),
+                       ("model.block_size", m.block_size), ("batch_size", cfg.batch_size),
+                       ("gradient_accumulation_steps", cfg.gradient_accumulation_steps),
+                       ("eval_interval", cfg.eval_interval), ("eval_iters", cfg.eval_iters),
+                       ("log_interval", cfg.log_interval), ("schedule.max_iters", s.max_iters)]:
+        need(value > 0, key, value, "must be a positive integer")
+    need(m.n_embd % m.n_head == 0, "model.n_embd", m.n_embd, f"must be divisible by model.n_head={m.n_head}")
+    need(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
+    need(s.name in SCHEDULE_NAMES, "schedule.name", s.name, f"valid: {', '.join(SCHEDULE_NAMES)}")
+    need(s.lr > 0, "schedule.lr", s.lr, "must be > 0")
+    need(s.min_lr >= 0, "schedule.min_lr", s.min_lr, "must be >= 0")
+    need(s.min_lr <= s.lr or s.min_lr_ratio is not None, "schedule.min_lr", s.min_lr,
+         f"must not exceed schedule.lr={s.lr}")
+    need(s.min_lr_ratio is None or 0.0 <= s.min_lr_ratio <= 1.0, "schedule.min_lr_ratio", s.min_lr_ratio,
+         "must be in [0, 1] (min_lr = lr * min_lr_ratio)")
+    need(s.warmup_iters >= 0, "schedule.warmup_iters", s.warmup_iters, "must be >= 0")
+    for key in ("warmup_fraction", "lr_decay_fraction"):
+        value = getattr(s, key)
+        need(value is None or 0.0 <= value <= 1.0, f"schedule.{key}", value, "must be in [0, 1] or null")
+    need(0.0 <= s.decay_fraction <= 1.0, "schedule.decay_fraction", s.decay_fraction, "must be in [0, 1]")
+    need(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
+    need(0.0 <= o.beta1 < 1.0, "optim.beta1", o.beta1, "must be in [0, 1)")
+    need(0.0 <= o.beta2 < 1.0, "optim.beta2", o.beta2, "must be in [0, 1)")
+    need(o.grad_clip >= 0, "optim.grad_clip", o.grad_clip, "must be >= 0 (0 disables clipping)")
+    need(o.name == "adamw", "optim.name", o.name, "valid: adamw")
+    need(cfg.dtype in DTYPES, "dtype", cfg.dtype, f"valid: {', '.join(DTYPES)}")
+    need(cfg.checkpoint in CHECKPOINT_POLICIES, "checkpoint", cfg.checkpoint,
+         f"valid: {', '.join(CHECKPOINT_POLICIES)}")
+    need(cfg.init_from in INIT_FROM, "init_from", cfg.init_from, f"valid: {', '.join(INIT_FROM)}")
+    dev = cfg.device
+    need(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()), "device", dev,
+         "valid: auto, cpu, cuda, cuda:N")
