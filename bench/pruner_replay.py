@@ -1,0 +1,469 @@
+"""Replay recorded learning curves through Optuna pruners and score what each would have done.
+
+Input: a JSON file of curves recorded by a sweep that pruned nothing::
+
+    {"meta": {...},
+     "trials": [{"params": {...}, "steps": [...], "values": [...], "se": [...],
+                 "warmup_step": int, "budget_step": int}, ...]}
+
+``steps`` are training tokens (the steps the objective reports), ``values`` the val losses
+reported at them (NaN allowed), ``se`` their standard errors.
+
+Every pruner sees the same N seeded random orders of the trials. For each (pruner, order) a
+fresh in-memory study and a fresh pruner replay the trials one after another, as the sweep's
+objective would: ask, set ``warmup_step`` / ``budget_step``, then for each evaluation set
+``val_loss_se`` and report, and ask ``should_prune()``. A PlateauPruner "stop" is told COMPLETE
+with the best value so far, any other prune is told PRUNED, and a trial that runs out is told
+COMPLETE with the best value of its curve.
+
+Scores per pruner, over the orders:
+  steps used   training tokens actually run (from each trial's first to its last reported
+               evaluation) / the tokens of all full curves
+  winner kept  fraction of orders where the no-pruning winner (lowest best value) ends COMPLETE
+               with a value equal to its true best
+  regret       study best value - the true best value (mean and max over orders)
+
+Usage::
+
+    python -m bench.pruner_replay curves.json [--orders 200] [--seed 0] [--json OUT]
+    python -m bench.pruner_replay --synthetic [--dump-curves OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+try:  # runs as `python -m bench.pruner_replay` from the repo root, or as a script
+    from sweeps.plateau_pruner import PlateauPruner
+except ImportError:  # pragma: no cover
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    from sweeps.plateau_pruner import PlateauPruner
+
+__all__ = [
+    "Curve",
+    "OrderResult",
+    "PlateauPrunerNoStop",
+    "PrunerScore",
+    "default_pruners",
+    "format_table",
+    "load_curves",
+    "main",
+    "parse_curves",
+    "replay_order",
+    "run_benchmark",
+    "synthetic_curves",
+]
+
+PrunerFactory = Callable[[], optuna.pruners.BasePruner]
+
+
+# -- curves ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Curve:
+    params: Dict[str, Any]
+    steps: List[int]
+    values: List[float]
+    se: List[float]
+    warmup_step: int = 0
+    budget_step: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if not self.steps:
+            raise ValueError("a curve needs at least one evaluation")
+        if not (len(self.steps) == len(self.values) == len(self.se)):
+            raise ValueError(
+                f"steps, values and se differ in length: "
+                f"{len(self.steps)}, {len(self.values)}, {len(self.se)}"
+            )
+        if any(b <= a for a, b in zip(self.steps, self.steps[1:])):
+            raise ValueError("steps must be strictly increasing")
+        if self.budget_step is None:
+            self.budget_step = int(self.steps[-1])
+
+    @property
+    def best(self) -> float:
+        """The best (lowest) finite value of the curve; +inf if none is finite."""
+        finite = [v for v in self.values if math.isfinite(v)]
+        return min(finite) if finite else math.inf
+
+    @property
+    def length(self) -> int:
+        """Tokens from the first to the last evaluation."""
+        return int(self.steps[-1] - self.steps[0])
+
+
+def _float(x: Any) -> float:
+    return math.nan if x is None else float(x)
+
+
+def parse_curves(data: Dict[str, Any]) -> List[Curve]:
+    curves = []
+    for i, t in enumerate(data["trials"]):
+        try:
+            curves.append(
+                Curve(
+                    params=dict(t.get("params", {})),
+                    steps=[int(s) for s in t["steps"]],
+                    values=[_float(v) for v in t["values"]],
+                    se=[
+                        0.0 if v is None else float(v)
+                        for v in t.get("se", [0.0] * len(t["steps"]))
+                    ],
+                    warmup_step=int(t.get("warmup_step") or 0),
+                    budget_step=None if t.get("budget_step") is None else int(t["budget_step"]),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"trial {i} of the curve file is malformed: {e}") from e
+    if not curves:
+        raise ValueError("the curve file holds no trials")
+    return curves
+
+
+def load_curves(path: str) -> Dict[str, Any]:
+    with open(path) as f:
+        return json.load(f)
+
+
+# -- synthetic curves ----------------------------------------------------------------------------
+
+
+def synthetic_curves(seed: int = 0) -> Dict[str, Any]:
+    """A no-pruning lr x warmup sweep of a small GPT, in the shapes real ones have.
+
+    Loss is modelled on the cumulative learning rate A(t) (warmup, then cosine to 10%):
+    a fast drop from ln(vocab) to the unigram plateau (~7.3), a stay on it until A reaches an
+    escape level, then a drop whose sharpness grows with the LR (high LR: a cliff; low LR: a
+    steady slide that never catches up), an annealing gain as the LR decays, and a floor that
+    is best at LR 4e-3 and, for high LRs, better with a longer warmup. LR 8e-3 with the
+    shortest warmup diverges. Evaluation noise is Gaussian with the recorded SE.
+    """
+    rng = np.random.default_rng(seed)
+    start, plateau = 10.83, 7.3
+    tokens_per_iter = 16 * 1024
+    max_iters, eval_interval = 2000, 50
+    lrs = [3e-4, 6e-4, 1e-3, 2e-3, 4e-3, 8e-3]
+    warmups = [50, 200, 600, 1000]
+    iters = np.arange(max_iters + 1)
+    eval_iters = np.arange(0, max_iters + 1, eval_interval)
+    trials = []
+    for lr in lrs:
+        for warmup in warmups:
+            prog = np.clip((iters - warmup) / (max_iters - warmup), 0.0, 1.0)
+            sched = np.where(
+                iters < warmup,
+                lr * (iters + 1) / warmup,
+                lr * (0.1 + 0.45 * (1 + np.cos(np.pi * prog))),
+            )
+            cum = np.concatenate([[0.0], np.cumsum(sched)[:-1]])  # A(t): LR summed before t
+            ev = eval_iters  # this trial's evaluations (a diverged run ends early)
+            a = cum[ev]
+            a_esc = 0.45 * math.exp(rng.normal(0.0, 0.12))
+            floor = (
+                3.3
+                + 0.08 * math.log2(lr / 4e-3) ** 2
+                + 0.3 * max(0.0, lr / 2e-3 - 1.0) * math.sqrt(50 / warmup)
+                + rng.normal(0.0, 0.01)
+            )
+            width = 0.12 * max(1.0, 1e-3 / lr) ** 0.7  # low LR: a slow slide, not a cliff
+            escaped = 1.0 / (1.0 + np.exp(-(a - a_esc) / width))
+            residual = np.exp(-np.clip(a - a_esc, 0.0, None) / 0.3)
+            # what the LR decay still has to give (0.2 at peak LR, 0 at the end), once escaped
+            anneal_left = 0.2 * (1.0 - (1.0 - sched[ev] / lr) / 0.9) * escaped
+            mean = (
+                floor
+                + anneal_left
+                + (start - plateau) * np.exp(-a / 0.03)
+                + (plateau - floor) * ((1.0 - escaped) + escaped * residual)
+            )
+            mean[0] = start
+            if lr >= 8e-3 and warmup <= 50:  # loss spikes and never recovers
+                t_div = 300 + warmup
+                blow = np.clip(ev - t_div, 0.0, None)
+                mean = mean + 0.4 * np.expm1(blow / 80.0)
+                mean = np.where(mean > 14.0, np.nan, mean)
+                first_nan = int(np.argmax(np.isnan(mean)))
+                if first_nan > 0:  # the recorder ends a run at its first NaN
+                    ev, mean = ev[: first_nan + 1], mean[: first_nan + 1]
+            se = 0.012 + 0.006 * rng.random(len(ev))
+            values = mean + rng.normal(0.0, 1.0, len(ev)) * se
+            values[0] = start + rng.normal(0.0, 0.005)
+            trials.append(
+                {
+                    "params": {"optim.lr": lr, "schedule.warmup_iters": warmup},
+                    "steps": [int(i * tokens_per_iter) for i in ev],
+                    "values": [round(float(v), 5) if math.isfinite(v) else None for v in values],
+                    "se": [round(float(s), 5) for s in se],
+                    "warmup_step": int(warmup * tokens_per_iter),
+                    "budget_step": int(max_iters * tokens_per_iter),
+                }
+            )
+    return {
+        "meta": {
+            "synthetic": True,
+            "seed": seed,
+            "tokens_per_iter": tokens_per_iter,
+            "max_iters": max_iters,
+            "eval_interval": eval_interval,
+            "grid": {"optim.lr": lrs, "schedule.warmup_iters": warmups},
+        },
+        "trials": trials,
+    }
+
+
+# -- replay ----------------------------------------------------------------------------------
+
+
+class PlateauPrunerNoStop(PlateauPruner):
+    """PlateauPruner whose "stop" verdicts are ignored (the trial runs on): shows what the
+    early stops of plateaued leaders save and cost."""
+
+    def prune(self, study: "optuna.study.Study", trial: "optuna.trial.FrozenTrial") -> bool:
+        return super().prune(study, trial) and self.last_decision(trial.number).action == "prune"
+
+
+def default_pruners(curves: Sequence[Curve]) -> Dict[str, PrunerFactory]:
+    """The pruners compared, each as a factory for a fresh instance."""
+    typical_warmup = int(np.median([c.warmup_step for c in curves]))
+
+    def patient() -> optuna.pruners.BasePruner:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.PatientPruner(optuna.pruners.MedianPruner(), patience=3)
+
+    return {
+        "plateau": PlateauPruner,
+        "plateau (stops ignored)": PlateauPrunerNoStop,
+        "median": optuna.pruners.MedianPruner,
+        f"median(n_warmup_steps={typical_warmup})": lambda: optuna.pruners.MedianPruner(
+            n_warmup_steps=typical_warmup
+        ),
+        "patient(median, 3)": patient,
+        "hyperband": optuna.pruners.HyperbandPruner,
+        "none": optuna.pruners.NopPruner,
+    }
+
+
+@dataclass
+class OrderResult:
+    steps_run: int  # tokens actually run, summed over trials
+    winner_kept: bool
+    regret: float
+    n_pruned: int
+    n_stopped: int
+
+
+def replay_order(
+    curves: Sequence[Curve],
+    order: Sequence[int],
+    pruner: optuna.pruners.BasePruner,
+    study_name: str = "replay",
+) -> OrderResult:
+    """Run the trials in ``order`` through a fresh in-memory study using ``pruner``."""
+    # A fixed name keeps HyperbandPruner's bracket choice (a hash of name and trial number)
+    # the same from run to run.
+    study = optuna.create_study(direction="minimize", pruner=pruner, study_name=study_name)
+    true_bests = [c.best for c in curves]
+    winner = int(np.argmin(true_bests))
+    true_best = true_bests[winner]
+    winner_value: Optional[float] = None
+    winner_state: Optional[TrialState] = None
+    steps_run = n_pruned = n_stopped = 0
+
+    for idx in order:
+        c = curves[idx]
+        trial = study.ask()
+        trial.set_user_attr("warmup_step", int(c.warmup_step))
+        trial.set_user_attr("budget_step", int(c.budget_step))
+        se_map: Dict[str, float] = {}
+        best = math.inf
+        last = c.steps[0]
+        state, value = TrialState.COMPLETE, None
+        for step, v, se in zip(c.steps, c.values, c.se):
+            se_map[str(step)] = float(se)
+            trial.set_user_attr("val_loss_se", dict(se_map))
+            trial.report(v, step)
+            last = step
+            if math.isfinite(v):
+                best = min(best, v)
+            if trial.should_prune():
+                decision = (
+                    pruner.last_decision(trial.number)
+                    if isinstance(pruner, PlateauPruner)
+                    else None
+                )
+                if decision is not None and decision.action == "stop":
+                    n_stopped += step < c.steps[-1]  # a stop at the last evaluation saves nothing
+                    value = best
+                else:
+                    n_pruned += 1
+                    state = TrialState.PRUNED
+                break
+        else:
+            value = c.best
+        if state == TrialState.COMPLETE and not math.isfinite(value):
+            state, value = TrialState.FAIL, None  # nothing finite to record
+        if state == TrialState.COMPLETE:
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=state)
+        steps_run += int(last - c.steps[0])
+        if idx == winner:
+            winner_state, winner_value = state, value
+
+    completed = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    regret = (min(completed) - true_best) if completed else math.inf
+    kept = (
+        winner_state == TrialState.COMPLETE
+        and winner_value is not None
+        and winner_value <= true_best + 1e-12
+    )
+    return OrderResult(steps_run, bool(kept), float(regret), n_pruned, n_stopped)
+
+
+@dataclass
+class PrunerScore:
+    pruner: str
+    n_orders: int
+    steps_used: float
+    winner_kept: float
+    mean_regret: float
+    max_regret: float
+    mean_pruned: float
+    mean_stopped: float  # plateau "stop"s before the curve's last evaluation
+    seconds: float
+    orders: List[Dict[str, Any]] = field(default_factory=list, repr=False)
+
+
+def run_benchmark(
+    data: Dict[str, Any],
+    n_orders: int = 200,
+    seed: int = 0,
+    pruners: Optional[Dict[str, PrunerFactory]] = None,
+    keep_orders: bool = False,
+) -> List[PrunerScore]:
+    curves = parse_curves(data)
+    pruners = default_pruners(curves) if pruners is None else pruners
+    rng = np.random.default_rng(seed)
+    orders = [rng.permutation(len(curves)).tolist() for _ in range(n_orders)]
+    total = sum(c.length for c in curves)
+    scores = []
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        for name, make in pruners.items():
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                # Optuna's PatientPruner warns on an all-NaN window (a diverged curve).
+                warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+                results = [
+                    replay_order(curves, order, make(), study_name=f"replay-{i}")
+                    for i, order in enumerate(orders)
+                ]
+            regrets = np.array([r.regret for r in results])
+            scores.append(
+                PrunerScore(
+                    pruner=name,
+                    n_orders=n_orders,
+                    steps_used=float(np.mean([r.steps_run for r in results]) / total)
+                    if total
+                    else 1.0,
+                    winner_kept=float(np.mean([r.winner_kept for r in results])),
+                    mean_regret=float(np.mean(regrets)),
+                    max_regret=float(np.max(regrets)),
+                    mean_pruned=float(np.mean([r.n_pruned for r in results])),
+                    mean_stopped=float(np.mean([r.n_stopped for r in results])),
+                    seconds=time.perf_counter() - t0,
+                    orders=[dict(asdict(r), order=o) for r, o in zip(results, orders)]
+                    if keep_orders
+                    else [],
+                )
+            )
+    finally:
+        optuna.logging.set_verbosity(previous)
+    return scores
+
+
+def format_table(scores: Sequence[PrunerScore]) -> str:
+    lines = [
+        "| pruner | steps used | winner kept | mean regret | max regret | pruned/order "
+        "| stopped/order |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in scores:
+        lines.append(
+            f"| {s.pruner} | {100 * s.steps_used:.1f}% | {100 * s.winner_kept:.1f}% "
+            f"| {s.mean_regret:.4f} | {s.max_regret:.4f} | {s.mean_pruned:.1f} "
+            f"| {s.mean_stopped:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("curves", nargs="?", help="JSON file of curves recorded without pruning")
+    ap.add_argument("--synthetic", action="store_true", help="use generated curves instead")
+    ap.add_argument("--synthetic-seed", type=int, default=0)
+    ap.add_argument("--dump-curves", metavar="OUT", help="write the curves used to OUT (JSON)")
+    ap.add_argument("--orders", type=int, default=200, help="random trial orders (default 200)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the orders")
+    ap.add_argument("--pruners", help="comma-separated subset of the pruner names to run")
+    ap.add_argument("--json", metavar="OUT", help="save the scores (and per-order results)")
+    args = ap.parse_args(argv)
+
+    if args.synthetic == bool(args.curves):
+        ap.error("give either a curve file or --synthetic")
+    if args.orders < 1:
+        ap.error("--orders must be >= 1")
+    data = synthetic_curves(args.synthetic_seed) if args.synthetic else load_curves(args.curves)
+    if args.dump_curves:
+        with open(args.dump_curves, "w") as f:
+            json.dump(data, f)
+
+    curves = parse_curves(data)
+    pruners = default_pruners(curves)
+    if args.pruners:
+        wanted = [p.strip() for p in args.pruners.split(",") if p.strip()]
+        unknown = [p for p in wanted if p not in pruners]
+        if unknown:
+            ap.error(f"unknown pruner(s) {unknown}; choose from {list(pruners)}")
+        pruners = {p: pruners[p] for p in wanted}
+
+    scores = run_benchmark(data, args.orders, args.seed, pruners, keep_orders=bool(args.json))
+    winner = curves[int(np.argmin([c.best for c in curves]))]
+    source = "synthetic curves" if args.synthetic else args.curves
+    print(
+        f"{len(curves)} trials from {source}, {args.orders} orders (seed {args.seed}); "
+        f"no-pruning winner {winner.params} with best {winner.best:.4f}\n"
+    )
+    print(format_table(scores))
+    if args.json:
+        out = {
+            "source": source,
+            "meta": data.get("meta", {}),
+            "n_trials": len(curves),
+            "orders": args.orders,
+            "seed": args.seed,
+            "winner": {"params": winner.params, "best": winner.best},
+            "scores": [asdict(s) for s in scores],
+        }
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

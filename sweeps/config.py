@@ -1,0 +1,69 @@
+"""Typed configuration of a study: the trainer's TrainConfig plus `study`, `sweep` and `mode`.
+
+Registered in Hydra's ConfigStore as the schema of `conf/study_runner.yaml`, so a typo in a study
+override (`study.n_trial=5`) fails before any training starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from trainer.config import TrainConfig
+
+
+@dataclass
+class SamplerConfig:
+    name: str = "tpe"  # tpe | random | cmaes | qmc | grid
+    seed: Optional[int] = 0  # seeds the sampler; null for a fresh seed per process
+    n_startup_trials: int = 4  # tpe/cmaes: random trials before the model takes over
+
+
+@dataclass
+class PrunerConfig:
+    name: str = "plateau"  # plateau | median | percentile | patient | successive_halving | hyperband | none
+    percentile: float = 50.0  # plateau/percentile: the level of the other trials to beat
+    patience: int = 3  # plateau/patient: evaluations over which recent improvement is measured
+    min_evals: int = 4  # plateau: never prune before this many evaluations
+    z: float = 2.0  # plateau: changes below z x val-loss standard error count as no change
+    n_startup_trials: int = 3  # plateau/median/percentile: finished trials before pruning a stall
+    n_warmup_steps: int = 0  # median/percentile/patient: steps (tokens) before pruning starts
+    min_resource: Optional[int] = None  # successive_halving/hyperband; null: Optuna's "auto"
+    reduction_factor: int = 3  # successive_halving/hyperband
+
+
+@dataclass
+class StudyConfig:
+    name: Optional[str] = None  # null: the sweep's name
+    storage: str = "sqlite:///outputs/optuna.db"  # any SQLAlchemy URL
+    n_trials: int = 12  # finished trials the study should hold; a resumed study runs only the rest
+    direction: str = "minimize"  # of the best val loss
+    baseline: bool = True  # a new study's first trial is the config as given, unswept
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    heartbeat_interval: int = 10  # seconds; a trial whose worker went silent ...
+    grace_period: int = 30  # ... this long is marked FAIL by the next worker to start
+
+
+@dataclass
+class SweepConfig:
+    name: str = "???"
+    description: str = ""
+    # config path or group -> Hydra sweep grammar, as hydra-optuna-sweeper's `params:`
+    params: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunnerConfig(TrainConfig):
+    mode: str = "sweep"  # sweep: run the study | best: re-run its best trial as a long run
+    study: StudyConfig = field(default_factory=StudyConfig)
+    sweep: Optional[SweepConfig] = None
+
+
+def register_configs() -> None:
+    # conf/study_runner.yaml builds on conf/train.yaml, whose defaults start with `train_schema`;
+    # storing the larger schema under that name types the study keys too, without a second copy
+    # of train.yaml's defaults list
+    ConfigStore.instance().store(name="train_schema", node=RunnerConfig)

@@ -1,0 +1,105 @@
+"""The Optuna objective: one trial = one in-process `trainer.train` run of a composed config."""
+
+from __future__ import annotations
+
+import gc
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+import optuna
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sweeps.search_space import SearchSpace
+from trainer import EvalMetrics, tokens_per_iter, train
+from trainer.config import ConfigError, as_train_config, check_config
+from trainer.schedule import warmup_iters_of
+
+
+class TrialFailed(RuntimeError):
+    """A trial that could not run (impossible config, out of memory); the study goes on."""
+
+
+# user attrs the pruners read (see sweeps.plateau_pruner)
+WARMUP_STEP, BUDGET_STEP, VAL_LOSS_SE = "warmup_step", "budget_step", "val_loss_se"
+
+
+def trial_dir(study_dir: Path, number: int) -> Path:
+    return Path(study_dir) / f"trial_{number:04d}"
+
+
+class Objective:
+    """Samples the trial's values, composes its config, trains it and reports every evaluation.
+
+    The intermediate step is training tokens seen, so trials with different batch sizes, block
+    sizes or lengths are compared at equal training tokens. Returns the best val loss.
+    """
+
+    def __init__(self, space: SearchSpace, compose: Callable[[list], DictConfig], study_dir: Path):
+        self.space = space
+        self.compose = compose  # Hydra overrides -> the trial's full config
+        self.study_dir = Path(study_dir)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        values = self.space.sample(trial)
+        cfg = self.compose(self.space.to_overrides(values))
+        cfg.out_dir = str(trial_dir(self.study_dir, trial.number))
+        try:
+            train_cfg = as_train_config(cfg)
+            check_config(train_cfg)
+        except (ConfigError, ValueError) as e:
+            trial.set_user_attr("fail_reason", f"impossible config: {e}")
+            raise TrialFailed(f"impossible config: {e}") from None
+
+        per_iter = tokens_per_iter(train_cfg)
+        trial.set_user_attr(WARMUP_STEP, warmup_iters_of(train_cfg.schedule) * per_iter)
+        trial.set_user_attr(BUDGET_STEP, train_cfg.schedule.max_iters * per_iter)
+        trial.set_user_attr("run_dir", train_cfg.out_dir)
+        trial.set_user_attr("config", json.dumps(OmegaConf.to_container(OmegaConf.structured(train_cfg))))
+        pruner = trial.study.pruner
+        val_loss_se: dict = {}
+        decision: dict = {}
+
+        def on_eval(m: EvalMetrics) -> Optional[str]:
+            val_loss_se[str(m.tokens)] = m.val_loss_se
+            trial.set_user_attr(VAL_LOSS_SE, val_loss_se)
+            trial.report(m.val_loss, m.tokens)
+            if not trial.should_prune():
+                return None
+            last = getattr(pruner, "last_decision", None)
+            verdict = last(trial.number) if last else None
+            decision["stop"] = verdict is not None and verdict.action == "stop"
+            decision["reason"] = verdict.reason if verdict else f"{type(pruner).__name__} pruned at step {m.tokens}"
+            return decision["reason"]
+
+        try:
+            result = train(train_cfg, on_eval=on_eval)
+        except torch.OutOfMemoryError as e:
+            trial.set_user_attr("fail_reason", f"out of memory: {str(e).splitlines()[0]}")
+            raise TrialFailed(f"out of memory: {str(e).splitlines()[0]}") from None
+        finally:  # memory must not grow across trials
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+        gap = result.last_eval.val_loss - result.last_eval.train_loss if result.last_eval else None
+        for key, value in {
+            "status": result.status,
+            "stop_reason": result.stop_reason or "completed its budget",
+            "num_params": result.num_params,
+            "num_params_non_embedding": result.num_params_non_embedding,
+            "tokens_seen": result.tokens_seen,
+            "epochs": round(result.epochs, 4),
+            "ms_per_iter": round(result.ms_per_iter, 2),
+            "train_val_gap": None if gap is None else round(gap, 4),
+            "best_iter": result.best_iter,
+            "wall_time_s": round(result.wall_time_s, 1),
+            "checkpoint": result.checkpoint_path,
+        }.items():
+            trial.set_user_attr(key, value)
+        if result.status == "diverged":
+            raise optuna.TrialPruned(f"diverged: {result.stop_reason}")
+        if result.status == "stopped" and not decision.get("stop"):
+            raise optuna.TrialPruned(result.stop_reason)
+        return result.best_val_loss

@@ -1,0 +1,368 @@
+"""A pruner for LM val-loss curves that stall on a plateau and then drop.
+
+Small GPT runs over an lr x warmup grid rarely give smooth curves: most of them sit on a
+plateau for a while and then fall sharply, and the runs that end best sit on that plateau too
+(high LR with a long warmup starts slow and ends best). A pruner that compares a trial with the
+median of the other trials at the same step (Optuna's MedianPruner) kills those runs. The
+:class:`PlateauPruner` below judges "stalled" against the other trials instead: a trial is only
+pruned when it is behind the finished trials at the same step *and* even the largest drop any
+finished trial still made after that step would not bring it to where they ended.
+
+The objective reads the pruner's verdict after :meth:`optuna.trial.Trial.should_prune` returns
+True, because the pruner can also ask a plateaued leader to stop early (recorded COMPLETE)::
+
+    if trial.should_prune():
+        d = pruner.last_decision(trial.number)
+        if d.action == "stop":
+            return best_val_loss          # COMPLETE with the best value so far
+        raise optuna.TrialPruned(d.reason)
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import TrialState
+
+if TYPE_CHECKING:  # pragma: no cover
+    from optuna.study import Study
+    from optuna.trial import FrozenTrial
+
+__all__ = ["PlateauDecision", "PlateauPruner"]
+
+CONTINUE = "continue"
+PRUNE = "prune"
+STOP = "stop"
+
+
+@dataclass(frozen=True)
+class PlateauDecision:
+    """The pruner's verdict on a trial at its latest step.
+
+    ``action`` is ``"continue"``, ``"prune"`` (record the trial PRUNED) or ``"stop"`` (end the
+    trial now and record it COMPLETE with its best value); ``reason`` says why, in words.
+    """
+
+    action: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.action not in (CONTINUE, PRUNE, STOP):
+            raise ValueError(
+                f"action must be one of 'continue', 'prune', 'stop', got {self.action!r}"
+            )
+
+
+class _Peer:
+    """A finished trial's curve, prepared for best-so-far look-ups at any step."""
+
+    __slots__ = ("steps", "best_so_far", "best", "last_step")
+
+    def __init__(self, intermediate_values: Dict[int, float]) -> None:
+        items = sorted(intermediate_values.items())
+        self.steps = np.fromiter((st for st, _ in items), dtype=np.int64, count=len(items))
+        values = np.fromiter((v for _, v in items), dtype=float, count=len(items))
+        values[~np.isfinite(values)] = np.nan
+        # fmin ignores NaN, so a NaN evaluation never becomes the best so far.
+        self.best_so_far = np.fmin.accumulate(values) if len(values) else values
+        self.best = float(self.best_so_far[-1]) if len(values) else math.nan
+        self.last_step = int(self.steps[-1]) if len(items) else None
+
+    def best_at(self, step: int) -> float:
+        """Best (min) value at steps <= ``step``; NaN if none (or none finite)."""
+        i = int(np.searchsorted(self.steps, step, side="right")) - 1
+        return float(self.best_so_far[i]) if i >= 0 else math.nan
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _as_int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _as_se(se_map: Any, step: int) -> float:
+    if not isinstance(se_map, dict):
+        return 0.0
+    raw = se_map.get(str(step), se_map.get(step, 0.0))
+    try:
+        se = float(raw)
+    except (TypeError, ValueError):
+        return 0.0
+    return se if math.isfinite(se) and se > 0.0 else 0.0
+
+
+class PlateauPruner(optuna.pruners.BasePruner):
+    """Prune stalled losers and stop plateaued leaders, judged against the finished trials.
+
+    Works for ``direction="minimize"`` studies only (a val loss); a ``ValueError`` is raised on
+    first use in any other study. Steps are training tokens (any monotone unit works), and the
+    objective reports after every evaluation.
+
+    The trial's user attributes are read when present: ``warmup_step`` (int, the step at which
+    its LR warmup ends; default 0), ``budget_step`` (int, its planned final step; default the
+    largest step among the COMPLETE trials, or its current step if there are none) and
+    ``val_loss_se`` (dict ``str(step) -> standard error`` of that evaluation's val loss;
+    default 0).
+
+    The rule, for trial ``t`` whose reported values are ``v_1 .. v_k`` at steps
+    ``s_1 < ... < s_k = s`` (``s`` is the latest step), ``b = min(v)`` (over finite values) and
+    ``se`` the standard error at ``s``:
+
+    1. **Diverged** -> prune: ``v_k`` is NaN or infinite, or ``v_k > v_1 + noise`` with
+       ``noise = z * se`` (above its starting level beyond noise; early in a long warmup the
+       loss has barely moved and an evaluation can land just above the start by chance).
+       Checked always, even in warmup.
+    2. **Protected** -> continue: ``s <= warmup_step``, or ``k < min_evals``, or
+       ``k <= patience``.
+    3. **Peers**: the COMPLETE trials other than ``t`` that have intermediate values. For each
+       peer ``j``, ``L_j`` is its best value at steps ``<= s`` (a peer whose curve ended before
+       ``s`` gives its overall best; a peer with no finite value at a step ``<= s`` is skipped),
+       ``E_j`` its overall best and ``G_j = L_j - E_j`` (how much it still gained after ``s``).
+       Fewer than ``n_startup_trials`` such peers -> continue. Otherwise
+       ``ref_now = percentile(L, percentile)`` and ``ref_end = percentile(E, percentile)``
+       (numpy, linear interpolation) and ``G = max_j G_j``.
+    4. **Recent gain**: ``g = min(v_1 .. v_{k-patience}) - b``, the improvement over the last
+       ``patience`` evaluations; if ``g < noise`` (``noise = z * se``) then ``g = 0`` (a change
+       within noise counts as none). ``rate = g / (s - s_{k-patience})``.
+    5. **Stalled loser** -> prune: ``b > ref_now + noise`` (worse than the peers at the same
+       step, beyond noise) and ``projected = b - max(rate * max(budget_step - s, 0), G)`` is
+       ``> ref_end`` (even the larger of its own recent rate extended over its remaining budget
+       and the biggest drop any peer made after this step leaves it short of where the peers
+       ended).
+    6. **Plateaued leader** -> stop: ``g == 0`` and ``b <= ref_now`` and ``G <= noise`` (no peer
+       improved beyond noise after this step, e.g. they all flattened or overfit) and
+       ``v_k > b + noise`` (the trial is past its minimum: its val loss has turned up, as when
+       it starts to overfit). The trial should end now and be recorded COMPLETE with its best
+       value ``b``. A leader that is merely flat goes on: on cosine or WSD schedules the LR
+       decay still to come often brings a late drop, and peers with other warmups anneal at
+       other steps, so flatness alone stopped the eventual winner in replays.
+    7. Otherwise continue.
+
+    :meth:`prune` returns True for "prune" and for "stop"; the objective tells them apart with
+    :meth:`last_decision`. :meth:`decide` returns the verdict without recording it.
+
+    Args:
+        percentile: Level of the peers to compare with, in [0, 100] (50 = median).
+        patience: Number of most recent evaluations over which the recent gain is measured;
+            an integer >= 1.
+        min_evals: Never prune (except divergence) or stop a trial with fewer evaluations than
+            this; an integer >= 1.
+        z: Changes smaller than ``z`` standard errors of the val loss count as none; a finite
+            number >= 0.
+        n_startup_trials: Number of usable COMPLETE peers needed before a stall is judged; an
+            integer >= 1.
+    """
+
+    def __init__(
+        self,
+        percentile: float = 50.0,
+        patience: int = 3,
+        min_evals: int = 4,
+        z: float = 2.0,
+        n_startup_trials: int = 3,
+    ) -> None:
+        if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real):
+            raise ValueError(f"percentile must be a number in [0, 100], got {percentile!r}")
+        if not (0.0 <= float(percentile) <= 100.0):
+            raise ValueError(f"percentile must be in [0, 100], got {percentile!r}")
+        if not _is_int(patience) or patience < 1:
+            raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
+        if not _is_int(min_evals) or min_evals < 1:
+            raise ValueError(f"min_evals must be an integer >= 1, got {min_evals!r}")
+        if (
+            isinstance(z, bool)
+            or not isinstance(z, numbers.Real)
+            or not math.isfinite(float(z))
+            or z < 0
+        ):
+            raise ValueError(f"z must be a finite number >= 0, got {z!r}")
+        if not _is_int(n_startup_trials) or n_startup_trials < 1:
+            raise ValueError(
+                f"n_startup_trials must be an integer >= 1, got {n_startup_trials!r}"
+            )
+        self._percentile = float(percentile)
+        self._patience = int(patience)
+        self._min_evals = int(min_evals)
+        self._z = float(z)
+        self._n_startup_trials = int(n_startup_trials)
+        self._decisions: Dict[int, PlateauDecision] = {}
+        # COMPLETE trials never change, so their prepared curves are kept, keyed by
+        # (study name, trial number) and checked against the number of values.
+        self._peer_cache: Dict[Tuple[str, int], Tuple[int, _Peer]] = {}
+        self._checked_studies: set = set()
+
+    # -- public API -------------------------------------------------------------------------
+
+    @property
+    def percentile(self) -> float:
+        return self._percentile
+
+    @property
+    def patience(self) -> int:
+        return self._patience
+
+    @property
+    def min_evals(self) -> int:
+        return self._min_evals
+
+    @property
+    def z(self) -> float:
+        return self._z
+
+    @property
+    def n_startup_trials(self) -> int:
+        return self._n_startup_trials
+
+    def prune(self, study: "Study", trial: "FrozenTrial") -> bool:
+        decision = self.decide(study, trial)
+        self._decisions[trial.number] = decision
+        return decision.action != CONTINUE
+
+    def last_decision(self, trial_number: int) -> Optional[PlateauDecision]:
+        """The verdict of the latest :meth:`prune` call on this trial, or None if none."""
+        return self._decisions.get(trial_number)
+
+    def decide(self, study: "Study", trial: "FrozenTrial") -> PlateauDecision:
+        """Apply the rule in the class docstring to ``trial`` at its latest step."""
+        self._check_direction(study)
+
+        items = sorted(trial.intermediate_values.items())
+        k = len(items)
+        if k == 0:
+            return PlateauDecision(CONTINUE, "no values reported yet")
+        steps = [st for st, _ in items]
+        values = [float(v) for _, v in items]
+        s, v_k, v_1 = steps[-1], values[-1], values[0]
+
+        # 1. Diverged.
+        if not math.isfinite(v_k):
+            return PlateauDecision(PRUNE, f"diverged: val loss {v_k} at step {s} is not finite")
+        attrs = trial.user_attrs
+        se = _as_se(attrs.get("val_loss_se"), s)
+        noise = self._z * se
+        if math.isfinite(v_1) and v_k > v_1 + noise:
+            return PlateauDecision(
+                PRUNE,
+                f"diverged: val loss {v_k:.4f} at step {s} is above its starting level "
+                f"{v_1:.4f} + noise {noise:.4f}",
+            )
+
+        # 2. Protected.
+        warmup_step = _as_int(attrs.get("warmup_step"), 0)
+        if s <= warmup_step:
+            return PlateauDecision(CONTINUE, f"in warmup (step {s} <= warmup_step {warmup_step})")
+        if k < self._min_evals:
+            return PlateauDecision(CONTINUE, f"{k} evaluations < min_evals {self._min_evals}")
+        if k <= self._patience:
+            return PlateauDecision(CONTINUE, f"{k} evaluations <= patience {self._patience}")
+
+        # 3. Peers.
+        peers = self._peers(study, trial)
+        now, end = [], []
+        for peer in peers:
+            best_now = peer.best_at(s)
+            if math.isnan(best_now):
+                continue
+            now.append(best_now)
+            end.append(peer.best)
+        if len(now) < self._n_startup_trials:
+            return PlateauDecision(
+                CONTINUE,
+                f"{len(now)} finished peers at step {s} < n_startup_trials "
+                f"{self._n_startup_trials}",
+            )
+        now_a, end_a = np.asarray(now), np.asarray(end)
+        ref_now = float(np.percentile(now_a, self._percentile))
+        ref_end = float(np.percentile(end_a, self._percentile))
+        peer_gain = float(np.max(now_a - end_a))
+
+        # 4. Recent gain.
+        finite = [v for v in values if math.isfinite(v)]
+        b = min(finite)
+        before = [v for v in values[: k - self._patience] if math.isfinite(v)]
+        g = (min(before) - b) if before else 0.0
+        if g < noise:
+            g = 0.0
+        rate = g / (s - steps[k - self._patience - 1])
+
+        # 5. Stalled loser.
+        if b > ref_now + noise:
+            budget_default = max((p.last_step for p in peers if p.last_step is not None),
+                                 default=s)
+            budget_step = _as_int(attrs.get("budget_step"), budget_default)
+            own_gain = rate * max(budget_step - s, 0)
+            projected = b - max(own_gain, peer_gain)
+            if projected > ref_end:
+                return PlateauDecision(
+                    PRUNE,
+                    f"stalled loser at step {s}: best {b:.4f} > peers' p{self._percentile:g} "
+                    f"{ref_now:.4f} + noise {noise:.4f}, and projected {projected:.4f} "
+                    f"(own gain {own_gain:.4f}, largest peer gain after this step "
+                    f"{peer_gain:.4f}) > peers' final p{self._percentile:g} {ref_end:.4f}",
+                )
+            return PlateauDecision(
+                CONTINUE,
+                f"behind at step {s} (best {b:.4f} > {ref_now:.4f}) but projected "
+                f"{projected:.4f} <= peers' final {ref_end:.4f}",
+            )
+
+        # 6. Plateaued leader.
+        if g == 0.0 and b <= ref_now and peer_gain <= noise and v_k > b + noise:
+            return PlateauDecision(
+                STOP,
+                f"plateaued leader at step {s}: best {b:.4f} <= peers' p{self._percentile:g} "
+                f"{ref_now:.4f}, val loss {v_k:.4f} turned up from it, no gain beyond noise "
+                f"{noise:.4f} over the last "
+                f"{self._patience} evaluations, and no peer gained more than {peer_gain:.4f} "
+                f"after this step",
+            )
+
+        # 7.
+        return PlateauDecision(
+            CONTINUE,
+            f"at step {s}: best {b:.4f}, peers' p{self._percentile:g} {ref_now:.4f}, recent "
+            f"gain {g:.4f}, largest peer gain after this step {peer_gain:.4f}",
+        )
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _check_direction(self, study: "Study") -> None:
+        key = study.study_name
+        if key in self._checked_studies:
+            return
+        directions = study.directions
+        if len(directions) != 1 or directions[0] != StudyDirection.MINIMIZE:
+            names = ", ".join(d.name.lower() for d in directions)
+            raise ValueError(
+                "PlateauPruner works only for single-objective studies with "
+                f"direction='minimize' (a val loss); study {study.study_name!r} has "
+                f"direction(s) [{names}]. Use another pruner, or minimize the loss."
+            )
+        self._checked_studies.add(key)
+
+    def _peers(self, study: "Study", trial: "FrozenTrial") -> List[_Peer]:
+        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        peers: List[_Peer] = []
+        name = study.study_name
+        for other in completed:
+            if other.number == trial.number or not other.intermediate_values:
+                continue
+            key = (name, other.number)
+            n = len(other.intermediate_values)
+            cached = self._peer_cache.get(key)
+            if cached is None or cached[0] != n:
+                cached = (n, _Peer(other.intermediate_values))
+                self._peer_cache[key] = cached
+            peers.append(cached[1])
+        return peers

@@ -1,0 +1,231 @@
+"""Run a study (`mode=sweep`) or re-run its best trial as a long, resumable run (`mode=best`)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Optional
+
+import optuna
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+
+from sweeps.objective import Objective, TrialFailed
+from sweeps.pruners import build_pruner
+from sweeps.report import BASELINE_ATTR, study_report
+from sweeps.samplers import build_sampler
+from sweeps.search_space import SearchSpace, parse_search_space
+from sweeps.storage import create_or_load_study, open_storage, redact_url
+from trainer import TrainResult, train
+from trainer.config import ConfigError, as_train_config, check_config
+from trainer.data import prepare_data
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONFIG_NAME = "study_runner"
+MAX_CONSECUTIVE_FAILURES = 5
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+SCHEDULE_ITER_KEYS = ("schedule.warmup_iters", "schedule.lr_decay_iters")
+
+
+class StudyError(ValueError):
+    """A study that cannot be run as asked; the message says what would work."""
+
+
+def known_sweeps() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
+
+
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+class Composer:
+    """Composes `conf/study_runner.yaml` with the command line's overrides plus extra ones; an
+    extra override of a key replaces the command line's."""
+
+    def __init__(self, overrides: list[str]):
+        self.overrides = list(overrides)
+
+    def __call__(self, extra: list[str]) -> DictConfig:
+        replaced = {override_key(o) for o in extra}
+        overrides = [o for o in self.overrides if override_key(o) not in replaced] + list(extra)
+        if GlobalHydra.instance().is_initialized():  # inside @hydra.main
+            return compose(CONFIG_NAME, overrides=overrides)
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+            return compose(CONFIG_NAME, overrides=overrides)
+
+
+def study_name_of(cfg: DictConfig) -> str:
+    return cfg.study.name or cfg.sweep.name
+
+
+def study_dir_of(cfg: DictConfig) -> Path:
+    return Path("outputs") / "studies" / study_name_of(cfg)
+
+
+def _require_sweep(cfg: DictConfig) -> None:
+    if cfg.sweep is None:
+        raise StudyError(f"no sweep selected: add +sweep=NAME, one of {', '.join(known_sweeps())}")
+
+
+def _group_choices(overrides: list[str]) -> dict[str, str]:
+    """The option each config group resolves to (defaults of conf/ plus the overrides)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return {k: v for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        hydra_cfg = compose(CONFIG_NAME, overrides=overrides, return_hydra_config=True)
+    return {k: v for k, v in hydra_cfg.hydra.runtime.choices.items() if v is not None}
+
+
+def baseline_config(cfg: DictConfig) -> DictConfig:
+    """The config as given, expressed in the terms sweeps search: min_lr as a ratio of lr, warmup
+    and decay length as shares of max_iters."""
+    base = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    s = base.schedule
+    if s.min_lr_ratio is None:
+        s.min_lr_ratio = s.min_lr / s.lr
+    if s.warmup_fraction is None:
+        s.warmup_fraction = s.warmup_iters / s.max_iters
+    if s.lr_decay_fraction is None:
+        s.lr_decay_fraction = (s.lr_decay_iters or s.max_iters) / s.max_iters
+    return base
+
+
+def _finished_and_running(study: optuna.Study) -> tuple[int, int]:
+    trials = study.get_trials(deepcopy=False, states=FINISHED + (TrialState.RUNNING,))
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    return len(trials) - running, running
+
+
+def run_sweep(cfg: DictConfig, overrides: list[str]) -> optuna.Study:
+    """Create or resume the study and run trials until it holds `study.n_trials` finished ones."""
+    _require_sweep(cfg)
+    if cfg.study.n_trials <= 0:
+        raise StudyError(f"study.n_trials={cfg.study.n_trials} is invalid: must be a positive integer")
+    check_config(as_train_config(cfg))  # the baseline itself must be a valid run
+    space = parse_search_space(cfg.sweep.params, cfg, CONF_DIR)
+    sampler = build_sampler(cfg.study.sampler, space)
+    pruner = build_pruner(cfg.study.pruner)
+    data = prepare_data(cfg.data)  # data errors surface now, and trials reuse the cache
+    data.check_fits(cfg.model.block_size)
+    name = study_name_of(cfg)
+    study = create_or_load_study(cfg.study, name, sampler, pruner)
+    print(f"study {name!r} in {redact_url(cfg.study.storage)}; watch it live with:\n"
+          f"  optuna-dashboard {redact_url(cfg.study.storage)}")
+
+    if cfg.study.baseline and not study.get_trials(deepcopy=False):
+        values = space.baseline_values(baseline_config(cfg), _group_choices(overrides))
+        if values is None:
+            print("the current config is outside the sweep's choices: no baseline trial")
+        else:
+            study.enqueue_trial(values, user_attrs={BASELINE_ATTR: True})
+
+    objective = Objective(space, Composer(overrides), study_dir_of(cfg))
+    failures = 0
+    previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        while True:
+            finished, running = _finished_and_running(study)
+            if finished + running >= cfg.study.n_trials:
+                break
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+            last = study.get_trials(deepcopy=False)[-1]
+            failures = failures + 1 if last.state == TrialState.FAIL else 0
+            if failures >= MAX_CONSECUTIVE_FAILURES:
+                raise StudyError(f"{failures} trials in a row failed (last: "
+                                 f"{last.user_attrs.get('fail_reason', 'see the log')}); fix the sweep's params")
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the running trial is marked FAIL; run the same command to resume study {name!r}")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+    print(study_report(study))
+    return study
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def best_trial_of(cfg: DictConfig) -> optuna.trial.FrozenTrial:
+    storage = open_storage(cfg.study.storage)
+    name = study_name_of(cfg)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    if name not in names:
+        raise StudyError(f"no study {name!r} in {redact_url(cfg.study.storage)}; "
+                         f"studies there: {', '.join(names) or 'none'}. Run mode=sweep first")
+    study = optuna.load_study(study_name=name, storage=storage)
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if not complete:
+        raise StudyError(f"study {name!r} has no complete trial yet; run mode=sweep first")
+    return min(complete, key=lambda t: t.value)
+
+
+def best_run_overrides(best: optuna.trial.FrozenTrial, space: SearchSpace, cfg: DictConfig,
+                       overrides: list[str], out_dir: Path) -> list[str]:
+    """The best trial's values as overrides; the command line wins. Absolute iteration counts
+    from the trial are scaled to the new run length; shares of max_iters follow it by themselves."""
+    trial_cfg = OmegaConf.create(best.user_attrs["config"]) if "config" in best.user_attrs else None
+    cli_keys = {override_key(o) for o in overrides}
+    values = {k: v for k, v in best.params.items() if k not in cli_keys}
+    if trial_cfg is not None:
+        ratio = cfg.schedule.max_iters / trial_cfg.schedule.max_iters
+        for key in SCHEDULE_ITER_KEYS:
+            if key in values and values[key] is not None:
+                values[key] = max(0, round(values[key] * ratio))
+        if "eval_interval" not in cli_keys:  # as many evaluations as the trial had
+            n_evals = max(1, trial_cfg.schedule.max_iters // trial_cfg.eval_interval)
+            values_eval = max(trial_cfg.eval_interval, cfg.schedule.max_iters // n_evals)
+        else:
+            values_eval = cfg.eval_interval
+    else:
+        values_eval = cfg.eval_interval
+    resume = (out_dir / "ckpt.pt").is_file()
+    return space.to_overrides(values) + [
+        f"eval_interval={values_eval}", f"out_dir={out_dir}", "checkpoint=last",
+        f"init_from={'resume' if resume else 'scratch'}",
+    ]
+
+
+def write_best_config(train_cfg, path: Path, best: optuna.trial.FrozenTrial, study_name: str) -> None:
+    """A standalone primary config for `python -m trainer` (all values, no groups needed)."""
+    body = OmegaConf.to_yaml(OmegaConf.structured(train_cfg))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"# Best trial {best.number} of study {study_name!r} (val loss {best.value:.4f}), as a long run.\n"
+        f"# Reproduce: python -m trainer --config-path={path.parent.resolve()} --config-name={path.stem}\n"
+        "defaults:\n  - train_schema\n  - _self_\n\n" + body +
+        "\nhydra:\n  run:\n    dir: ${out_dir}\n  job:\n    chdir: false\n"
+    )
+
+
+def run_best(cfg: DictConfig, overrides: list[str]) -> TrainResult:
+    """Re-run the best complete trial as a long run in a fixed directory; the same command again
+    resumes it from its last checkpoint."""
+    _require_sweep(cfg)
+    best = best_trial_of(cfg)
+    space = parse_search_space(cfg.sweep.params, cfg, CONF_DIR)
+    out_dir = study_dir_of(cfg) / "best_run"
+    run_cfg = Composer(overrides)(best_run_overrides(best, space, cfg, overrides, out_dir))
+    train_cfg = as_train_config(run_cfg)
+    check_config(train_cfg)
+    config_path = study_dir_of(cfg) / "best_config.yaml"
+    write_best_config(train_cfg, config_path, best, study_name_of(cfg))
+    print(f"best trial {best.number} (val loss {best.value:.4f}): {best.params}\n"
+          f"long run in {out_dir} ({train_cfg.init_from}); its config: {config_path}")
+    result = train(train_cfg)
+    print(f"{result.status}: best val loss {result.best_val_loss:.4f} at iteration {result.best_iter}"
+          f" (trial {best.number}: {best.value:.4f})")
+    return result
+
+
+def run(cfg: DictConfig, overrides: list[str]) -> Optional[object]:
+    if cfg.mode == "sweep":
+        return run_sweep(cfg, overrides)
+    if cfg.mode == "best":
+        return run_best(cfg, overrides)
+    raise StudyError(f"mode={cfg.mode!r} is invalid: valid: sweep, best")

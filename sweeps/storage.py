@@ -1,0 +1,212 @@
+"""Optuna storage and study creation: the one place a study is built.
+
+* SQLite (the default, `sqlite:///outputs/optuna.db`, relative to the cwd): the parent directory is
+  created; the database is switched to WAL journal mode (persistent in the file), so readers such
+  as optuna-dashboard never block the writer, and every connection waits up to 60 s for a lock
+  instead of failing at once with "database is locked".
+* Any other SQLAlchemy URL (PostgreSQL, MySQL, ...): `pool_pre_ping`, and a 5 s connect timeout
+  so an unreachable server fails fast.
+* Heartbeats: a running trial records one every `heartbeat_interval` s (Optuna does it inside
+  `study.optimize`); a RUNNING trial silent for `grace_period` s (its worker was killed) is marked
+  FAIL by the next worker that opens the study.
+* Errors opening the storage raise StorageError naming the URL with its password hidden.
+
+Several processes may share one study: Optuna's RDB storage arbitrates trial numbers and states
+in the database, and nothing here caches around it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sqlite3
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import optuna
+import sqlalchemy
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+
+SQLITE_TIMEOUT_S = 60  # how long a connection waits for a lock before "database is locked"
+CONNECT_TIMEOUT_S = 5  # network databases: give up connecting after this long
+DIRECTIONS = ("minimize", "maximize")
+CREATE_ATTEMPTS = 5  # workers starting together on a new database race to create the tables
+
+
+class StorageError(RuntimeError):
+    """The storage cannot be opened or used; the message names the URL (password hidden) and why."""
+
+
+def _parse_url(url: str) -> Optional[URL]:
+    try:
+        return make_url(url)
+    except Exception:  # malformed: handled by the caller
+        return None
+
+
+def _secrets(url: str) -> list[str]:
+    """The password of `url` in every form it may appear in a message (raw, percent-encoded)."""
+    found: list[str] = []
+    parsed = _parse_url(url)
+    if parsed is not None and parsed.password:
+        found.append(str(parsed.password))
+    # the raw text between "user:" and "@", also in URLs make_url cannot parse
+    at = url.rfind("@")
+    if at >= 0:
+        userinfo = url[:at].rsplit("/", 1)[-1]
+        if ":" in userinfo and userinfo.split(":", 1)[1]:
+            found.append(userinfo.split(":", 1)[1])
+    return sorted(set(found), key=len, reverse=True)
+
+
+def _scrub(text: str, url: str) -> str:
+    for secret in _secrets(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password replaced by ***."""
+    parsed = _parse_url(url)
+    if parsed is not None:
+        return parsed.render_as_string(hide_password=True)
+    return _scrub(url, url)
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    """A one-paragraph reason from an exception (the DB driver's own message when there is one)."""
+    if not isinstance(exc, sqlalchemy.exc.SQLAlchemyError) and isinstance(exc.__cause__, sqlalchemy.exc.SQLAlchemyError):
+        exc = exc.__cause__  # Optuna's StorageInternalError around the database's own error
+    orig = getattr(exc, "orig", None)
+    if orig is None and isinstance(exc, ImportError) and exc.__cause__ is not None:
+        orig = exc.__cause__  # Optuna's ImportError around the missing driver's
+    text = str(orig if orig is not None else exc).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("(Background on this error")]
+    reason = " ".join(lines[:3]) or type(exc).__name__
+    return _scrub(f"{type(orig if orig is not None else exc).__name__}: {reason}", url)
+
+
+def _sqlite_file(url: URL) -> Optional[Path]:
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _prepare_sqlite(path: Path) -> None:
+    """Creates the parent directory and puts the database into WAL mode (persistent)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=SQLITE_TIMEOUT_S)
+    try:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    finally:
+        conn.close()
+    if str(mode).lower() != "wal":
+        warnings.warn(f"SQLite database {path} stays in journal mode {mode!r} (not WAL): readers such as "
+                      f"optuna-dashboard may briefly block trials", RuntimeWarning, stacklevel=3)
+
+
+def _on_sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_TIMEOUT_S * 1000}")
+    finally:
+        cursor.close()
+
+
+def _with_installed_driver(url: URL) -> URL:
+    """`postgresql://` means psycopg (3) to SQLAlchemy 2.1 but psycopg2 to 2.0; use whichever is
+    installed (the project depends on psycopg2-binary)."""
+    if url.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return url.set(drivername="postgresql+psycopg2")
+    return url
+
+
+def _engine_kwargs(url: URL) -> dict[str, Any]:
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if backend in ("postgresql", "mysql", "mariadb") and "connect_timeout" not in url.query:
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    return kwargs
+
+
+def _lost_creation_race(exc: BaseException) -> bool:
+    """Whether `exc` comes from two workers creating Optuna's tables in a new database at once."""
+    if isinstance(exc, sqlalchemy.exc.IntegrityError):
+        return True
+    return isinstance(exc, sqlalchemy.exc.SQLAlchemyError) and "already exists" in str(exc).lower()
+
+
+def open_storage(url: str, heartbeat_interval: Optional[int] = 10,
+                 grace_period: Optional[int] = 30) -> optuna.storages.RDBStorage:
+    """An Optuna RDBStorage for the SQLAlchemy `url`; StorageError when it cannot be opened."""
+    redacted = redact_url(url)
+    parsed = _parse_url(url)
+    if parsed is None:
+        raise StorageError(f"cannot open Optuna storage {redacted!r}: not a valid SQLAlchemy URL; "
+                           f"e.g. sqlite:///outputs/optuna.db or postgresql://user:password@host:5432/db")
+    parsed = _with_installed_driver(parsed)
+    message = None
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            if parsed.get_backend_name() == "sqlite":
+                path = _sqlite_file(parsed)
+                if path is not None:
+                    _prepare_sqlite(path)
+            with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(
+                    parsed.render_as_string(hide_password=False),
+                    engine_kwargs=_engine_kwargs(parsed),
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                )
+            break
+        except Exception as e:  # noqa: BLE001 - every failure becomes one clear, password-free error
+            if attempt + 1 < CREATE_ATTEMPTS and _lost_creation_race(e):
+                time.sleep(0.1 * (attempt + 1))  # another worker is creating the tables: use them
+                continue
+            message = f"cannot open Optuna storage {redacted!r}: {_reason(e, url)}"
+            break
+    if message is not None:  # raised outside the except block: no chained exception shows the URL
+        raise StorageError(message)
+    if parsed.get_backend_name() == "sqlite":
+        # connections opened from now on (Optuna's RDBStorage owns the engine)
+        event.listen(storage.engine, "connect", _on_sqlite_connect)
+    return storage
+
+
+def create_or_load_study(study_cfg: Any, study_name: str, sampler: optuna.samplers.BaseSampler,
+                         pruner: optuna.pruners.BasePruner) -> optuna.Study:
+    """Creates the study `study_name` in `study_cfg.storage`, or loads it when it exists (several
+    workers may call this at once); then fails the stale trials of killed workers."""
+    direction = str(study_cfg.direction)
+    if direction not in DIRECTIONS:
+        raise ValueError(f"study.direction={direction!r} is invalid; valid: {', '.join(DIRECTIONS)}")
+    storage = open_storage(
+        study_cfg.storage,
+        heartbeat_interval=getattr(study_cfg, "heartbeat_interval", 10),
+        grace_period=getattr(study_cfg, "grace_period", 30),
+    )
+    message = None
+    try:
+        study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler, pruner=pruner,
+                                    direction=direction, load_if_exists=True)
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+        message = f"cannot create or load study {study_name!r} in {redact_url(study_cfg.storage)!r}: {_reason(e, study_cfg.storage)}"
+    if message is not None:
+        raise StorageError(message)
+    existing = study.direction.name.lower()
+    if existing != direction:
+        raise ValueError(f"study {study_name!r} in {redact_url(study_cfg.storage)} was created to {existing}, "
+                         f"not to {direction}: set study.direction={existing} or pick another study.name")
+    with warnings.catch_warnings():  # a no-op without heartbeats
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    return study

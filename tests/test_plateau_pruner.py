@@ -1,0 +1,349 @@
+"""PlateauPruner's rule on hand-made curves, through real in-memory Optuna studies.
+
+Steps are 0, 100, 200, ... (stand-ins for tokens); every curve starts at the untrained loss.
+"""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from sweeps.plateau_pruner import PlateauDecision, PlateauPruner
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+START = 10.8
+DT = 100  # step interval between evaluations
+
+
+def steps_for(values):
+    return [i * DT for i in range(len(values))]
+
+
+def make_study(pruner, peers, direction="minimize"):
+    """A study holding `peers` (lists of values) as COMPLETE trials."""
+    study = optuna.create_study(direction=direction, pruner=pruner)
+    for values in peers:
+        t = study.ask()
+        for step, v in zip(steps_for(values), values):
+            t.report(v, step)
+        study.tell(t, min(values))
+    return study
+
+
+def run_trial(study, values, *, warmup_step=None, budget_step=None, se=None, tell=True):
+    """Report `values` one by one as the objective does; stop at the first verdict that isn't
+    "continue". Returns (actions after each report, the last decision)."""
+    pruner = study.pruner
+    trial = study.ask()
+    if warmup_step is not None:
+        trial.set_user_attr("warmup_step", warmup_step)
+    if budget_step is not None:
+        trial.set_user_attr("budget_step", budget_step)
+    se_map = {}
+    actions, decision = [], None
+    for step, v in zip(steps_for(values), values):
+        if se is not None:
+            se_map[str(step)] = se
+            trial.set_user_attr("val_loss_se", dict(se_map))
+        trial.report(v, step)
+        pruned = trial.should_prune()
+        decision = pruner.last_decision(trial.number)
+        assert pruned == (decision.action != "continue")
+        actions.append(decision.action)
+        if pruned:
+            break
+    if tell:
+        if decision.action == "prune":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            finite = [v for v in values[: len(actions)] if math.isfinite(v)]
+            study.tell(trial, min(finite))
+    return actions, decision
+
+
+# Peer curves (11 evaluations, steps 0..1000).
+SMOOTH = [START, 7.5, 5.5, 4.5, 4.2, 4.1, 4.05, 4.0, 4.0, 4.0, 4.0]
+# Plateau at 7.3 (the unigram level), then a sharp drop: the eventual winners look like this.
+PLATEAU_DROP_A = [START, 7.4, 7.3, 7.3, 7.3, 7.3, 5.2, 4.4, 4.1, 4.0, 4.0]
+PLATEAU_DROP_B = [START, 7.4, 7.3, 7.3, 7.3, 7.3, 7.3, 5.0, 4.5, 4.3, 4.2]
+# Low LR: steady, never catches up.
+STEADY_A = [START, 7.5, 7.0, 6.6, 6.3, 6.0, 5.7, 5.4, 5.2, 5.0, 4.8]
+STEADY_B = [START, 7.6, 7.2, 6.8, 6.5, 6.2, 5.9, 5.6, 5.4, 5.2, 5.0]
+# Flattened, then overfitting a little.
+OVERFIT = [START, 6.0, 5.0, 4.6, 4.5, 4.5, 4.52, 4.55, 4.6, 4.62, 4.65]
+
+
+def last_continue_then(actions, final):
+    return all(a == "continue" for a in actions[:-1]) and actions[-1] == final
+
+
+# --- the rule -------------------------------------------------------------------------------
+
+
+def test_slow_starter_is_kept():
+    study = make_study(PlateauPruner(), [SMOOTH] * 3)
+    # Far behind the peers at every step but falling fast; ends best.
+    slow = [START, 10.0, 9.0, 7.8, 6.6, 5.4, 4.5, 4.0, 3.8, 3.7, 3.65]
+    actions, _ = run_trial(study, slow, budget_step=1000)
+    assert actions == ["continue"] * len(slow)
+
+
+def test_stalled_loser_is_pruned():
+    study = make_study(PlateauPruner(), [SMOOTH] * 3)
+    stalled = [START, 10.0, 9.0, 7.8, 7.8, 7.8, 7.8, 7.8, 7.8, 7.8, 7.8]
+    actions, decision = run_trial(study, stalled, budget_step=1000)
+    assert last_continue_then(actions, "prune")
+    assert len(actions) < len(stalled)
+    assert decision.reason.startswith("stalled loser")
+    assert "projected" in decision.reason and "7.8000" in decision.reason
+    assert study.trials[-1].state == optuna.trial.TrialState.PRUNED
+
+
+def test_shared_plateau_is_kept_where_median_pruner_prunes():
+    peers = [PLATEAU_DROP_A, PLATEAU_DROP_B, STEADY_A, STEADY_B]
+    # On the plateau the eventual winners also sat on, behind the steady low-LR trials.
+    on_plateau = [START, 7.45, 7.35, 7.35, 7.35, 7.35, 7.35, 5.1, 4.3, 3.95, 3.9]
+    study = make_study(PlateauPruner(), peers)
+    actions, _ = run_trial(study, on_plateau, budget_step=1000)
+    assert actions == ["continue"] * len(on_plateau)
+
+    median_study = make_study(optuna.pruners.MedianPruner(n_startup_trials=3), peers)
+    t = median_study.ask()
+    pruned_at = None
+    for step, v in zip(steps_for(on_plateau), on_plateau):
+        t.report(v, step)
+        if t.should_prune():
+            pruned_at = step
+            break
+    assert pruned_at is not None and pruned_at < 600  # before the drop
+
+
+def test_stalled_behind_a_shared_plateau_is_pruned_once_the_peers_left_it():
+    """The same plateau level, but long after every peer dropped off it: nothing can save it."""
+    peers = [PLATEAU_DROP_A, PLATEAU_DROP_B, STEADY_A, STEADY_B]
+    study = make_study(PlateauPruner(), peers)
+    stuck = [START, 7.45] + [7.35] * 9
+    actions, decision = run_trial(study, stuck, budget_step=1000)
+    assert actions[-1] == "prune"
+    # Not while a peer's later drop (>= 3.1) still covers the gap to where the peers end.
+    assert len(actions) >= 8
+    assert decision.reason.startswith("stalled loser")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [START, 7.0, 6.5, float("nan")],
+        [START, 7.0, 6.5, float("inf")],
+        [START, 7.0, 9.0, 11.2],  # above its starting level
+    ],
+)
+def test_diverged_is_pruned_even_in_warmup(values):
+    study = make_study(PlateauPruner(), [])
+    actions, decision = run_trial(study, values, warmup_step=10_000)
+    assert actions == ["continue"] * (len(values) - 1) + ["prune"]
+    assert decision.reason.startswith("diverged")
+
+
+def test_above_start_within_noise_is_not_divergence():
+    # Early in a long warmup the loss has barely moved; an evaluation 0.03 above the start
+    # with SE 0.02 (noise 0.04) is not divergence, 0.05 above is.
+    study = make_study(PlateauPruner(), [])
+    actions, _ = run_trial(study, [START, START + 0.03, START - 0.2], se=0.02, warmup_step=500)
+    assert actions == ["continue"] * 3
+    actions, decision = run_trial(study, [START, START + 0.05], se=0.02, warmup_step=500)
+    assert actions == ["continue", "prune"] and decision.reason.startswith("diverged")
+
+
+def test_warmup_is_respected():
+    study = make_study(PlateauPruner(), [SMOOTH] * 3)
+    bad = [START, 10.0] + [9.5] * 9
+    actions, _ = run_trial(study, bad, warmup_step=500, budget_step=1000)
+    # Steps 0..500 are in warmup; the first check past it (600) prunes.
+    assert actions == ["continue"] * 6 + ["prune"]
+
+
+def test_min_evals_is_respected():
+    study = make_study(PlateauPruner(min_evals=7, patience=2), [SMOOTH] * 3)
+    bad = [START] + [9.5] * 10
+    actions, _ = run_trial(study, bad, budget_step=1000)
+    assert actions == ["continue"] * 6 + ["prune"]
+
+
+def test_patience_also_protects_early_evaluations():
+    study = make_study(PlateauPruner(min_evals=1, patience=4), [SMOOTH] * 3)
+    bad = [START] + [9.5] * 10
+    actions, _ = run_trial(study, bad, budget_step=1000)
+    assert actions == ["continue"] * 4 + ["prune"]  # k <= patience is protected
+
+
+def test_too_few_peers_never_prunes_a_stall():
+    stalled = [START, 9.0] + [8.5] * 9
+    study = make_study(PlateauPruner(n_startup_trials=3), [SMOOTH] * 2)
+    actions, decision = run_trial(study, stalled, budget_step=1000)
+    assert actions == ["continue"] * len(stalled)
+    assert "n_startup_trials" in decision.reason
+
+    study = make_study(PlateauPruner(n_startup_trials=3), [SMOOTH] * 3)
+    actions, _ = run_trial(study, stalled, budget_step=1000)
+    assert actions[-1] == "prune"
+
+
+def test_peers_are_only_complete_trials():
+    pruner = PlateauPruner(n_startup_trials=3)
+    study = make_study(pruner, [SMOOTH] * 2)
+    # A pruned trial and a running one are not peers.
+    p = study.ask()
+    for step, v in zip(steps_for(SMOOTH), SMOOTH):
+        p.report(v, step)
+    study.tell(p, state=optuna.trial.TrialState.PRUNED)
+    running = study.ask()
+    running.report(START, 0)
+    running.report(4.0, 100)
+    actions, _ = run_trial(study, [START, 9.0] + [8.5] * 9, budget_step=1000)
+    assert actions == ["continue"] * 11
+
+
+def test_short_peers_count_with_their_overall_best():
+    # Peers stopped early (curves ending at step 500) still count, with their best value.
+    short = SMOOTH[:6]
+    study = make_study(PlateauPruner(), [short] * 3)
+    stalled = [START, 9.0] + [8.5] * 9
+    actions, decision = run_trial(study, stalled)  # budget_step missing: largest peer step
+    assert actions[-1] == "prune"
+    assert "peers' final p50 4.1000" in decision.reason
+
+
+def test_leader_is_stopped_when_peers_flattened_or_overfit():
+    pruner = PlateauPruner()
+    study = make_study(pruner, [OVERFIT, OVERFIT, SMOOTH[:3] + [4.6] * 8])
+    leader = [START, 6.0, 4.8, 4.4, 4.3, 4.3, 4.35, 4.4, 4.45, 4.5, 4.55]
+    actions, decision = run_trial(study, leader, budget_step=1000)
+    # Best at step 400; at 700 no gain over the last 3 evaluations and val loss turned up.
+    assert actions == ["continue"] * 7 + ["stop"]
+    assert decision == PlateauDecision("stop", decision.reason)
+    assert decision.reason.startswith("plateaued leader")
+    finished = study.trials[-1]
+    assert finished.state == optuna.trial.TrialState.COMPLETE
+    assert finished.value == 4.3
+
+
+def test_flat_leader_is_not_stopped_until_its_val_loss_turns_up():
+    # A flat leader may still drop when its LR anneals; only a turn upwards (overfitting) stops it.
+    study = make_study(PlateauPruner(), [OVERFIT, OVERFIT, SMOOTH[:3] + [4.6] * 8])
+    flat = [START, 6.0, 4.8, 4.4, 4.3, 4.3, 4.3, 4.3, 4.3, 4.3, 4.3]
+    actions, _ = run_trial(study, flat, budget_step=1000)
+    assert "stop" not in actions
+
+
+def test_leader_is_not_stopped_while_a_peer_dropped_later():
+    study = make_study(PlateauPruner(), [PLATEAU_DROP_A, PLATEAU_DROP_B, OVERFIT])
+    flat_top = [START, 5.0, 4.6, 4.5, 4.5, 4.5, 4.5, 4.5, 4.5, 4.5, 4.5]
+    actions, _ = run_trial(study, flat_top, budget_step=1000)
+    # Until step 700 some peer still drops after the current step; then all peers are flat.
+    assert actions[:7] == ["continue"] * 7
+    assert "stop" not in actions
+
+
+def test_noisy_top_trial_is_not_stopped_while_peers_gain_beyond_noise():
+    study = make_study(PlateauPruner(z=2.0), [PLATEAU_DROP_A, PLATEAU_DROP_B, STEADY_A])
+    # Jitter within 2 x SE around the plateau, at the top of the peers.
+    noisy = [START, 7.2, 7.25, 7.21, 7.22, 7.19, 7.23]
+    actions, _ = run_trial(study, noisy, se=0.03, budget_step=1000)
+    assert actions == ["continue"] * len(noisy)
+
+
+def test_changes_within_noise_count_as_none_for_a_leader():
+    peers = [OVERFIT, OVERFIT, SMOOTH[:3] + [4.6] * 8]
+    leader = [START, 6.0, 4.8, 4.4, 4.3, 4.3, 4.29, 4.36, 4.37]
+    # With SE 0.02 (noise 0.04) the 0.01 dip is no gain: stopped at step 700, where the last 3
+    # evaluations improved on the best before them (4.3) by only 0.01 and 4.36 > 4.29 + 0.04.
+    actions, _ = run_trial(make_study(PlateauPruner(), peers), leader, se=0.02, budget_step=1000)
+    assert actions == ["continue"] * 7 + ["stop"]
+    # Without an SE every dip is a gain, so it runs until 3 evaluations without a new best.
+    actions, _ = run_trial(make_study(PlateauPruner(), peers), leader, budget_step=1000)
+    assert actions == ["continue"] * len(leader)
+
+
+def test_small_gain_within_noise_is_treated_as_a_stall():
+    flat_peers = [[START, 6.0, 5.0, 4.6, 4.5] + [4.5] * 6] * 3
+    creeping = [START, 7.0, 5.3, 5.2, 5.1, 5.09, 5.06, 5.03, 5.0]
+    # Without an SE, -0.03 per evaluation over a long remaining budget projects below the
+    # peers' end (4.5): kept.
+    actions, _ = run_trial(make_study(PlateauPruner(), flat_peers), creeping, budget_step=6000)
+    assert actions == ["continue"] * len(creeping)
+    # With SE 0.05 (noise 0.1) the same 0.09 over 3 evaluations is no gain: pruned at once.
+    actions, decision = run_trial(
+        make_study(PlateauPruner(), flat_peers), creeping, se=0.05, budget_step=6000
+    )
+    assert actions == ["continue"] * 7 + ["prune"]
+    assert decision.reason.startswith("stalled loser")
+
+
+def test_within_noise_of_the_peers_is_not_a_loser():
+    flat_peers = [[START, 6.0, 5.0, 4.6, 4.5] + [4.5] * 6] * 3
+    close = [START, 6.0, 5.0, 4.6, 4.58] + [4.58] * 6
+    actions, _ = run_trial(make_study(PlateauPruner(), flat_peers), close, se=0.05)
+    assert "prune" not in actions
+    actions, _ = run_trial(make_study(PlateauPruner(), flat_peers), close)
+    assert actions[-1] == "prune"
+
+
+def test_decide_does_not_record_and_last_decision_is_per_trial():
+    pruner = PlateauPruner()
+    study = make_study(pruner, [SMOOTH] * 3)
+    assert pruner.last_decision(12345) is None
+    t = study.ask()
+    t.report(START, 0)
+    frozen = study.get_trials(deepcopy=False)[-1]
+    d = pruner.decide(study, frozen)
+    assert d.action == "continue"
+    assert pruner.last_decision(t.number) is None
+    assert t.should_prune() is False
+    assert pruner.last_decision(t.number) == d
+
+
+# --- arguments and direction ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"percentile": -1.0}, "percentile"),
+        ({"percentile": 100.5}, "percentile"),
+        ({"percentile": "50"}, "percentile"),
+        ({"patience": 0}, "patience"),
+        ({"patience": 2.5}, "patience"),
+        ({"min_evals": 0}, "min_evals"),
+        ({"z": -0.1}, "z"),
+        ({"z": float("nan")}, "z"),
+        ({"n_startup_trials": 0}, "n_startup_trials"),
+        ({"n_startup_trials": True}, "n_startup_trials"),
+    ],
+)
+def test_bad_arguments_are_rejected(kwargs, name):
+    with pytest.raises(ValueError) as err:
+        PlateauPruner(**kwargs)
+    message = str(err.value)
+    assert message.startswith(name) and repr(next(iter(kwargs.values()))) in message
+
+
+def test_edge_arguments_are_accepted():
+    p = PlateauPruner(percentile=0, patience=1, min_evals=1, z=0, n_startup_trials=1)
+    assert (p.percentile, p.patience, p.min_evals, p.z, p.n_startup_trials) == (0, 1, 1, 0, 1)
+
+
+def test_maximize_study_is_an_error():
+    study = optuna.create_study(direction="maximize", pruner=PlateauPruner())
+    t = study.ask()
+    t.report(0.5, 0)
+    with pytest.raises(ValueError, match="minimize"):
+        t.should_prune()
+
+
+def test_decision_rejects_unknown_action():
+    with pytest.raises(ValueError):
+        PlateauDecision("halt", "")

@@ -1,0 +1,132 @@
+"""The pruner replay engine (bench/pruner_replay.py), on its synthetic curves and a few orders."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import optuna
+import pytest
+
+from bench.pruner_replay import (
+    Curve,
+    default_pruners,
+    main,
+    parse_curves,
+    replay_order,
+    run_benchmark,
+    synthetic_curves,
+)
+from sweeps.plateau_pruner import PlateauPruner
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_curves(seed=0)
+
+
+def test_synthetic_curves_have_the_recorded_shape(data):
+    assert set(data) == {"meta", "trials"}
+    curves = parse_curves(data)
+    assert len(curves) == 24
+    for c in curves:
+        assert c.steps[0] == 0 and abs(c.values[0] - 10.83) < 0.05
+        assert c.budget_step == data["meta"]["max_iters"] * data["meta"]["tokens_per_iter"]
+        assert 0 < c.warmup_step < c.budget_step
+    diverged = [c for c in curves if math.isnan(c.values[-1])]
+    assert len(diverged) == 1 and diverged[0].steps[-1] < diverged[0].budget_step
+    winner = min(curves, key=lambda c: c.best)
+    # High LR with the longest warmup ends best ...
+    assert winner.params == {"optim.lr": 4e-3, "schedule.warmup_iters": 1000}
+    # ... after starting slow: it is behind most trials at its second evaluation.
+    second = sorted(c.values[1] for c in curves)
+    assert second.index(winner.values[1]) >= len(curves) // 2
+    # Low LR improves steadily and never catches up.
+    low = [c for c in curves if c.params["optim.lr"] == 6e-4]
+    assert all(c.best > winner.best + 1.0 for c in low)
+    assert synthetic_curves(seed=0) == data  # deterministic
+
+
+def test_no_pruning_uses_every_step_and_keeps_the_winner(data):
+    [score] = run_benchmark(data, n_orders=3, seed=1, pruners={"none": optuna.pruners.NopPruner})
+    assert score.steps_used == pytest.approx(1.0)
+    assert score.winner_kept == 1.0
+    assert score.mean_regret == 0.0 and score.max_regret == 0.0
+    assert score.mean_pruned == 0.0 and score.mean_stopped == 0.0
+
+
+def test_plateau_replay_saves_steps_and_scores_are_in_range(data):
+    scores = run_benchmark(
+        data, n_orders=2, seed=0, pruners={"plateau": PlateauPruner}, keep_orders=True
+    )
+    [s] = scores
+    assert 0.3 < s.steps_used < 1.0
+    assert 0.0 <= s.winner_kept <= 1.0
+    assert 0.0 <= s.mean_regret <= s.max_regret < 0.5
+    assert s.mean_pruned >= 1  # at least the diverging trial
+    assert len(s.orders) == 2 and sorted(s.orders[0]["order"]) == list(range(24))
+
+
+def test_replay_order_records_states_like_the_objective():
+    flat = [10.8, 7.0, 6.0, 5.5, 5.2, 5.0, 5.0, 5.0, 5.0, 5.0]
+    curves = [
+        Curve({"i": i}, list(range(0, 1000, 100)), [v + 0.01 * i for v in flat], [0.02] * 10)
+        for i in range(4)
+    ]
+    # A trial far behind that never improves: pruned once 3 peers are COMPLETE. (The others
+    # differ by less than 2 SE, so none of them is a loser.)
+    curves.append(Curve({"i": 4}, list(range(0, 1000, 100)), [10.8] + [9.0] * 9, [0.02] * 10))
+    r = replay_order(curves, [0, 1, 2, 3, 4], PlateauPruner())
+    assert r.n_pruned == 1 and r.regret == 0.0 and r.winner_kept
+    full = sum(c.length for c in curves)
+    assert r.steps_run < full
+
+
+def test_main_prints_a_table_and_saves_json(tmp_path, capsys):
+    out = tmp_path / "scores.json"
+    curves_out = tmp_path / "curves.json"
+    rc = main(
+        ["--synthetic", "--orders", "2", "--pruners", "none,plateau", "--json", str(out),
+         "--dump-curves", str(curves_out)]
+    )
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| pruner | steps used | winner kept |" in printed
+    assert "| none | 100.0% | 100.0% | 0.0000 | 0.0000 |" in printed
+    saved = json.loads(out.read_text())
+    assert [s["pruner"] for s in saved["scores"]] == ["none", "plateau"]
+    assert saved["n_trials"] == 24 and len(saved["scores"][0]["orders"]) == 2
+    # The dumped curves replay the same from the file.
+    rc = main([str(curves_out), "--orders", "2", "--pruners", "none"])
+    assert rc == 0 and "| none | 100.0% |" in capsys.readouterr().out
+
+
+def test_default_pruners_are_fresh_each_time(data):
+    factories = default_pruners(parse_curves(data))
+    assert "plateau" in factories and "none" in factories
+    assert any(name.startswith("median(n_warmup_steps=") for name in factories)
+    for make in factories.values():
+        assert make() is not make()
+
+
+def test_malformed_curves_are_rejected():
+    with pytest.raises(ValueError, match="trial 0"):
+        parse_curves({"trials": [{"steps": [0, 1], "values": [1.0], "se": [0.0, 0.0]}]})
+    with pytest.raises(ValueError, match="increasing"):
+        parse_curves({"trials": [{"steps": [0, 0], "values": [1.0, 1.0], "se": [0.0, 0.0]}]})
+    with pytest.raises(ValueError, match="no trials"):
+        parse_curves({"trials": []})
+
+
+def test_replay_tells_a_plateau_stop_complete_with_its_best():
+    steps = list(range(0, 1000, 100))
+    peers = [Curve({"i": i}, steps, [10.8, 7.0, 6.0, 5.5, 5.2] + [5.0] * 5, [0.0] * 10)
+             for i in range(3)]
+    values = [10.8, 6.0, 5.0, 4.8, 4.8, 4.8, 4.85, 4.9, 4.79, 4.78]
+    leader = Curve({"i": 3}, steps, values, [0.0] * 10)
+    r = replay_order(peers + [leader], [0, 1, 2, 3], PlateauPruner())
+    # Stopped at step 600 (no gain over the last 3 evaluations, val loss turned up, peers flat):
+    # COMPLETE at 4.8, 0.02 short of the 4.78 it would have reached.
+    assert r.n_stopped == 1 and r.n_pruned == 0
+    assert not r.winner_kept and r.regret == pytest.approx(0.02)
+    assert r.steps_run == 3 * 900 + 600
