@@ -63,7 +63,4 @@ class RunnerConfig(TrainConfig):
 
 
 def register_configs() -> None:
-    # conf/study_runner.yaml builds on conf/train.yaml, whose defaults start with `train_schema`;
-    # storing the larger schema under that name types the study keys too, without a second copy
-    # of train.yaml's defaults list
-    ConfigStore.instance().store(name="train_schema", node=RunnerConfig)
+    ConfigStore.instance().store(name="study_runner_schema", node=RunnerConfig)

@@ -23,6 +23,9 @@ class TrialFailed(RuntimeError):
 
 # user attrs the pruners read (see sweeps.plateau_pruner)
 WARMUP_STEP, BUDGET_STEP, VAL_LOSS_SE = "warmup_step", "budget_step", "val_loss_se"
+# the baseline trial: the config as given, enqueued with its values when they are a point of the
+# search space (so the sampler learns from it), else run unsampled
+BASELINE_ATTR, BASELINE_IN_SPACE, BASELINE_AS_GIVEN = "baseline", "in the search space", "outside the search space"
 
 
 def trial_dir(study_dir: Path, number: int) -> Path:
@@ -42,7 +45,8 @@ class Objective:
         self.study_dir = Path(study_dir)
 
     def __call__(self, trial: optuna.Trial) -> float:
-        values = self.space.sample(trial)
+        as_given = trial.user_attrs.get(BASELINE_ATTR) == BASELINE_AS_GIVEN
+        values = {} if as_given else self.space.sample(trial)
         cfg = self.compose(self.space.to_overrides(values))
         cfg.out_dir = str(trial_dir(self.study_dir, trial.number))
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-BASELINE_ATTR = "baseline"
+from sweeps.objective import BASELINE_ATTR
 
 
 def _fmt_params(params: dict) -> str:
@@ -32,7 +32,7 @@ def study_report(study: optuna.Study, top: int = 5) -> str:
     if complete:
         lines.append(f"{'trial':>5}  {'val loss':>8}  {'stop reason':<28}  params")
         for t in complete[:top]:
-            mark = " (baseline)" if t.user_attrs.get(BASELINE_ATTR) else ""
+            mark = f" (baseline, {t.user_attrs[BASELINE_ATTR]})" if t.user_attrs.get(BASELINE_ATTR) else ""
             reason = str(t.user_attrs.get("stop_reason", ""))[:28]
             lines.append(f"{t.number:>5}  {t.value:>8.4f}  {reason:<28}  {_fmt_params(t.params)}{mark}")
     used, saved = compute_of(study)

@@ -12,15 +12,17 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from sweeps.objective import Objective, TrialFailed
+from sweeps.config import register_configs
+from sweeps.objective import BASELINE_AS_GIVEN, BASELINE_ATTR, BASELINE_IN_SPACE, Objective, TrialFailed
 from sweeps.pruners import build_pruner
-from sweeps.report import BASELINE_ATTR, study_report
+from sweeps.report import study_report
 from sweeps.samplers import build_sampler
 from sweeps.search_space import SearchSpace, parse_search_space
 from sweeps.storage import create_or_load_study, open_storage, redact_url
 from trainer import TrainResult, train
 from trainer.config import ConfigError, as_train_config, check_config
 from trainer.data import prepare_data
+from trainer.train import resolve_device, resolve_dtype
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 CONFIG_NAME = "study_runner"
@@ -41,20 +43,25 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def compose_study_config(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
+    """`conf/study_runner.yaml` with `overrides`, inside @hydra.main or outside it (tests, notebooks)."""
+    if GlobalHydra.instance().is_initialized():
+        return compose(CONFIG_NAME, overrides=overrides, return_hydra_config=return_hydra_config)
+    register_configs()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return compose(CONFIG_NAME, overrides=overrides, return_hydra_config=return_hydra_config)
+
+
 class Composer:
-    """Composes `conf/study_runner.yaml` with the command line's overrides plus extra ones; an
-    extra override of a key replaces the command line's."""
+    """Composes a trial's config: the command line's overrides plus extra ones; an extra override
+    of a key replaces the command line's."""
 
     def __init__(self, overrides: list[str]):
         self.overrides = list(overrides)
 
     def __call__(self, extra: list[str]) -> DictConfig:
         replaced = {override_key(o) for o in extra}
-        overrides = [o for o in self.overrides if override_key(o) not in replaced] + list(extra)
-        if GlobalHydra.instance().is_initialized():  # inside @hydra.main
-            return compose(CONFIG_NAME, overrides=overrides)
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-            return compose(CONFIG_NAME, overrides=overrides)
+        return compose_study_config([o for o in self.overrides if override_key(o) not in replaced] + list(extra))
 
 
 def study_name_of(cfg: DictConfig) -> str:
@@ -75,10 +82,10 @@ def _group_choices(overrides: list[str]) -> dict[str, str]:
     from hydra.core.hydra_config import HydraConfig
 
     if HydraConfig.initialized():
-        return {k: v for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        hydra_cfg = compose(CONFIG_NAME, overrides=overrides, return_hydra_config=True)
-    return {k: v for k, v in hydra_cfg.hydra.runtime.choices.items() if v is not None}
+        choices = HydraConfig.get().runtime.choices
+    else:
+        choices = compose_study_config(overrides, return_hydra_config=True).hydra.runtime.choices
+    return {k: v for k, v in choices.items() if v is not None}
 
 
 def baseline_config(cfg: DictConfig) -> DictConfig:
@@ -106,23 +113,27 @@ def run_sweep(cfg: DictConfig, overrides: list[str]) -> optuna.Study:
     _require_sweep(cfg)
     if cfg.study.n_trials <= 0:
         raise StudyError(f"study.n_trials={cfg.study.n_trials} is invalid: must be a positive integer")
-    check_config(as_train_config(cfg))  # the baseline itself must be a valid run
+    baseline = as_train_config(cfg)
+    check_config(baseline)  # the baseline itself must be a valid run on this machine
+    resolve_dtype(baseline.dtype, resolve_device(baseline.device))
     space = parse_search_space(cfg.sweep.params, cfg, CONF_DIR)
     sampler = build_sampler(cfg.study.sampler, space)
     pruner = build_pruner(cfg.study.pruner)
+    open_storage(cfg.study.storage)  # an unreachable database fails before the data is read
     data = prepare_data(cfg.data)  # data errors surface now, and trials reuse the cache
     data.check_fits(cfg.model.block_size)
     name = study_name_of(cfg)
     study = create_or_load_study(cfg.study, name, sampler, pruner)
+    n_existing = len(study.get_trials(deepcopy=False))
+    if n_existing:  # a resumed study must not replay the random start-up points it already tried
+        study.sampler = build_sampler(cfg.study.sampler, space, seed_offset=n_existing)
     print(f"study {name!r} in {redact_url(cfg.study.storage)}; watch it live with:\n"
           f"  optuna-dashboard {redact_url(cfg.study.storage)}")
 
     if cfg.study.baseline and not study.get_trials(deepcopy=False):
         values = space.baseline_values(baseline_config(cfg), _group_choices(overrides))
-        if values is None:
-            print("the current config is outside the sweep's choices: no baseline trial")
-        else:
-            study.enqueue_trial(values, user_attrs={BASELINE_ATTR: True})
+        study.enqueue_trial(values or {}, user_attrs={
+            BASELINE_ATTR: BASELINE_AS_GIVEN if values is None else BASELINE_IN_SPACE})
 
     objective = Objective(space, Composer(overrides), study_dir_of(cfg))
     failures = 0
@@ -192,8 +203,12 @@ def best_run_overrides(best: optuna.trial.FrozenTrial, space: SearchSpace, cfg: 
 
 
 def write_best_config(train_cfg, path: Path, best: optuna.trial.FrozenTrial, study_name: str) -> None:
-    """A standalone primary config for `python -m trainer` (all values, no groups needed)."""
-    body = OmegaConf.to_yaml(OmegaConf.structured(train_cfg))
+    """A standalone primary config for `python -m trainer` (all values, no groups needed) that
+    trains the long run afresh in its own run dir."""
+    export = OmegaConf.structured(train_cfg)
+    export.init_from = "scratch"
+    export.out_dir = f"outputs/runs/{study_name}_best_${{now:%Y-%m-%d_%H-%M-%S}}"
+    body = OmegaConf.to_yaml(export)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         f"# Best trial {best.number} of study {study_name!r} (val loss {best.value:.4f}), as a long run.\n"

@@ -28,15 +28,20 @@ SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid")
 _log = logging.getLogger(__name__)
 
 
-def build_sampler(cfg: Any, space: SearchSpace) -> optuna.samplers.BaseSampler:
-    """The sampler `cfg.name` (a SamplerConfig: name, seed, n_startup_trials) for `space`."""
+def build_sampler(cfg: Any, space: SearchSpace, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler `cfg.name` (a SamplerConfig: name, seed, n_startup_trials) for `space`.
+
+    `seed_offset` (the trials a resumed study already holds) shifts the seed of the samplers that
+    draw random points, so a resumed worker does not repeat them; qmc and grid keep `seed`, their
+    sequence is shared by every worker."""
     name = str(cfg.name).lower()
     seed: Optional[int] = cfg.seed
+    drawn_seed = None if seed is None else seed + seed_offset
     n_startup = int(getattr(cfg, "n_startup_trials", 4))
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup, multivariate=True)
+        return optuna.samplers.TPESampler(seed=drawn_seed, n_startup_trials=n_startup, multivariate=True)
     if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.RandomSampler(seed=drawn_seed)
     if name == "cmaes":
         categorical = [k for k, d in space.distributions.items()
                        if isinstance(d, CategoricalDistribution) and not d.single()]
@@ -47,7 +52,7 @@ def build_sampler(cfg: Any, space: SearchSpace) -> optuna.samplers.BaseSampler:
                 UserWarning, stacklevel=2)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=n_startup,
+            return optuna.samplers.CmaEsSampler(seed=drawn_seed, n_startup_trials=n_startup,
                                                 warn_independent_sampling=False)
     if name == "qmc":
         with warnings.catch_warnings():

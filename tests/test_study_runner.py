@@ -1,0 +1,312 @@
+"""The study runner end to end: real sweeps of tiny GPTs on the sample corpus, real SQL storage."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import requests
+import torch
+from optuna.trial import TrialState
+
+from sweeps.objective import BASELINE_ATTR
+from sweeps.runner import StudyError, compose_study_config, run
+from sweeps.search_space import SearchSpaceError
+from sweeps.storage import StorageError
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+# a 1-layer, 32-wide GPT: each trial is a couple of seconds of real training
+TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "batch_size=4",
+        "eval_iters=2", "schedule.max_iters=20", "eval_interval=5", "log_interval=5"]
+USER_ATTRS = {"num_params", "num_params_non_embedding", "tokens_seen", "epochs", "ms_per_iter", "train_val_gap",
+              "stop_reason", "run_dir", "checkpoint", "config", "warmup_step", "budget_step", "val_loss_se"}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, tmp_path_factory):
+    """Runs from tmp_path (outputs/ goes there) and shares one tokenized sample corpus."""
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path_factory.getbasetemp() / "data_cache"
+    return tmp_path, [f"data.cache_dir={cache}"]
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path / 'study.db'}"
+
+
+def runner(args, cwd, **popen):
+    return subprocess.Popen([sys.executable, str(ROOT / "study_runner.py"), *args], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+
+
+def run_cli(args, cwd, timeout=600):
+    proc = runner(args, cwd)
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+def trials_of(url, name):
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def wait_for(condition, timeout=120.0, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_six_trial_sweep_of_nano_records_everything_and_resumes_without_overshoot(workdir):
+    cwd, common = workdir
+    url = sqlite_url(cwd)
+    args = ["+sweep=lr_warmup", "model=nano", "batch_size=4", "eval_iters=2", "schedule.max_iters=20",
+            "eval_interval=5", f"study.storage={url}", "study.n_trials=6", *common]
+    code, out = run_cli(args, cwd)
+    assert code == 0, out
+    trials = trials_of(url, "lr_warmup")
+    assert len(trials) == 6 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert trials[0].user_attrs[BASELINE_ATTR] and trials[0].state == TrialState.COMPLETE
+    for t in trials:
+        assert USER_ATTRS <= set(t.user_attrs), USER_ATTRS - set(t.user_attrs)
+        # reported at training tokens seen: 5 iterations x 4 x 64 tokens apart
+        assert sorted(t.intermediate_values)[:2] == [0, 5 * 4 * 64]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    for t in complete:
+        assert Path(t.user_attrs["checkpoint"]).is_file()
+        assert json.loads(t.user_attrs["config"])["model"]["n_embd"] == 64
+        assert t.value == min(t.intermediate_values.values())
+    assert "gain over the baseline" in out and "optuna-dashboard" in out
+
+    code, out = run_cli(args, cwd)  # resumed: already holds 6 finished trials
+    assert code == 0 and len(trials_of(url, "lr_warmup")) == 6
+    code, out = run_cli(args[:-2] + ["study.n_trials=7", common[0]], cwd)
+    assert code == 0 and len(trials_of(url, "lr_warmup")) == 7
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_a_study_killed_mid_trial_resumes(workdir, sig):
+    cwd, common = workdir
+    url = sqlite_url(cwd)
+    args = ["+sweep=lr_warmup", *TINY, "schedule.max_iters=100", "eval_interval=10", f"study.storage={url}",
+            "study.n_trials=3", "study.heartbeat_interval=1", "study.grace_period=2", *common]
+    proc = runner(args, cwd)
+
+    def mid_second_trial():
+        try:
+            trials = trials_of(url, "lr_warmup")
+        except KeyError:
+            return False
+        return len(trials) == 2 and len(trials[1].intermediate_values) >= 2
+
+    try:
+        wait_for(mid_second_trial, timeout=300, what="the second trial to report")
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    trials = trials_of(url, "lr_warmup")
+    assert trials[0].state == TrialState.COMPLETE
+    if sig == signal.SIGINT:  # Ctrl-C: the trial is marked FAIL at once and the process exits 130
+        assert proc.returncode == 130 and "run the same command to resume" in out
+        assert trials[1].state == TrialState.FAIL
+    else:  # killed: the next worker marks it FAIL once its heartbeat is stale
+        assert trials[1].state == TrialState.RUNNING
+        time.sleep(3)
+
+    code, out = run_cli([a.replace("schedule.max_iters=100", "schedule.max_iters=20") for a in args], cwd)
+    assert code == 0, out
+    trials = trials_of(url, "lr_warmup")
+    states = [t.state for t in trials]
+    assert states[0] == TrialState.COMPLETE and states[1] == TrialState.FAIL
+    assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states) == 3  # the total reached
+    assert trials[0].value == pytest.approx(trials_of(url, "lr_warmup")[0].value)  # nothing lost
+
+
+def postgres_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not postgres_reachable(), reason="no PostgreSQL server on 127.0.0.1:5432")
+def test_the_same_sweep_on_postgresql(workdir):
+    cwd, common = workdir
+    name = f"pg_sweep_{uuid.uuid4().hex[:8]}"
+    code, out = run_cli(["+sweep=lr_warmup", *TINY, f"study.storage={POSTGRES_URL}", f"study.name={name}",
+                         "study.n_trials=3", *common], cwd)
+    try:
+        assert code == 0, out
+        trials = trials_of(POSTGRES_URL, name)
+        assert len(trials) == 3 and trials[0].user_attrs[BASELINE_ATTR]
+        assert all(t.intermediate_values for t in trials)
+    finally:
+        optuna.delete_study(study_name=name, storage=POSTGRES_URL)
+
+
+def compose(workdir, *extra):
+    """The composed config and the overrides that made it (the runner composes trials from them)."""
+    cwd, common = workdir
+    overrides = ["+sweep=lr_warmup", *TINY, f"study.storage={sqlite_url(cwd)}", *common, *extra]
+    return compose_study_config(overrides), overrides
+
+
+@pytest.mark.parametrize("params,error,message", [
+    ({"schedule.lrr": "interval(1e-4, 1e-2)"}, SearchSpaceError, "schedule.lrr"),
+    ({"model": "choice(nano, huge)"}, SearchSpaceError, "huge"),
+    ({"schedule.lr": "interval(1e-2, 1e-4)"}, SearchSpaceError, "schedule.lr"),
+    ({"schedule.lr": "tag(log, interval(0, 1e-2))"}, SearchSpaceError, "log"),
+])
+def test_bad_search_spaces_fail_before_any_training(workdir, params, error, message):
+    cfg, overrides = compose(workdir)
+    cfg.sweep.params = params
+    with pytest.raises(error, match=message):
+        run(cfg, overrides)
+    assert not (workdir[0] / "outputs").exists() and not (workdir[0] / "study.db").exists()
+
+
+@pytest.mark.parametrize("override,message", [
+    ("study.sampler.name=annealing", "annealing.*tpe, random, cmaes, qmc, grid"),
+    ("study.pruner.name=sometimes", "sometimes.*plateau"),
+    ("mode=replay", "mode='replay'.*sweep, best"),
+])
+def test_bad_study_settings_fail_before_any_training(workdir, override, message):
+    with pytest.raises(ValueError, match=message):
+        run(*compose(workdir, override))
+    assert not (workdir[0] / "study.db").exists()
+
+
+def test_unreachable_storage_fails_without_printing_the_password(workdir):
+    with pytest.raises(StorageError) as info:
+        run(*compose(workdir, "study.storage=postgresql://sweeper:s3cretpw@127.0.0.1:1/studies"))
+    assert "s3cretpw" not in str(info.value) and "127.0.0.1:1" in str(info.value)
+    assert not (workdir[0] / "outputs").exists()
+
+
+def test_unknown_or_missing_sweep_lists_the_known_ones(workdir):
+    cwd, common = workdir
+    code, out = run_cli(["+sweep=lr_warmpu"], cwd)
+    assert code != 0 and "lr_warmup" in out and "regularization" in out
+    code, out = run_cli([], cwd)
+    assert code != 0 and "add +sweep=NAME" in out and "lr_warmup" in out
+
+
+def test_trial_failures_never_end_the_study(workdir, monkeypatch):
+    import sweeps.objective
+
+    # an impossible sampled config fails at once with its reason
+    cfg, overrides = compose(workdir, "study.n_trials=2", "study.baseline=false")
+    cfg.sweep.params = {"model.n_head": "choice(3)"}
+    with pytest.raises(StudyError, match="5 trials in a row failed .*divisible"):
+        run(cfg, overrides)
+    failed = trials_of(cfg.study.storage, "lr_warmup")
+    assert [t.state for t in failed] == [TrialState.FAIL] * 5
+    assert "model.n_embd=32 is invalid: must be divisible by model.n_head=3" in failed[0].user_attrs["fail_reason"]
+
+    # a diverged trial is pruned with the reason
+    cfg, overrides = compose(workdir, "study.name=diverge", "study.n_trials=1", "study.baseline=false",
+                             "optim.grad_clip=0", "schedule.warmup_iters=100")
+    cfg.sweep.params = {"schedule.lr": "choice(10000.0)"}
+    run(cfg, overrides)
+    [diverged] = trials_of(cfg.study.storage, "diverge")
+    assert diverged.state == TrialState.PRUNED and diverged.user_attrs["status"] == "diverged"
+
+    # out of GPU memory: FAIL with the reason, and the next trial runs
+    real_train = sweeps.objective.train
+    calls = []
+
+    def train_out_of_memory_once(cfg, on_eval=None):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_train(cfg, on_eval=on_eval)
+
+    monkeypatch.setattr(sweeps.objective, "train", train_out_of_memory_once)
+    run(*compose(workdir, "study.name=oom", "study.n_trials=1"))
+    oom, ok = trials_of(cfg.study.storage, "oom")
+    assert oom.state == TrialState.FAIL and oom.user_attrs["fail_reason"].startswith("out of memory")
+    assert ok.state == TrialState.COMPLETE
+
+
+def test_best_trial_reruns_long_resumes_after_interruption_and_exports_its_config(workdir):
+    cwd, common = workdir
+    url = sqlite_url(cwd)
+    base = ["+sweep=lr_warmup", *TINY, f"study.storage={url}", *common]
+    code, out = run_cli(base + ["study.n_trials=2"], cwd)
+    assert code == 0, out
+    best = optuna.load_study(study_name="lr_warmup", storage=url).best_trial
+
+    long_run = base + ["mode=best", "schedule.max_iters=60", "eval_interval=10"]
+    proc = runner(long_run, cwd)
+    run_dir = cwd / "outputs" / "studies" / "lr_warmup" / "best_run"
+    metrics = run_dir / "metrics.jsonl"
+    try:
+        wait_for(lambda: metrics.is_file() and '"iter": 30' in metrics.read_text()
+                 and (run_dir / "ckpt.pt").is_file(), timeout=300, what="the long run to pass iteration 30")
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+
+    code, out = run_cli(long_run, cwd)
+    assert code == 0, out
+    assert "resuming at iteration" in out and f"best trial {best.number}" in out
+    resumed_best = float(out.rsplit("best val loss ", 1)[1].split()[0])
+
+    # the exported config reproduces the long run from scratch (CPU runs are deterministic)
+    config = run_dir.parent / "best_config.yaml"
+    repro = subprocess.run([sys.executable, "-m", "trainer", f"--config-path={config.parent}",
+                            f"--config-name={config.stem}", f"out_dir={cwd / 'repro'}"],
+                           cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert repro.returncode == 0, repro.stderr
+    assert float(repro.stdout.rsplit("best val loss ", 1)[1].split()[0]) == pytest.approx(resumed_best, abs=1e-4)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_optuna_dashboard_shows_the_runners_study(workdir):
+    cwd, common = workdir
+    url = sqlite_url(cwd)
+    code, out = run_cli(["+sweep=lr_warmup", *TINY, f"study.storage={url}", "study.n_trials=4", *common], cwd)
+    assert code == 0, out
+    port = free_port()
+    command = Path(sys.executable).parent / "optuna-dashboard"  # the console script beside this Python
+    dashboard = subprocess.Popen([str(command), url, "--host", "127.0.0.1", "--port", str(port)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        api = f"http://127.0.0.1:{port}/api"
+
+        def up():
+            try:
+                return requests.get(f"{api}/studies", timeout=2).ok
+            except requests.ConnectionError:
+                return False
+
+        wait_for(up, timeout=60, what="optuna-dashboard to answer")
+        [summary] = [s for s in requests.get(f"{api}/studies", timeout=10).json()["study_summaries"]
+                     if s["study_name"] == "lr_warmup"]
+        detail = requests.get(f"{api}/studies/{summary['study_id']}", timeout=10).json()
+        trials = detail["trials"]
+        assert len(trials) == 4
+        assert all(len(t["intermediate_values"]) >= 4 for t in trials)  # the val-loss curves
+        assert {a["key"] for a in trials[0]["user_attrs"]} >= {"stop_reason", "num_params", "epochs", "baseline"}
+        assert {t["state"] for t in trials} <= {"Complete", "Pruned"}
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
