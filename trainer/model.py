@@ -8,23 +8,15 @@ checkpoints with `GPTConfig(**model_args)`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from trainer.config import ModelConfig
 
-@dataclass
-class GPTConfig:
-    # exactly nanoGPT's seven keys: checkpoints store them as `model_args`
-    block_size: int = 1024
-    vocab_size: int = 50304
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    bias: bool = True
+# nanoGPT's GPTConfig: exactly its seven keys, which checkpoints store as `model_args`
+GPTConfig = ModelConfig
 
 
 class LayerNorm(nn.Module):

@@ -19,7 +19,7 @@ import torch
 from trainer.checkpoint import MODEL_ARG_KEYS, load_checkpoint, model_from_checkpoint, save_checkpoint
 from trainer.config import ConfigError, TrainConfig, as_train_config, check_config
 from trainer.data import PreparedData, load_tokenizer, prepare_data
-from trainer.model import GPT, GPTConfig
+from trainer.model import GPT
 from trainer.schedule import get_lr
 
 CHECKPOINT_NAME = "ckpt.pt"
@@ -147,7 +147,7 @@ def train(cfg, on_eval: Optional[OnEval] = None) -> TrainResult:
         best_val_loss = float(checkpoint["best_val_loss"])
         best_iter = int(checkpoint.get("best_iter", iter_num))
     else:
-        model = GPT(GPTConfig(**{k: getattr(cfg.model, k) for k in MODEL_ARG_KEYS}))
+        model = GPT(cfg.model)
     model.to(device)
     start_iter = iter_num
     o = cfg.optim
