@@ -141,12 +141,13 @@ class PlateauPruner(optuna.pruners.BasePruner):
        and the biggest drop any peer made after this step leaves it short of where the peers
        ended).
     6. **Plateaued leader** -> stop: ``g == 0`` and ``b <= ref_now`` and ``G <= noise`` (no peer
-       improved beyond noise after this step, e.g. they all flattened or overfit) and
-       ``v_k > b + noise`` (the trial is past its minimum: its val loss has turned up, as when
-       it starts to overfit). The trial should end now and be recorded COMPLETE with its best
-       value ``b``. A leader that is merely flat goes on: on cosine or WSD schedules the LR
-       decay still to come often brings a late drop, and peers with other warmups anneal at
-       other steps, so flatness alone stopped the eventual winner in replays.
+       improved beyond noise after this step, e.g. they all flattened or overfit) and each of
+       its last ``patience`` values is above ``b + noise`` (the trial is past its minimum: its
+       val loss has turned up and stayed up, as when it overfits). The trial should end now and
+       be recorded COMPLETE with its best value ``b``. A leader that is merely flat, or up by
+       one noisy evaluation, goes on: on cosine or WSD schedules the LR decay still to come
+       often brings a late drop, and peers with other warmups anneal at other steps, so such
+       stops cost the eventual winner in replays.
     7. Otherwise continue.
 
     :meth:`prune` returns True for "prune" and for "stop"; the objective tells them apart with
@@ -318,11 +319,12 @@ class PlateauPruner(optuna.pruners.BasePruner):
             )
 
         # 6. Plateaued leader.
-        if g == 0.0 and b <= ref_now and peer_gain <= noise and v_k > b + noise:
+        recent_low = min((v for v in values[k - self._patience:] if math.isfinite(v)), default=math.inf)
+        if g == 0.0 and b <= ref_now and peer_gain <= noise and recent_low > b + noise:
             return PlateauDecision(
                 STOP,
                 f"plateaued leader at step {s}: best {b:.4f} <= peers' p{self._percentile:g} "
-                f"{ref_now:.4f}, val loss {v_k:.4f} turned up from it, no gain beyond noise "
+                f"{ref_now:.4f}, its last {self._patience} val losses all above it beyond noise, no gain beyond noise "
                 f"{noise:.4f} over the last "
                 f"{self._patience} evaluations, and no peer gained more than {peer_gain:.4f} "
                 f"after this step",
