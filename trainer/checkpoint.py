@@ -25,6 +25,7 @@ def save_checkpoint(checkpoint: dict, path: Path) -> None:
             torch.save(checkpoint, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -40,8 +41,10 @@ def load_checkpoint(path: Path, device: str = "cpu") -> dict:
     missing = [k for k in ("model", "model_args") if k not in checkpoint]
     if missing:
         raise ValueError(f"{path} is not a GPT checkpoint: it lacks {', '.join(missing)}")
+    # nanoGPT under torch < 2 stored each block's causal mask as `attn.bias`; SDPA needs none
     checkpoint["model"] = {
         k.removeprefix(COMPILE_PREFIX): v for k, v in checkpoint["model"].items()
+        if not k.endswith(".attn.bias")
     }
     return checkpoint
 

@@ -1,8 +1,13 @@
 """Parquet text -> GPT-2 BPE tokens on disk, tokenized once and reused.
 
-Documents are streamed by record batch (peak memory does not grow with the file), each followed
-by the end-of-text token, and written as uint16 `train.bin` / `val.bin` (nanoGPT's format) with a
-`meta.json`, under `cache_dir/<key>/`. Val is a seeded choice of whole documents.
+Documents are streamed by record batch, reading only the text column, so peak memory does not grow
+with the file; each document is followed by the end-of-text token, and the tokens are written as
+uint16 `train.bin` / `val.bin` (nanoGPT's format) with a `meta.json`, under `cache_dir/<key>/`.
+The key hashes everything the tokens depend on (source files with size and mtime, tokenizer, text
+column, split). Val is a seeded choice of whole documents, or separate `val_files`.
+
+A cache directory is built under an exclusive lock in a temp dir and renamed into place when
+complete, so concurrent preparers and interrupted runs never leave a half cache that looks valid.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -29,7 +35,11 @@ from trainer.config import DataConfig
 FORMAT_VERSION = 1
 DATA_NAMES = ("sample", "parquet")
 SAMPLE_TEXT_COLUMN = "text"
-READ_BATCH_ROWS = 1024
+TOKEN_DTYPE = np.uint16
+READ_BATCH_ROWS = 1024  # rows per record batch; also capped by READ_BATCH_BYTES
+READ_BATCH_BYTES = 16 << 20  # ~text per batch handed to tiktoken's threads
+READ_BUFFER_BYTES = 1 << 22  # buffered column-chunk reads: a whole row group is never loaded at once
+_GLOB_CHARS = set("*?[")
 
 
 class DataError(ValueError):
@@ -38,73 +48,106 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class TokenSplit:
+    """One split on disk: `num_tokens` uint16 token ids in `path`."""
+
     path: Path
     num_tokens: int
 
-    def sample_batch(self, batch_size: int, block_size: int, generator: torch.Generator):
-        """Random windows (x, y = x shifted by one) as int64 CPU tensors."""
+    def sample_batch(
+        self, batch_size: int, block_size: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random windows x and y = x shifted by one, int64 CPU tensors of shape (batch_size, block_size)."""
+        if self.num_tokens < block_size + 1:
+            raise DataError(f"{self.path} has {self.num_tokens} tokens, fewer than one window of "
+                            f"block_size={block_size} + 1")
         # a fresh memmap per call, as nanoGPT does: a long-lived one leaks memory
-        tokens = np.memmap(self.path, dtype=np.uint16, mode="r")
-        starts = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator).tolist()
-        x = torch.from_numpy(np.stack([tokens[i : i + block_size] for i in starts]).astype(np.int64))
-        y = torch.from_numpy(np.stack([tokens[i + 1 : i + 1 + block_size] for i in starts]).astype(np.int64))
-        return x, y
+        tokens = np.memmap(self.path, dtype=TOKEN_DTYPE, mode="r", shape=(self.num_tokens,))
+        starts = torch.randint(self.num_tokens - block_size, (batch_size,), generator=generator).numpy()
+        windows = tokens[starts[:, None] + np.arange(block_size + 1)].astype(np.int64)
+        del tokens
+        windows = torch.from_numpy(windows)
+        return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
 
 
 @dataclass(frozen=True)
 class PreparedData:
     train: TokenSplit
     val: TokenSplit
-    meta: dict
+    meta: dict  # the contents of meta.json
 
     def check_fits(self, block_size: int) -> None:
+        """Raise DataError unless each split holds at least one window of block_size + 1 tokens."""
         for name, split in (("train", self.train), ("val", self.val)):
             if split.num_tokens < block_size + 1:
                 raise DataError(
-                    f"the {name} split has {split.num_tokens} tokens, fewer than one window of "
-                    f"model.block_size={block_size} + 1; use more data or a smaller block_size"
+                    f"the {name} split has {split.num_tokens} tokens (train {self.train.num_tokens}, "
+                    f"val {self.val.num_tokens}), fewer than one window of model.block_size={block_size} + 1; "
+                    f"use more data, a larger data.val_fraction, or a smaller block_size"
                 )
 
 
 def sample_corpus_path() -> Path:
+    """The embedded sample corpus: Shakespeare's works, one row per work (columns title, text)."""
     return Path(__file__).resolve().parent / "sample_data" / "shakespeare_plays.parquet"
 
 
 def load_tokenizer(name: str):
+    """The tiktoken encoding `name` (the one place the tokenizer is loaded), or a DataError saying how to get it."""
     import tiktoken
 
+    valid = tiktoken.list_encoding_names()
+    if name not in valid:
+        raise DataError(f"data.tokenizer={name!r} is not a tiktoken encoding; valid: {', '.join(valid)} "
+                        f"(r50k_base has GPT-2's ids)")
     try:
         return tiktoken.get_encoding(name)
-    except ValueError as e:
-        raise DataError(f"data.tokenizer={name!r} is not a tiktoken encoding ({e}); "
-                        f"use r50k_base (GPT-2's ids) or gpt2") from None
-    except Exception as e:
+    except Exception as e:  # no network, a blocked download, a corrupt cached file, ...
+        cache = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
+        where = f"TIKTOKEN_CACHE_DIR={cache}" if cache else "TIKTOKEN_CACHE_DIR is not set"
         raise DataError(
-            f"tiktoken could not load the {name!r} encoding ({type(e).__name__}: {e}). It downloads the "
-            f"BPE file on first use: allow that download once, or set TIKTOKEN_CACHE_DIR to a folder "
-            f"that holds the file (copy it from a machine where tiktoken has run)"
+            f"tiktoken could not load the {name!r} encoding ({type(e).__name__}: {e}; {where}). tiktoken "
+            f"downloads the BPE file on first use. Fix: set TIKTOKEN_CACHE_DIR to a folder holding that "
+            f"file (tiktoken names it by the SHA-1 of its URL), or allow the download, or run once on a "
+            f"machine with internet with TIKTOKEN_CACHE_DIR set and copy the folder"
         ) from None
 
 
+# ---------------------------------------------------------------------------------------------
+# sources and checks (all before any tokenizing)
+
+
 def _resolve(patterns, what: str) -> list[Path]:
-    files = []
+    files: list[Path] = []
     for pattern in patterns:
-        matches = sorted(glob.glob(os.path.expanduser(str(pattern))))
+        expanded = os.path.expanduser(str(pattern))
+        if _GLOB_CHARS & set(expanded):
+            matches = [Path(m) for m in glob.glob(expanded, recursive=True) if os.path.isfile(m)]
+        elif os.path.isdir(expanded):
+            matches = list(Path(expanded).glob("*.parquet"))
+        else:
+            matches = [Path(expanded)] if os.path.isfile(expanded) else []
         if not matches:
-            raise DataError(f"{what}: no file matches {pattern!r}")
-        files.extend(Path(m).resolve() for m in matches)
-    return files
+            raise DataError(f"{what}: no file matches {pattern!r} (cwd {os.getcwd()}); give existing "
+                            f"parquet files, folders of them, or globs such as '/data/*.parquet'")
+        files.extend(m.resolve() for m in matches)
+    return sorted(set(files))  # documents are numbered in sorted file order
 
 
 def _open_parquet(path: Path, column: str) -> pq.ParquetFile:
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(path, buffer_size=READ_BUFFER_BYTES)
     except Exception as e:
-        raise DataError(f"{path} is not a readable parquet file ({type(e).__name__}: {e})") from None
-    names = pf.schema_arrow.names
-    if column not in names:
-        raise DataError(f"{path} has no text column {column!r}; its columns are: {', '.join(names)} "
+        raise DataError(f"{path} is not a readable parquet file ({type(e).__name__}: {e}); "
+                        f"data.files and data.val_files take parquet files only") from None
+    schema = pf.schema_arrow
+    if column not in schema.names:
+        raise DataError(f"{path} has no text column {column!r}; its columns are: {', '.join(schema.names)} "
                         f"(set data.text_column)")
+    kind = schema.field(column).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
+            or getattr(pa.types, "is_string_view", lambda _: False)(kind)):
+        raise DataError(f"{path}: column {column!r} has type {kind}, not text; set data.text_column "
+                        f"to a string column")
     return pf
 
 
@@ -114,63 +157,152 @@ def _sources(cfg: DataConfig) -> tuple[list[Path], list[Path], str]:
     if cfg.name == "sample":
         return [sample_corpus_path()], [], SAMPLE_TEXT_COLUMN
     if not cfg.files:
-        raise DataError("data.files is empty; give parquet paths or globs, e.g. data.files='[/data/*.parquet]'")
+        raise DataError("data.files is empty; data.name=parquet needs parquet paths or globs, "
+                        "e.g. data.files='[/data/*.parquet]' (or use data=sample)")
     files = _resolve(cfg.files, "data.files")
     val_files = _resolve(cfg.val_files, "data.val_files") if cfg.val_files else []
+    both = sorted(set(files) & set(val_files))
+    if both:
+        raise DataError(f"files in both data.files and data.val_files: {', '.join(map(str, both))}; "
+                        f"val would leak into train")
     return files, val_files, cfg.text_column
 
 
-def _cache_key(files, val_files, column: str, cfg: DataConfig) -> tuple[str, list]:
-    fingerprint = []
-    for role, paths in (("train", files), ("val", val_files)):
-        for p in paths:
-            st = p.stat()
-            fingerprint.append({"role": role, "path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
-    split = {"val_fraction": None if val_files else cfg.val_fraction, "split_seed": None if val_files else cfg.split_seed}
-    blob = json.dumps({"v": FORMAT_VERSION, "files": fingerprint, "tokenizer": cfg.tokenizer,
-                       "column": column, **split}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16], fingerprint
+def _fingerprint(path: Path, pf: pq.ParquetFile) -> dict:
+    st = path.stat()
+    md = pf.metadata
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "num_rows": md.num_rows,
+            "num_row_groups": md.num_row_groups, "footer_bytes": md.serialized_size}
 
 
-def _load(final: Path) -> PreparedData:
-    meta = json.loads((final / "meta.json").read_text())
-    return PreparedData(TokenSplit(final / "train.bin", meta["train_tokens"]),
-                        TokenSplit(final / "val.bin", meta["val_tokens"]), meta)
+def _cache_key(train_fp: list, val_fp: list, column: str, tokenizer: str, cfg: DataConfig) -> str:
+    by_fraction = not val_fp  # val_fraction and split_seed matter only then
+    blob = json.dumps({
+        "format_version": FORMAT_VERSION, "files": train_fp, "val_files": val_fp, "tokenizer": tokenizer,
+        "text_column": column, "val_fraction": cfg.val_fraction if by_fraction else None,
+        "split_seed": cfg.split_seed if by_fraction else None,
+    }, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# the cache
+
+
+def _load(final: Path) -> PreparedData | None:
+    """The cache in `final`, or None when it is missing or not whole."""
+    try:
+        meta = json.loads((final / "meta.json").read_text())
+        splits = [TokenSplit(final / f"{s}.bin", int(meta[f"{s}_tokens"])) for s in ("train", "val")]
+        if any(s.path.stat().st_size != s.num_tokens * np.dtype(TOKEN_DTYPE).itemsize for s in splits):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return PreparedData(splits[0], splits[1], meta)
+
+
+def _summary(data: PreparedData, final: Path, verb: str) -> None:
+    m = data.meta
+    print(f"data: {verb} {m['train_tokens']:,} train / {m['val_tokens']:,} val tokens from "
+          f"{m['train_documents']:,} / {m['val_documents']:,} documents ({m['skipped_documents']} empty "
+          f"skipped) in {final}", file=sys.stderr)
 
 
 def prepare_data(cfg: DataConfig, progress: bool = True) -> PreparedData:
-    """Tokenize the configured source into the cache (once) and return its splits."""
+    """Tokenize the configured source into the cache (once) and return its splits.
+
+    `progress=False` silences the progress bar and the summary line.
+    """
     files, val_files, column = _sources(cfg)
     parquet = {p: _open_parquet(p, column) for p in files + val_files}  # every check before tokenizing
-    if not val_files and not 0.0 < cfg.val_fraction < 1.0:
-        raise DataError(f"data.val_fraction={cfg.val_fraction} is invalid; it must be in (0, 1), "
-                        f"or give data.val_files")
+    if not val_files:
+        if not 0.0 < cfg.val_fraction < 1.0:
+            raise DataError(f"data.val_fraction={cfg.val_fraction} is invalid; it must be in (0, 1), "
+                            f"or give data.val_files")
+        n_docs = sum(parquet[p].metadata.num_rows for p in files)
+        if n_docs < 2:
+            raise DataError(f"data.files hold {n_docs} document(s); a val split by document needs at "
+                            f"least 2, or give data.val_files")
     enc = load_tokenizer(cfg.tokenizer)
-    key, fingerprint = _cache_key(files, val_files, column, cfg)
-    root = Path(cfg.cache_dir)
-    final = root / key
-    if (final / "meta.json").is_file():
-        return _load(final)
+    if enc.n_vocab > np.iinfo(TOKEN_DTYPE).max + 1:
+        raise DataError(f"data.tokenizer={cfg.tokenizer!r} has {enc.n_vocab} tokens; the uint16 token "
+                        f"files hold at most 65536; use r50k_base / gpt2 / p50k_base")
+    train_fp = [_fingerprint(p, parquet[p]) for p in files]
+    val_fp = [_fingerprint(p, parquet[p]) for p in val_files]
+    key = _cache_key(train_fp, val_fp, column, cfg.tokenizer, cfg)
+    root = Path(cfg.cache_dir).expanduser().resolve()
+    final = root / key[:20]
+    data = _load(final)
+    if data is not None:
+        if progress:
+            _summary(data, final, "reusing")
+        return data
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits here, then finds the cache
-        if (final / "meta.json").is_file():
-            return _load(final)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+    with open(root / f"{key[:20]}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second preparer waits here, then finds the cache
+        data = _load(final)
+        if data is not None:
+            if progress:
+                _summary(data, final, "reusing")
+            return data
+        # holding the lock, nobody else is building this key: what is left is from a killed run
+        for stale in root.glob(f".{key[:20]}.*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        if final.exists():
+            shutil.rmtree(final)  # not whole (e.g. hand-edited): rebuild
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:20]}.", dir=root))
         try:
-            meta = _tokenize(parquet, files, val_files, column, cfg, enc, tmp, progress)
-            meta.update(key=key, tokenizer=cfg.tokenizer, eot_token=enc.eot_token, sources=fingerprint,
-                        text_column=column, created=time.strftime("%Y-%m-%dT%H:%M:%S"))
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+            meta = {"format_version": FORMAT_VERSION, "key": key}
+            meta.update(_tokenize(parquet, files, val_files, column, cfg, enc, tmp, progress))
+            meta.update(
+                tokenizer=cfg.tokenizer, eot_token=enc.eot_token, vocab_size=enc.n_vocab,
+                dtype=np.dtype(TOKEN_DTYPE).name, text_column=column,
+                split="val_files" if val_files else "val_fraction",
+                val_fraction=None if val_files else cfg.val_fraction,
+                split_seed=None if val_files else cfg.split_seed,
+                sources={"files": train_fp, "val_files": val_fp},
+                created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), created_unix=time.time(),
+            )
+            with open(tmp / "meta.json", "w") as f:
+                json.dump(meta, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
             os.rename(tmp, final)  # the cache appears whole or not at all
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     data = _load(final)
-    print(f"data: {data.meta['train_tokens']:,} train / {data.meta['val_tokens']:,} val tokens from "
-          f"{data.meta['train_documents']:,} / {data.meta['val_documents']:,} documents "
-          f"({data.meta['skipped_documents']} empty skipped) -> {final}", file=sys.stderr)
+    if data is None:
+        raise DataError(f"the cache just written to {final} does not read back; is {root} shared with "
+                        f"another program deleting files?")
+    if progress:
+        _summary(data, final, "prepared")
     return data
+
+
+def _read_batches(pf: pq.ParquetFile, column: str):
+    """Lists of texts from `pf`, read a record batch at a time, regrouped to about READ_BATCH_ROWS
+    rows or READ_BATCH_BYTES of text, whichever is first (small row groups still keep tiktoken's
+    threads busy; large ones are never held whole)."""
+    md = pf.metadata
+    leaf = [i for i in range(md.num_columns) if md.schema.column(i).path == column]
+    pending: list = []
+    pending_bytes = 0
+    for rg in range(md.num_row_groups):
+        group = md.row_group(rg)
+        if group.num_rows == 0:
+            continue
+        nbytes = group.column(leaf[0]).total_uncompressed_size if leaf else 0
+        per_row = max(1, nbytes // group.num_rows)
+        rows = int(max(1, min(READ_BATCH_ROWS, READ_BATCH_BYTES // per_row)))
+        for batch in pf.iter_batches(batch_size=rows, row_groups=[rg], columns=[column]):
+            pending.extend(batch.column(0).to_pylist())
+            pending_bytes += batch.nbytes
+            if len(pending) >= READ_BATCH_ROWS or pending_bytes >= READ_BATCH_BYTES:
+                yield pending
+                pending, pending_bytes = [], 0
+    if pending:
+        yield pending
 
 
 def _tokenize(parquet, files, val_files, column, cfg, enc, out: Path, progress: bool) -> dict:
@@ -181,45 +313,60 @@ def _tokenize(parquet, files, val_files, column, cfg, enc, out: Path, progress: 
     else:
         n_docs = sum(parquet[p].metadata.num_rows for p in files)
         n_val = min(n_docs - 1, max(1, round(cfg.val_fraction * n_docs)))
-        if n_docs < 2:
-            raise DataError(f"data.files hold {n_docs} document(s); a val split needs at least 2, "
-                            f"or give data.val_files")
         rng = np.random.default_rng(cfg.split_seed)
         val_docs = np.zeros(n_docs, dtype=bool)
         val_docs[rng.choice(n_docs, size=n_val, replace=False)] = True
-    counts = {"train_tokens": 0, "val_tokens": 0, "train_documents": 0, "val_documents": 0, "skipped_documents": 0}
-    bar = tqdm(unit="tok", unit_scale=True, disable=not progress, file=sys.stderr, desc="tokenizing")
+    counts = {"train_tokens": 0, "val_tokens": 0, "train_documents": 0, "val_documents": 0,
+              "skipped_documents": 0, "train_skipped_documents": 0, "val_skipped_documents": 0}
+    eot = enc.eot_token
+    threads = max(1, min(8, os.cpu_count() or 1))
+    total_rows = sum(parquet[p].metadata.num_rows for p in files + val_files)
+    bar = tqdm(total=total_rows, unit="doc", disable=not progress, file=sys.stderr, desc="tokenizing",
+               dynamic_ncols=True, mininterval=0.5)
+    t0 = time.perf_counter()
     with open(out / "train.bin", "wb") as train_f, open(out / "val.bin", "wb") as val_f:
+        sinks = {False: train_f, True: val_f}
         doc_index = 0
         for path in files + val_files:
-            is_val_file = path in val_files and path not in files
-            for batch in parquet[path].iter_batches(batch_size=READ_BATCH_ROWS, columns=[column]):
-                texts = batch.column(0).to_pylist()
-                kept, to_val = [], []
-                for text in texts:
-                    if is_val_file:
-                        goes_val = True
-                    else:
-                        goes_val = val_docs is not None and bool(val_docs[doc_index])
-                        doc_index += 1
-                    if not text:
-                        counts["skipped_documents"] += 1
+            in_val_file = val_docs is None and path in val_files
+            for texts in _read_batches(parquet[path], column):
+                if val_docs is None:
+                    to_val = [in_val_file] * len(texts)
+                else:
+                    to_val = val_docs[doc_index : doc_index + len(texts)].tolist()
+                    doc_index += len(texts)
+                kept = [(t, v) for t, v in zip(texts, to_val) if t]
+                n_skipped = len(texts) - len(kept)
+                if n_skipped:
+                    skipped_val = sum(1 for t, v in zip(texts, to_val) if not t and v)
+                    counts["skipped_documents"] += n_skipped
+                    counts["val_skipped_documents"] += skipped_val
+                    counts["train_skipped_documents"] += n_skipped - skipped_val
+                ids = enc.encode_ordinary_batch([t for t, _ in kept], num_threads=threads)
+                for goes_val in (False, True):
+                    docs = [d for d, (_, v) in zip(ids, kept) if v == goes_val]
+                    if not docs:
                         continue
-                    kept.append(text)
-                    to_val.append(goes_val)
-                parts = {"train": [], "val": []}
-                for ids, goes_val in zip(enc.encode_ordinary_batch(kept), to_val):
-                    ids.append(enc.eot_token)
-                    parts["val" if goes_val else "train"].append(ids)
-                for split, f in (("train", train_f), ("val", val_f)):
-                    if parts[split]:
-                        arr = np.fromiter(itertools.chain.from_iterable(parts[split]), dtype=np.uint16)
-                        f.write(arr.tobytes())
-                        counts[f"{split}_tokens"] += len(arr)
-                        counts[f"{split}_documents"] += len(parts[split])
-                        bar.update(len(arr))
+                    n = sum(len(d) for d in docs) + len(docs)
+                    arr = np.fromiter(
+                        itertools.chain.from_iterable(itertools.chain(d, (eot,)) for d in docs),
+                        dtype=TOKEN_DTYPE, count=n,
+                    )
+                    arr.tofile(sinks[goes_val])
+                    split = "val" if goes_val else "train"
+                    counts[f"{split}_tokens"] += n
+                    counts[f"{split}_documents"] += len(docs)
+                bar.update(len(texts))
+                if progress:
+                    done = counts["train_tokens"] + counts["val_tokens"]
+                    bar.set_postfix_str(f"{done / 1e6:.1f}M tok, {done / (time.perf_counter() - t0) / 1e6:.2f}M tok/s",
+                                        refresh=False)
+        for f in sinks.values():
+            f.flush()
+            os.fsync(f.fileno())
     bar.close()
     if counts["train_tokens"] == 0 or counts["val_tokens"] == 0:
-        raise DataError(f"after skipping {counts['skipped_documents']} empty texts the data has "
-                        f"{counts['train_tokens']} train and {counts['val_tokens']} val tokens; both must be > 0")
+        raise DataError(f"after skipping {counts['skipped_documents']} null/empty texts the data has "
+                        f"{counts['train_tokens']} train and {counts['val_tokens']} val tokens; both must be > 0 "
+                        f"(a larger data.val_fraction, another data.split_seed, or non-empty data.val_files)")
     return counts

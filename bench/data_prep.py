@@ -1,0 +1,171 @@
+"""Data preparation: throughput against tiktoken alone, and peak memory on a large parquet.
+
+    python bench/data_prep.py                          # both parts, a >= 1 GB generated parquet
+    python bench/data_prep.py --gb 0.05 --text-mb 5    # a quick check
+
+(a) tokens/s of `prepare_data` (parquet in, val split, uint16 files out, cache) against tiktoken's
+own `encode_ordinary_batch` on the same texts, already in memory, with the same thread count; the
+two alternate, best of --rounds, and the ratio is printed (target >= 0.8x).
+(b) peak RSS of a child process that runs `prepare_data` on a generated parquet of at least --gb
+GB on disk (target < 1 GB, and it must not grow with the file). The documents are random runs of
+lines from the sample plays, so no two are alike; the file is written uncompressed by default, so
+its size on disk is about its text size (--compression zstd gives a smaller file of the same text).
+Files go under --workdir (default outputs/bench); the generated parquet is kept for reruns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(REPO.parent / "shared" / "tiktoken_cache"))
+
+from trainer.config import DataConfig  # noqa: E402
+from trainer.data import load_tokenizer, prepare_data, sample_corpus_path  # noqa: E402
+
+
+def sample_lines() -> list[str]:
+    texts = pq.read_table(sample_corpus_path(), columns=["text"]).column(0).to_pylist()
+    return [line for t in texts for line in t.splitlines()]
+
+
+def write_parquet(path: Path, target_bytes: int, compression: str, seed: int = 0, rows_per_group: int = 4096,
+                  of_text: bool = False) -> tuple[int, int]:
+    """Documents of 20..400 consecutive lines from a random place in the plays, until the file (or,
+    with `of_text`, its text) holds `target_bytes`; returns (rows, text bytes)."""
+    lines = sample_lines()
+    rng = np.random.default_rng(seed)
+    rows = text_bytes = 0
+    tmp = path.with_suffix(".tmp")
+    with pq.ParquetWriter(tmp, pa.schema([("id", pa.int64()), ("text", pa.string())]),
+                          compression=compression) as writer:
+        while (text_bytes if of_text else tmp.stat().st_size) < target_bytes:
+            starts = rng.integers(0, len(lines) - 400, rows_per_group)
+            lengths = rng.integers(20, 400, rows_per_group)
+            docs = ["\n".join(lines[s : s + n]) for s, n in zip(starts.tolist(), lengths.tolist())]
+            writer.write_table(pa.table({"id": pa.array(range(rows, rows + len(docs)), pa.int64()),
+                                         "text": docs}))
+            rows += len(docs)
+            text_bytes += sum(len(d) for d in docs)
+    tmp.rename(path)
+    return rows, text_bytes
+
+
+def throughput(workdir: Path, text_mb: float, rounds: int) -> None:
+    path = workdir / f"throughput_{text_mb:g}mb.parquet"
+    if not path.exists():
+        write_parquet(path, int(text_mb * 1e6), "zstd", seed=1, rows_per_group=512, of_text=True)
+    texts = pq.read_table(path, columns=["text"]).column(0).to_pylist()
+    enc = load_tokenizer("r50k_base")
+    threads = max(1, min(8, os.cpu_count() or 1))  # what prepare_data uses
+    ours, theirs = [], []
+    for r in range(rounds):
+        t0 = time.perf_counter()
+        n_tiktoken = sum(len(ids) + 1 for ids in enc.encode_ordinary_batch(texts, num_threads=threads))
+        theirs.append(n_tiktoken / (time.perf_counter() - t0))
+        cache = workdir / f"cache_throughput_{r}"
+        shutil.rmtree(cache, ignore_errors=True)
+        t0 = time.perf_counter()
+        data = prepare_data(DataConfig(name="parquet", files=[str(path)], val_fraction=0.01, cache_dir=str(cache)),
+                            progress=False)
+        n_ours = data.meta["train_tokens"] + data.meta["val_tokens"]
+        ours.append(n_ours / (time.perf_counter() - t0))
+        shutil.rmtree(cache)
+        assert n_ours == n_tiktoken, (n_ours, n_tiktoken)
+        print(f"  round {r + 1}: tiktoken {theirs[-1]:,.0f} tok/s, prepare_data {ours[-1]:,.0f} tok/s", flush=True)
+    mb = sum(len(t) for t in texts) / 1e6
+    print(f"(a) throughput on {mb:.0f} MB of text, {len(texts):,} documents, {n_ours:,} tokens, "
+          f"{threads} threads, best of {rounds}:")
+    print(f"    tiktoken encode_ordinary_batch, texts in memory: {max(theirs):>12,.0f} tokens/s")
+    print(f"    prepare_data, parquet -> uint16 files:          {max(ours):>12,.0f} tokens/s")
+    print(f"    ratio prepare_data / tiktoken: {max(ours) / max(theirs):.2f}x (target >= 0.8x)", flush=True)
+
+
+CHILD = """
+import json, resource, sys, time
+sys.path.insert(0, {repo!r})
+from trainer.config import DataConfig
+from trainer.data import prepare_data
+t0 = time.perf_counter()
+d = prepare_data(DataConfig(name="parquet", files=[{path!r}], val_fraction=0.001, cache_dir={cache!r}), progress=True)
+print(json.dumps({{"seconds": time.perf_counter() - t0, "tokens": d.meta["train_tokens"] + d.meta["val_tokens"],
+                  "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+"""
+
+
+# A fresh, small launcher runs the measured child: on Linux a child's ru_maxrss starts from the
+# high-water mark of the process that forked it, so forking from this (large) process would count
+# this process's memory instead of the child's.
+LAUNCHER = """
+import json, resource, subprocess, sys
+out = subprocess.run([sys.executable, "-c", sys.argv[1]], check=True, stdout=subprocess.PIPE, text=True).stdout
+print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "stdout": out}))
+"""
+
+
+def run_measured(code: str) -> tuple[int, str]:
+    """(peak RSS in KB, stdout) of a Python child running `code`."""
+    res = subprocess.run([sys.executable, "-c", LAUNCHER, code], check=True, stdout=subprocess.PIPE, text=True)
+    report = json.loads(res.stdout)
+    return report["maxrss_kb"], report["stdout"]
+
+
+def peak_memory(workdir: Path, gigabytes: float, compression: str) -> None:
+    path = workdir / f"large_{gigabytes:g}gb_{compression}.parquet"
+    if not path.exists():
+        t0 = time.perf_counter()
+        rows, text_bytes = write_parquet(path, int(gigabytes * 1e9), compression)
+        print(f"generated {path}: {rows:,} documents, {text_bytes / 1e9:.2f} GB of text in "
+              f"{time.perf_counter() - t0:.0f}s", flush=True)
+    md = pq.ParquetFile(path).metadata
+    print(f"(b) {path.name}: {path.stat().st_size / 1e9:.2f} GB on disk ({compression}), {md.num_rows:,} "
+          f"documents in {md.num_row_groups} row groups", flush=True)
+    # the baseline: a child that only imports the modules (torch, pyarrow, tiktoken)
+    base_kb, _ = run_measured(f"import sys; sys.path.insert(0, {str(REPO)!r}); import trainer.data")
+    cache = workdir / "cache_large"
+    shutil.rmtree(cache, ignore_errors=True)
+    peak_kb, out = run_measured(CHILD.format(repo=str(REPO), path=str(path), cache=str(cache)))
+    child = json.loads(out.strip().splitlines()[-1])
+    peak_mb, base_mb = peak_kb / 1024, base_kb / 1024
+    shutil.rmtree(cache, ignore_errors=True)
+    print(f"    prepare_data: {child['tokens']:,} tokens in {child['seconds']:.0f}s "
+          f"({child['tokens'] / child['seconds']:,.0f} tokens/s)")
+    print(f"    peak RSS of the child (RUSAGE_CHILDREN): {peak_mb:,.0f} MB (target < 1,024 MB); "
+          f"a child that only imports trainer.data: {base_mb:,.0f} MB; the child's own "
+          f"RUSAGE_SELF: {child['maxrss_kb'] / 1024:,.0f} MB", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gb", type=float, default=1.0, help="size on disk of the large parquet, in GB (default 1)")
+    ap.add_argument("--compression", default="none", help="of the large parquet: none | snappy | zstd")
+    ap.add_argument("--text-mb", type=float, default=30.0, help="text for the throughput part, in MB")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workdir", default="outputs/bench", help="generated files and caches (default %(default)s)")
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--skip-memory", action="store_true")
+    args = ap.parse_args()
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}, pyarrow {pa.__version__}", flush=True)
+    if not args.skip_throughput:
+        throughput(workdir, args.text_mb, args.rounds)
+    if not args.skip_memory:
+        peak_memory(workdir, args.gb, args.compression)
+
+
+if __name__ == "__main__":
+    main()
