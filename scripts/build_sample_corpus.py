@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import configparser
-import io
 import re
 import subprocess
 import sys
