@@ -119,7 +119,7 @@ def _on_sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
 
 def _with_installed_driver(url: URL) -> URL:
     """`postgresql://` means psycopg (3) to SQLAlchemy 2.1 but psycopg2 to 2.0; use whichever is
-    installed (the project depends on psycopg2-binary)."""
+    installed (the project depends on psycopg, but an environment may hold only psycopg2)."""
     if url.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None \
             and importlib.util.find_spec("psycopg2") is not None:
         return url.set(drivername="postgresql+psycopg2")

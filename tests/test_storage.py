@@ -28,15 +28,15 @@ PASSWORD = "s3cretpw"
 def _postgres_unreachable_reason() -> str | None:
     """None when PG_URL accepts connections, else why not (the reason tests are skipped)."""
     try:
-        import psycopg2
+        import psycopg
     except ImportError as e:
-        return f"psycopg2 not installed ({e})"
+        return f"psycopg not installed ({e})"
     from sqlalchemy.engine import make_url
 
     url = make_url(PG_URL)
     try:
-        conn = psycopg2.connect(host=url.host, port=url.port or 5432, user=url.username, password=url.password,
-                                dbname=url.database, connect_timeout=3)
+        conn = psycopg.connect(host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+                               dbname=url.database, connect_timeout=3)
     except Exception as e:  # noqa: BLE001
         return f"PostgreSQL not reachable at {redact_url(PG_URL)}: {str(e).strip().splitlines()[0]}"
     conn.close()
@@ -299,13 +299,12 @@ def test_two_processes_share_a_postgres_study(tmp_path):
 
 
 def _admin_connection():
-    import psycopg2
+    import psycopg
     from sqlalchemy.engine import make_url
 
     url = make_url(PG_URL)
-    conn = psycopg2.connect(host=url.host, port=url.port or 5432, user=url.username, password=url.password,
-                            dbname=url.database, connect_timeout=3)
-    conn.autocommit = True
+    conn = psycopg.connect(host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+                           dbname=url.database, connect_timeout=3, autocommit=True)
     return conn, url
 
 
