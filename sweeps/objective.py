@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gc
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional
 
 import optuna
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sweeps.search_space import SearchSpace
 from trainer import EvalMetrics, tokens_per_iter, train
@@ -60,7 +61,7 @@ class Objective:
         trial.set_user_attr(WARMUP_STEP, warmup_iters_of(train_cfg.schedule) * per_iter)
         trial.set_user_attr(BUDGET_STEP, train_cfg.schedule.max_iters * per_iter)
         trial.set_user_attr("run_dir", train_cfg.out_dir)
-        trial.set_user_attr("config", json.dumps(OmegaConf.to_container(OmegaConf.structured(train_cfg))))
+        trial.set_user_attr("config", json.dumps(asdict(train_cfg)))
         pruner = trial.study.pruner
         val_loss_se: dict = {}
         decision: dict = {}

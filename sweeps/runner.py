@@ -20,7 +20,7 @@ from sweeps.samplers import build_sampler
 from sweeps.search_space import SearchSpace, parse_search_space
 from sweeps.storage import create_or_load_study, open_storage, redact_url
 from trainer import TrainResult, train
-from trainer.config import ConfigError, as_train_config, check_config
+from trainer.config import as_train_config, check_config
 from trainer.data import prepare_data
 from trainer.train import resolve_device, resolve_dtype
 

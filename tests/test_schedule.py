@@ -1,5 +1,3 @@
-import math
-
 import pytest
 
 from trainer.config import ScheduleConfig

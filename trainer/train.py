@@ -19,7 +19,7 @@ import torch
 
 from trainer.checkpoint import MODEL_ARG_KEYS, load_checkpoint, model_from_checkpoint, save_checkpoint
 from trainer.config import ConfigError, TrainConfig, as_train_config, check_config
-from trainer.data import PreparedData, load_tokenizer, prepare_data
+from trainer.data import PreparedData, prepare_data
 from trainer.model import GPT
 from trainer.schedule import get_lr
 
@@ -143,7 +143,7 @@ def train(cfg, on_eval: Optional[OnEval] = None) -> TrainResult:
 
     data = prepare_data(cfg.data)
     data.check_fits(cfg.model.block_size)
-    n_vocab = load_tokenizer(cfg.data.tokenizer).n_vocab
+    n_vocab = data.meta["vocab_size"]  # the tokenizer's, recorded when the data was tokenized
     if cfg.model.vocab_size < n_vocab:
         raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
                           f"{n_vocab} tokens; use at least {n_vocab} (50304 pads GPT-2's for speed)")
@@ -218,7 +218,7 @@ def train(cfg, on_eval: Optional[OnEval] = None) -> TrainResult:
             **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
         }, ckpt_path)
 
-    status, stop_reason, evals, wrote_checkpoint = "completed", "", [], False
+    status, stop_reason, evals = "completed", "", []
     iter_times = []
     t_start = time.time()
     mfu = -1.0
@@ -252,7 +252,6 @@ def train(cfg, on_eval: Optional[OnEval] = None) -> TrainResult:
                 log({"type": "eval", **asdict(metrics)})
                 if iter_num > 0 and (cfg.checkpoint == "last" or (cfg.checkpoint == "best" and improved)):
                     write_checkpoint()
-                    wrote_checkpoint = True
                 if on_eval is not None:
                     reason = on_eval(metrics)
                     if reason:
@@ -314,7 +313,7 @@ def train(cfg, on_eval: Optional[OnEval] = None) -> TrainResult:
         tokens_per_iter=per_iter,
         unique_train_tokens=unique_tokens,
         out_dir=str(out_dir),
-        checkpoint_path=str(ckpt_path) if (wrote_checkpoint or ckpt_path.is_file()) and cfg.checkpoint != "none" else None,
+        checkpoint_path=str(ckpt_path) if cfg.checkpoint != "none" and ckpt_path.is_file() else None,
         last_eval=evals[-1] if evals else None,
         evals=evals,
     )
