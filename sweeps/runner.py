@@ -124,9 +124,6 @@ def run_sweep(cfg: DictConfig, overrides: list[str]) -> optuna.Study:
     data.check_fits(cfg.model.block_size)
     name = study_name_of(cfg)
     study = create_or_load_study(cfg.study, name, sampler, pruner)
-    n_existing = len(study.get_trials(deepcopy=False))
-    if n_existing:  # a resumed study must not replay the random start-up points it already tried
-        study.sampler = build_sampler(cfg.study.sampler, space, seed_offset=n_existing)
     print(f"study {name!r} in {redact_url(cfg.study.storage)}; watch it live with:\n"
           f"  optuna-dashboard {redact_url(cfg.study.storage)}")
 

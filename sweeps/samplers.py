@@ -7,7 +7,9 @@
     qmc     scrambled Sobol sequence (quasi-random, space-filling)
     grid    every point of the space once: every param must be a choice() or a range()
 
-All are seeded with `seed` (null: a fresh seed per process).
+All are seeded with `seed` (null: unseeded). tpe, random and cmaes draw trial n from the seed
+`seed + n` (TrialSeededSampler), so parallel workers and resumed studies never repeat each other's
+random points; qmc and grid walk one sequence that every worker shares.
 """
 
 from __future__ import annotations
@@ -23,25 +25,26 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from sweeps.search_space import SearchSpace, SearchSpaceError
+from sweeps.trial_seeded_sampler import TrialSeededSampler
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid")
 _log = logging.getLogger(__name__)
 
 
-def build_sampler(cfg: Any, space: SearchSpace, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The sampler `cfg.name` (a SamplerConfig: name, seed, n_startup_trials) for `space`.
-
-    `seed_offset` (the trials a resumed study already holds) shifts the seed of the samplers that
-    draw random points, so a resumed worker does not repeat them; qmc and grid keep `seed`, their
-    sequence is shared by every worker."""
+def build_sampler(cfg: Any, space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """The sampler `cfg.name` (a SamplerConfig: name, seed, n_startup_trials) for `space`."""
     name = str(cfg.name).lower()
     seed: Optional[int] = cfg.seed
-    drawn_seed = None if seed is None else seed + seed_offset
     n_startup = int(getattr(cfg, "n_startup_trials", 4))
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=drawn_seed, n_startup_trials=n_startup, multivariate=True)
+        def make_tpe(trial_seed: Optional[int]) -> optuna.samplers.BaseSampler:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.samplers.TPESampler(seed=trial_seed, n_startup_trials=n_startup,
+                                                  multivariate=True)
+        return TrialSeededSampler(make_tpe, seed)
     if name == "random":
-        return optuna.samplers.RandomSampler(seed=drawn_seed)
+        return TrialSeededSampler(lambda trial_seed: optuna.samplers.RandomSampler(seed=trial_seed), seed)
     if name == "cmaes":
         categorical = [k for k, d in space.distributions.items()
                        if isinstance(d, CategoricalDistribution) and not d.single()]
@@ -50,10 +53,12 @@ def build_sampler(cfg: Any, space: SearchSpace, seed_offset: int = 0) -> optuna.
                 f"CMA-ES cannot search categorical params ({', '.join(categorical)}): Optuna samples them "
                 f"independently at random while CMA-ES searches the numeric ones; use sampler tpe to model them",
                 UserWarning, stacklevel=2)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.CmaEsSampler(seed=drawn_seed, n_startup_trials=n_startup,
-                                                warn_independent_sampling=False)
+        def make_cmaes(trial_seed: Optional[int]) -> optuna.samplers.BaseSampler:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.samplers.CmaEsSampler(seed=trial_seed, n_startup_trials=n_startup,
+                                                    warn_independent_sampling=False)
+        return TrialSeededSampler(make_cmaes, seed)
     if name == "qmc":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

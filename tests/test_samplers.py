@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from sweeps.config import RunnerConfig, SamplerConfig
 from sweeps.samplers import SAMPLERS, build_sampler, grid_points, grid_search_space, grid_size
 from sweeps.search_space import SearchSpaceError, parse_search_space
+from sweeps.trial_seeded_sampler import TrialSeededSampler
 
 CONF = Path(__file__).parents[1] / "conf"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -61,7 +62,7 @@ def run(sampler_cfg, params, n_trials):
 ])
 def test_each_sampler_samples_the_space(name, cls):
     space, sampler, study = run(SamplerConfig(name=name, seed=3, n_startup_trials=3), MIXED, 8)
-    assert isinstance(sampler, cls)
+    assert isinstance(sampler.inner if isinstance(sampler, TrialSeededSampler) else sampler, cls)
     assert len(study.trials) == 8
     for trial in study.trials:
         assert trial.state == optuna.trial.TrialState.COMPLETE
@@ -86,8 +87,42 @@ def test_seeded_samplers_repeat(name):
     assert first == again
 
 
+@pytest.mark.parametrize("name", ["tpe", "random", "cmaes"])
+def test_parallel_workers_draw_different_points_and_trial_n_is_reproducible(name, tmp_path):
+    """Two workers with the same seed on one SQLite study, started together, take turns: every
+    trial gets its own draw, and trial n's draw is the one a single worker would make for it."""
+    space = space_of(MIXED)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    cfg = SamplerConfig(name=name, seed=5, n_startup_trials=10)  # all draws are random start-up
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        workers = [optuna.create_study(study_name="s", storage=storage, load_if_exists=True,
+                                       sampler=build_sampler(cfg, space)) for _ in range(2)]
+        for _ in range(3):
+            for study in workers:
+                study.optimize(objective_for(space), n_trials=1)
+        alone = run(cfg, MIXED, 6)[2]
+    shared = [t.params for t in workers[0].trials]
+    assert len(shared) == 6
+    assert len({tuple(sorted(p.items())) for p in shared}) == 6
+    assert shared == [t.params for t in alone.trials]
+
+
+def test_resumed_study_does_not_repeat_its_draws(tmp_path):
+    space = space_of(MIXED)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    cfg = SamplerConfig(name="tpe", seed=0, n_startup_trials=10)
+    params = []
+    for _ in range(2):  # the same command twice: the second process resumes the study
+        study = optuna.create_study(study_name="s", storage=storage, load_if_exists=True,
+                                    sampler=build_sampler(cfg, space))
+        study.optimize(objective_for(space), n_trials=3)
+    params = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(params) == 6 and len(set(params)) == 6
+
+
 def test_tpe_settings():
-    sampler = build_sampler(SamplerConfig(name="tpe", seed=0, n_startup_trials=9), space_of(MIXED))
+    sampler = build_sampler(SamplerConfig(name="tpe", seed=0, n_startup_trials=9), space_of(MIXED)).inner
     assert sampler._n_startup_trials == 9 and sampler._multivariate is True
 
 
