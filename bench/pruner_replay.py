@@ -4,15 +4,17 @@ Input: a JSON file of curves recorded by a sweep that pruned nothing::
 
     {"meta": {...},
      "trials": [{"params": {...}, "steps": [...], "values": [...], "se": [...],
-                 "warmup_step": int, "budget_step": int}, ...]}
+                 "warmup_step": int, "budget_step": int,
+                 "lr_area": [...], "lr_area_budget": float}, ...]}
 
 ``steps`` are training tokens (the steps the objective reports), ``values`` the val losses
-reported at them (NaN allowed), ``se`` their standard errors.
+reported at them (NaN allowed), ``se`` their standard errors, ``lr_area`` the LR summed over the
+tokens trained before each step and ``lr_area_budget`` over the whole budget (both optional).
 
 Every pruner sees the same N seeded random orders of the trials. For each (pruner, order) a
 fresh in-memory study and a fresh pruner replay the trials one after another, as the sweep's
-objective would: ask, set ``warmup_step`` / ``budget_step``, then for each evaluation set
-``val_loss_se`` and report, and ask ``should_prune()``. A PlateauPruner "stop" is told COMPLETE
+objective would: ask, set ``warmup_step`` / ``budget_step`` / ``lr_area_budget``, then for each
+evaluation set ``val_loss_se`` and ``lr_area`` and report, and ask ``should_prune()``. A PlateauPruner "stop" is told COMPLETE
 with the best value so far, any other prune is told PRUNED, and a trial that runs out is told
 COMPLETE with the best value of its curve.
 
@@ -79,6 +81,8 @@ class Curve:
     se: List[float]
     warmup_step: int = 0
     budget_step: Optional[int] = None
+    lr_area: Optional[List[float]] = None
+    lr_area_budget: Optional[float] = None
 
     def __post_init__(self) -> None:
         if not self.steps:
@@ -90,6 +94,10 @@ class Curve:
             )
         if any(b <= a for a, b in zip(self.steps, self.steps[1:])):
             raise ValueError("steps must be strictly increasing")
+        if (self.lr_area is None) != (self.lr_area_budget is None):
+            raise ValueError("lr_area and lr_area_budget come together or not at all")
+        if self.lr_area is not None and len(self.lr_area) != len(self.steps):
+            raise ValueError(f"lr_area has {len(self.lr_area)} values for {len(self.steps)} steps")
         if self.budget_step is None:
             self.budget_step = int(self.steps[-1])
 
@@ -124,6 +132,8 @@ def parse_curves(data: Dict[str, Any]) -> List[Curve]:
                     ],
                     warmup_step=int(t.get("warmup_step") or 0),
                     budget_step=None if t.get("budget_step") is None else int(t["budget_step"]),
+                    lr_area=None if t.get("lr_area") is None else [float(a) for a in t["lr_area"]],
+                    lr_area_budget=None if t.get("lr_area_budget") is None else float(t["lr_area_budget"]),
                 )
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -209,6 +219,8 @@ def synthetic_curves(seed: int = 0) -> Dict[str, Any]:
                     "se": [round(float(s), 5) for s in se],
                     "warmup_step": int(warmup * tokens_per_iter),
                     "budget_step": int(max_iters * tokens_per_iter),
+                    "lr_area": [float(cum[i] * tokens_per_iter) for i in ev],
+                    "lr_area_budget": float(cum[max_iters] * tokens_per_iter),
                 }
             )
     return {
@@ -288,13 +300,19 @@ def replay_order(
         trial = study.ask()
         trial.set_user_attr("warmup_step", int(c.warmup_step))
         trial.set_user_attr("budget_step", int(c.budget_step))
+        if c.lr_area is not None:
+            trial.set_user_attr("lr_area_budget", c.lr_area_budget)
         se_map: Dict[str, float] = {}
+        area_map: Dict[str, float] = {}
         best = math.inf
         last = c.steps[0]
         state, value = TrialState.COMPLETE, None
-        for step, v, se in zip(c.steps, c.values, c.se):
+        for i, (step, v, se) in enumerate(zip(c.steps, c.values, c.se)):
             se_map[str(step)] = float(se)
             trial.set_user_attr("val_loss_se", dict(se_map))
+            if c.lr_area is not None:
+                area_map[str(step)] = c.lr_area[i]
+                trial.set_user_attr("lr_area", dict(area_map))
             trial.report(v, step)
             last = step
             if math.isfinite(v):

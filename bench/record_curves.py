@@ -17,8 +17,21 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from sweeps.objective import BUDGET_STEP, VAL_LOSS_SE, WARMUP_STEP
+from sweeps.objective import BUDGET_STEP, LR_AREA, LR_AREA_BUDGET, VAL_LOSS_SE, WARMUP_STEP
 from sweeps.storage import open_storage
+from trainer.config import ScheduleConfig
+from trainer.schedule import lr_sum
+
+
+def lr_areas(t: optuna.trial.FrozenTrial, steps: list) -> tuple[list, float]:
+    """The trial's LR sums at its steps and over its budget, as the objective records them;
+    recomputed from its config for trials recorded before the objective did."""
+    if LR_AREA in t.user_attrs:
+        return [t.user_attrs[LR_AREA][str(s)] for s in steps], t.user_attrs[LR_AREA_BUDGET]
+    schedule = ScheduleConfig(**json.loads(t.user_attrs["config"])["schedule"])
+    per_iter = t.user_attrs[BUDGET_STEP] // schedule.max_iters
+    return ([lr_sum(schedule, 0, s // per_iter) * per_iter for s in steps],
+            lr_sum(schedule, 0, schedule.max_iters) * per_iter)
 
 
 def curves_of(study: optuna.Study) -> dict:
@@ -28,10 +41,12 @@ def curves_of(study: optuna.Study) -> dict:
         if t.user_attrs.get("status") != "completed" or not steps or steps[-1] < t.user_attrs[BUDGET_STEP]:
             continue
         se = t.user_attrs.get(VAL_LOSS_SE, {})
+        area, area_budget = lr_areas(t, steps)
         trials.append({"number": t.number, "params": t.params, "steps": steps,
                        "values": [t.intermediate_values[s] for s in steps],
                        "se": [se.get(str(s), 0.0) for s in steps],
-                       "warmup_step": t.user_attrs[WARMUP_STEP], "budget_step": t.user_attrs[BUDGET_STEP]})
+                       "warmup_step": t.user_attrs[WARMUP_STEP], "budget_step": t.user_attrs[BUDGET_STEP],
+                       "lr_area": area, "lr_area_budget": area_budget})
     if not trials:
         raise SystemExit(f"study {study.study_name!r} has no trial that ran its whole budget")
     return {"meta": {"study": study.study_name, "trials": len(trials)}, "trials": trials}

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from sweeps.search_space import SearchSpace
 from trainer import EvalMetrics, tokens_per_iter, train
 from trainer.config import ConfigError, as_train_config, check_config
-from trainer.schedule import warmup_iters_of
+from trainer.schedule import lr_sum, warmup_iters_of
 
 
 class TrialFailed(RuntimeError):
@@ -24,6 +24,7 @@ class TrialFailed(RuntimeError):
 
 # user attrs the pruners read (see sweeps.plateau_pruner)
 WARMUP_STEP, BUDGET_STEP, VAL_LOSS_SE = "warmup_step", "budget_step", "val_loss_se"
+LR_AREA, LR_AREA_BUDGET = "lr_area", "lr_area_budget"
 # the baseline trial: the config as given, enqueued with its values when they are a point of the
 # search space (so the sampler learns from it), else run unsampled
 BASELINE_ATTR, BASELINE_IN_SPACE, BASELINE_AS_GIVEN = "baseline", "in the search space", "outside the search space"
@@ -60,15 +61,24 @@ class Objective:
         per_iter = tokens_per_iter(train_cfg)
         trial.set_user_attr(WARMUP_STEP, warmup_iters_of(train_cfg.schedule) * per_iter)
         trial.set_user_attr(BUDGET_STEP, train_cfg.schedule.max_iters * per_iter)
+        # The LR summed over the tokens trained (lr x tokens): the pruner projects gains over
+        # the learning a trial has left, not over raw steps, so a decaying LR counts as less.
+        trial.set_user_attr(LR_AREA_BUDGET, lr_sum(train_cfg.schedule, 0, train_cfg.schedule.max_iters) * per_iter)
         trial.set_user_attr("run_dir", train_cfg.out_dir)
         trial.set_user_attr("config", json.dumps(asdict(train_cfg)))
         pruner = trial.study.pruner
         val_loss_se: dict = {}
+        lr_area: dict = {}
+        area = {"iter": 0, "sum": 0.0}  # running LR sum, advanced to each evaluation
         decision: dict = {}
 
         def on_eval(m: EvalMetrics) -> Optional[str]:
             val_loss_se[str(m.tokens)] = m.val_loss_se
+            area["sum"] += lr_sum(train_cfg.schedule, area["iter"], m.iter)
+            area["iter"] = m.iter
+            lr_area[str(m.tokens)] = area["sum"] * per_iter
             trial.set_user_attr(VAL_LOSS_SE, val_loss_se)
+            trial.set_user_attr(LR_AREA, lr_area)
             trial.report(m.val_loss, m.tokens)
             if not trial.should_prune():
                 return None

@@ -5,8 +5,9 @@ plateau for a while and then fall sharply, and the runs that end best sit on tha
 (high LR with a long warmup starts slow and ends best). A pruner that compares a trial with the
 median of the other trials at the same step (Optuna's MedianPruner) kills those runs. The
 :class:`PlateauPruner` below judges "stalled" against the other trials instead: a trial is only
-pruned when it is behind the finished trials at the same step *and* even the largest drop any
-finished trial still made after that step would not bring it to where they ended.
+pruned when it is behind the finished trials at the same step *and* neither its own recent rate
+nor the drop that a finished trial which ended well still made from the same point of its LR
+schedule would bring it to where they ended.
 
 The objective reads the pruner's verdict after :meth:`optuna.trial.Trial.should_prune` returns
 True, because the pruner can also ask a plateaued leader to stop early (recorded COMPLETE)::
@@ -60,11 +61,12 @@ class PlateauDecision:
 
 
 class _Peer:
-    """A finished trial's curve, prepared for best-so-far look-ups at any step."""
+    """A finished trial's curve, prepared for look-ups by step or by learning done: its best
+    value so far at each evaluation, and the LR summed up to each (NaN when not recorded)."""
 
-    __slots__ = ("steps", "best_so_far", "best", "last_step")
+    __slots__ = ("steps", "learned", "best_so_far", "best", "last_step")
 
-    def __init__(self, intermediate_values: Dict[int, float]) -> None:
+    def __init__(self, intermediate_values: Dict[int, float], attrs: Dict[str, Any]) -> None:
         items = sorted(intermediate_values.items())
         self.steps = np.fromiter((st for st, _ in items), dtype=np.int64, count=len(items))
         values = np.fromiter((v for _, v in items), dtype=float, count=len(items))
@@ -73,10 +75,16 @@ class _Peer:
         self.best_so_far = np.fmin.accumulate(values) if len(values) else values
         self.best = float(self.best_so_far[-1]) if len(values) else math.nan
         self.last_step = int(self.steps[-1]) if len(items) else None
+        self.learned = np.array([_learned(attrs, int(st)) for st in self.steps], dtype=float)
 
-    def best_at(self, step: int) -> float:
-        """Best (min) value at steps <= ``step``; NaN if none (or none finite)."""
-        i = int(np.searchsorted(self.steps, step, side="right")) - 1
+    def index_at(self, step: float) -> int:
+        """Index of the last evaluation at a step <= ``step``; -1 if none."""
+        return int(np.searchsorted(self.steps, step, side="right")) - 1
+
+    def best_by(self, amount: float, by_learning: bool) -> float:
+        """Best value once it had trained ``amount`` (learning, or steps): at its last evaluation
+        at or before that point; NaN if none."""
+        i = int(np.searchsorted(self.learned if by_learning else self.steps, amount, side="right")) - 1
         return float(self.best_so_far[i]) if i >= 0 else math.nan
 
 
@@ -89,6 +97,24 @@ def _as_int(value: Any, default: int) -> int:
         return int(value)
     except (TypeError, ValueError):
         return default
+
+
+def _as_float(value: Any) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return x if math.isfinite(x) and x > 0 else math.nan
+
+
+def _learned(attrs: Dict[str, Any], step: int) -> float:
+    """``lr_area[step]``, the LR summed over the trial's training before ``step``; NaN when the
+    trial did not record it."""
+    try:
+        learned = float(attrs["lr_area"][str(step)])
+    except (KeyError, TypeError, ValueError):
+        return math.nan
+    return learned if math.isfinite(learned) and learned >= 0 else math.nan
 
 
 def _as_se(se_map: Any, step: int) -> float:
@@ -111,44 +137,58 @@ class PlateauPruner(optuna.pruners.BasePruner):
 
     The trial's user attributes are read when present: ``warmup_step`` (int, the step at which
     its LR warmup ends; default 0), ``budget_step`` (int, its planned final step; default the
-    largest step among the COMPLETE trials, or its current step if there are none) and
+    largest step among the COMPLETE trials, or its current step if there are none),
     ``val_loss_se`` (dict ``str(step) -> standard error`` of that evaluation's val loss;
-    default 0).
+    default 0), and ``lr_area`` (dict ``str(step) -> the LR summed over the training tokens
+    before that step``) with ``lr_area_budget`` (that sum over the whole budget). The LR sums
+    measure *learning*: Adam moves the weights in proportion to the LR, so a trial late in a
+    cosine decay, or with a low LR, has less learning left than its steps suggest. Without
+    them, learning is counted in steps (a constant LR).
 
     The rule, for trial ``t`` whose reported values are ``v_1 .. v_k`` at steps
-    ``s_1 < ... < s_k = s`` (``s`` is the latest step), ``b = min(v)`` (over finite values) and
-    ``se`` the standard error at ``s``:
+    ``s_1 < ... < s_k = s`` (``s`` is the latest step), ``b = min(v)`` (over finite values),
+    ``se`` the standard error at ``s`` and ``noise = z * se``. ``done`` is the learning ``t``
+    has done by ``s`` and ``left`` the learning it has left after ``s`` (LR sums when recorded,
+    else ``s`` and ``budget_step - s``):
 
-    1. **Diverged** -> prune: ``v_k`` is NaN or infinite, or ``v_k > v_1 + noise`` with
-       ``noise = z * se`` (above its starting level beyond noise; early in a long warmup the
-       loss has barely moved and an evaluation can land just above the start by chance).
-       Checked always, even in warmup.
+    1. **Diverged** -> prune: ``v_k`` is NaN or infinite, or ``v_k > v_1 + noise`` (above its
+       starting level beyond noise; early in a long warmup the loss has barely moved and an
+       evaluation can land just above the start by chance). Checked always, even in warmup.
     2. **Protected** -> continue: ``s <= warmup_step``, or ``k < min_evals``, or
        ``k <= patience``.
     3. **Peers**: the COMPLETE trials other than ``t`` that have intermediate values. For each
        peer ``j``, ``L_j`` is its best value at steps ``<= s`` (a peer whose curve ended before
-       ``s`` gives its overall best; a peer with no finite value at a step ``<= s`` is skipped),
-       ``E_j`` its overall best and ``G_j = L_j - E_j`` (how much it still gained after ``s``).
-       Fewer than ``n_startup_trials`` such peers -> continue. Otherwise
-       ``ref_now = percentile(L, percentile)`` and ``ref_end = percentile(E, percentile)``
-       (numpy, linear interpolation) and ``G = max_j G_j``.
-    4. **Recent gain**: ``g = min(v_1 .. v_{k-patience}) - b``, the improvement over the last
-       ``patience`` evaluations; if ``g < noise`` (``noise = z * se``) then ``g = 0`` (a change
-       within noise counts as none). ``rate = g / (s - s_{k-patience})``.
+       ``s`` gives its overall best; a peer with no finite value at a step ``<= s`` is skipped)
+       and ``E_j`` its overall best. Fewer than ``n_startup_trials`` such peers -> continue.
+       Otherwise ``ref_now = percentile(L, percentile)`` and ``ref_end = percentile(E,
+       percentile)`` (numpy, linear interpolation).
+    4. **Projections**. Recent gain ``g = min(v_1 .. v_{k-patience}) - b``, the improvement over
+       the last ``patience`` evaluations; if ``g < noise`` then ``g = 0`` (a change within noise
+       counts as none). *Own*: ``b - g * left / (learning over those evaluations)``, its
+       recent rate kept up over everything it has left. *Peers*: for each peer ``j``, with
+       ``X_j`` its best value by the evaluation at which it had done ``done`` and ``Y_j`` by the
+       one at which it had done ``done + left`` (its overall best past its end), both compared
+       at equal learning: ``Y_j + max(0, b - X_j)``, where that peer got to with as much more
+       learning, plus how far ``t`` lags it at equal learning. (Learning in LR sums when both
+       trials recorded them, else in steps.) ``projected`` is the smallest of these.
     5. **Stalled loser** -> prune: ``b > ref_now + noise`` (worse than the peers at the same
-       step, beyond noise) and ``projected = b - max(rate * max(budget_step - s, 0), G)`` is
-       ``> ref_end`` (even the larger of its own recent rate extended over its remaining budget
-       and the biggest drop any peer made after this step leaves it short of where the peers
-       ended).
-    6. **Plateaued leader** -> stop: ``g == 0`` and ``b <= ref_now`` and ``G <= noise`` (no peer
-       improved beyond noise after this step, e.g. they all flattened or overfit) and each of
-       its last ``patience`` values is above ``b + noise`` (the trial is past its minimum: its
-       val loss has turned up and stayed up, as when it overfits). The trial should end now and
-       be recorded COMPLETE with its best value ``b``. A leader that is merely flat, or up by
-       one noisy evaluation, goes on: on cosine or WSD schedules the LR decay still to come
-       often brings a late drop, and peers with other warmups anneal at other steps, so such
-       stops cost the eventual winner in replays.
+       step, beyond noise) and ``projected > ref_end`` (neither its own recent rate nor the
+       path of any peer brings it to where the peers ended).
+    6. **Plateaued leader** -> stop: ``g == 0`` and ``b <= ref_now`` and every peer's
+       ``L_j - E_j <= noise`` (no peer improved beyond noise after this step, e.g. they all
+       flattened or overfit) and each of its last ``patience`` values is above ``b + noise``
+       (the trial is past its minimum: its val loss has turned up and stayed up, as when it
+       overfits). The trial should end now and be recorded COMPLETE with its best value ``b``.
+       A leader that is merely flat, or up by one noisy evaluation, goes on: on cosine or WSD
+       schedules the LR decay still to come often brings a late drop, and peers with other
+       warmups anneal at other steps, so such stops cost the eventual winner in replays.
     7. Otherwise continue.
+
+    Comparing with the peers at equal learning, not at equal steps, is what keeps a slow
+    starter and prunes a slow learner. A high-LR trial with a long warmup reaches a given step
+    with little learning done, so it is compared with the peers when they, too, still sat on
+    the plateau, and their drop after it says where it can get. A low-LR trial sitting on that
+    plateau has little learning left, so the peers' paths over that much learning end high.
 
     :meth:`prune` returns True for "prune" and for "stop"; the objective tells them apart with
     :meth:`last_decision`. :meth:`decide` returns the verdict without recording it.
@@ -160,7 +200,10 @@ class PlateauPruner(optuna.pruners.BasePruner):
         min_evals: Never prune (except divergence) or stop a trial with fewer evaluations than
             this; an integer >= 1.
         z: Changes smaller than ``z`` standard errors of the val loss count as none; a finite
-            number >= 0.
+            number >= 0. The trainer evaluates every trial on the same val batches, so the
+            standard error of one evaluation (the spread over those batches) overstates the
+            noise in a difference between two evaluations; 1 keeps the winner in every replay
+            of the recorded curves in ``bench/``.
         n_startup_trials: Number of usable COMPLETE peers needed before a stall is judged; an
             integer >= 1.
     """
@@ -170,7 +213,7 @@ class PlateauPruner(optuna.pruners.BasePruner):
         percentile: float = 50.0,
         patience: int = 3,
         min_evals: int = 4,
-        z: float = 2.0,
+        z: float = 1.0,
         n_startup_trials: int = 3,
     ) -> None:
         if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real):
@@ -270,47 +313,57 @@ class PlateauPruner(optuna.pruners.BasePruner):
 
         # 3. Peers.
         peers = self._peers(study, trial)
-        now, end = [], []
-        for peer in peers:
-            best_now = peer.best_at(s)
-            if math.isnan(best_now):
-                continue
-            now.append(best_now)
-            end.append(peer.best)
-        if len(now) < self._n_startup_trials:
+        budget_step = _as_int(attrs.get("budget_step"), max(
+            (p.last_step for p in peers if p.last_step is not None), default=s))
+        usable = [p for p in peers if p.index_at(s) >= 0 and not math.isnan(p.best_so_far[p.index_at(s)])]
+        if len(usable) < self._n_startup_trials:
             return PlateauDecision(
                 CONTINUE,
-                f"{len(now)} finished peers at step {s} < n_startup_trials "
+                f"{len(usable)} finished peers at step {s} < n_startup_trials "
                 f"{self._n_startup_trials}",
             )
-        now_a, end_a = np.asarray(now), np.asarray(end)
+        now_a = np.array([p.best_so_far[p.index_at(s)] for p in usable])
+        end_a = np.array([p.best for p in usable])
         ref_now = float(np.percentile(now_a, self._percentile))
         ref_end = float(np.percentile(end_a, self._percentile))
-        peer_gain = float(np.max(now_a - end_a))
 
-        # 4. Recent gain.
+        # 4. Recent gain, projected over what the trial has left; the peers' record.
         finite = [v for v in values if math.isfinite(v)]
         b = min(finite)
         before = [v for v in values[: k - self._patience] if math.isfinite(v)]
         g = (min(before) - b) if before else 0.0
         if g < noise:
             g = 0.0
-        rate = g / (s - steps[k - self._patience - 1])
+        window_start = steps[k - self._patience - 1]
+        learned = _learned(attrs, s)
+        learned_budget = _as_float(attrs.get("lr_area_budget"))
+        learned_window = learned - _learned(attrs, window_start)
+        if math.isnan(learned_budget) or not learned_window > 0:
+            by_learning, done, left = False, float(s), float(max(budget_step - s, 0))
+            own_gain = g * left / (s - window_start)
+        else:
+            by_learning, done, left = True, learned, max(learned_budget - learned, 0.0)
+            own_gain = g * left / learned_window
+        peer_end = math.inf
+        for peer in usable:
+            # Learning when both recorded it (a mixed study, e.g. resumed across versions: steps).
+            use_learning = by_learning and not math.isnan(peer.learned[-1])
+            at, ahead = (done, left) if use_learning else (float(s), float(max(budget_step - s, 0)))
+            then, later = peer.best_by(at, use_learning), peer.best_by(at + ahead, use_learning)
+            if not (math.isnan(then) or math.isnan(later)):
+                peer_end = min(peer_end, later + max(0.0, b - then))
 
         # 5. Stalled loser.
         if b > ref_now + noise:
-            budget_default = max((p.last_step for p in peers if p.last_step is not None),
-                                 default=s)
-            budget_step = _as_int(attrs.get("budget_step"), budget_default)
-            own_gain = rate * max(budget_step - s, 0)
-            projected = b - max(own_gain, peer_gain)
+            projected = min(b - own_gain, peer_end)
             if projected > ref_end:
+                unit = "learning" if by_learning else "training"
                 return PlateauDecision(
                     PRUNE,
                     f"stalled loser at step {s}: best {b:.4f} > peers' p{self._percentile:g} "
                     f"{ref_now:.4f} + noise {noise:.4f}, and projected {projected:.4f} "
-                    f"(own gain {own_gain:.4f}, largest peer gain after this step "
-                    f"{peer_gain:.4f}) > peers' final p{self._percentile:g} {ref_end:.4f}",
+                    f"(own recent gain kept up: {b - own_gain:.4f}; from the peers at equal "
+                    f"{unit}: {peer_end:.4f}) > peers' final p{self._percentile:g} {ref_end:.4f}",
                 )
             return PlateauDecision(
                 CONTINUE,
@@ -320,13 +373,14 @@ class PlateauPruner(optuna.pruners.BasePruner):
 
         # 6. Plateaued leader.
         recent_low = min((v for v in values[k - self._patience:] if math.isfinite(v)), default=math.inf)
-        if g == 0.0 and b <= ref_now and peer_gain <= noise and recent_low > b + noise:
+        any_peer_gain = float(np.max(now_a - end_a))
+        if g == 0.0 and b <= ref_now and any_peer_gain <= noise and recent_low > b + noise:
             return PlateauDecision(
                 STOP,
                 f"plateaued leader at step {s}: best {b:.4f} <= peers' p{self._percentile:g} "
                 f"{ref_now:.4f}, its last {self._patience} val losses all above it beyond noise, no gain beyond noise "
                 f"{noise:.4f} over the last "
-                f"{self._patience} evaluations, and no peer gained more than {peer_gain:.4f} "
+                f"{self._patience} evaluations, and no peer gained more than {any_peer_gain:.4f} "
                 f"after this step",
             )
 
@@ -334,7 +388,7 @@ class PlateauPruner(optuna.pruners.BasePruner):
         return PlateauDecision(
             CONTINUE,
             f"at step {s}: best {b:.4f}, peers' p{self._percentile:g} {ref_now:.4f}, recent "
-            f"gain {g:.4f}, largest peer gain after this step {peer_gain:.4f}",
+            f"gain {g:.4f}, largest peer gain after this step {any_peer_gain:.4f}",
         )
 
     # -- internals --------------------------------------------------------------------------
@@ -364,7 +418,7 @@ class PlateauPruner(optuna.pruners.BasePruner):
             n = len(other.intermediate_values)
             cached = self._peer_cache.get(key)
             if cached is None or cached[0] != n:
-                cached = (n, _Peer(other.intermediate_values))
+                cached = (n, _Peer(other.intermediate_values, other.user_attrs))
                 self._peer_cache[key] = cached
             peers.append(cached[1])
         return peers

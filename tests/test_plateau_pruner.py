@@ -22,18 +22,22 @@ def steps_for(values):
     return [i * DT for i in range(len(values))]
 
 
-def make_study(pruner, peers, direction="minimize"):
-    """A study holding `peers` (lists of values) as COMPLETE trials."""
+def make_study(pruner, peers, direction="minimize", learned=None):
+    """A study holding `peers` (lists of values) as COMPLETE trials; `learned(step)`, when given,
+    is their LR summed up to a step (recorded as the objective does), budget step 1000."""
     study = optuna.create_study(direction=direction, pruner=pruner)
     for values in peers:
         t = study.ask()
+        if learned is not None:
+            t.set_user_attr("lr_area", {str(st): learned(st) for st in steps_for(values)})
+            t.set_user_attr("lr_area_budget", learned(1000))
         for step, v in zip(steps_for(values), values):
             t.report(v, step)
         study.tell(t, min(values))
     return study
 
 
-def run_trial(study, values, *, warmup_step=None, budget_step=None, se=None, tell=True):
+def run_trial(study, values, *, warmup_step=None, budget_step=None, se=None, learned=None, tell=True):
     """Report `values` one by one as the objective does; stop at the first verdict that isn't
     "continue". Returns (actions after each report, the last decision)."""
     pruner = study.pruner
@@ -42,12 +46,17 @@ def run_trial(study, values, *, warmup_step=None, budget_step=None, se=None, tel
         trial.set_user_attr("warmup_step", warmup_step)
     if budget_step is not None:
         trial.set_user_attr("budget_step", budget_step)
-    se_map = {}
+    if learned is not None:
+        trial.set_user_attr("lr_area_budget", learned(budget_step))
+    se_map, learned_map = {}, {}
     actions, decision = [], None
     for step, v in zip(steps_for(values), values):
         if se is not None:
             se_map[str(step)] = se
             trial.set_user_attr("val_loss_se", dict(se_map))
+        if learned is not None:
+            learned_map[str(step)] = learned(step)
+            trial.set_user_attr("lr_area", dict(learned_map))
         trial.report(v, step)
         pruned = trial.should_prune()
         decision = pruner.last_decision(trial.number)
@@ -133,6 +142,48 @@ def test_stalled_behind_a_shared_plateau_is_pruned_once_the_peers_left_it():
     assert decision.reason.startswith("stalled loser")
 
 
+def constant_lr(lr):
+    return lambda step: lr * step
+
+
+def test_low_lr_trial_on_the_shared_plateau_is_pruned_for_lack_of_learning_left():
+    """The stuck curve above, at a tenth of the peers' LR: over the little learning it has
+    left, the peers' own paths end far above where they ended. Pruned at the first check."""
+    peers = [PLATEAU_DROP_A, PLATEAU_DROP_B, STEADY_A, STEADY_B]
+    study = make_study(PlateauPruner(), peers, learned=constant_lr(1.0))
+    stuck = [START, 7.45] + [7.35] * 9
+    actions, decision = run_trial(study, stuck, budget_step=1000, learned=constant_lr(0.1))
+    assert actions == ["continue"] * 4 + ["prune"]
+    assert "at equal learning" in decision.reason
+    # At the peers' LR it is the shared plateau until their drops are behind it (as above).
+    study = make_study(PlateauPruner(), peers, learned=constant_lr(1.0))
+    actions, _ = run_trial(study, stuck, budget_step=1000, learned=constant_lr(1.0))
+    assert len(actions) >= 8 and actions[-1] == "prune"
+
+
+# Peers at a constant LR that leave the plateau between steps 400 and 500.
+ESCAPE_AT_450 = [START, 7.3, 7.3, 7.3, 7.3, 5.0, 4.2, 4.0, 4.0, 4.0, 4.0]
+
+
+def long_warmup(step):
+    """LR summed to `step` for LR 1 after a linear warmup over 600 steps (300 by step 600)."""
+    return step * step / 1200 if step <= 600 else 300 + (step - 600)
+
+
+def test_long_warmup_trial_on_the_plateau_is_compared_at_equal_learning():
+    """At step 700 it still sits on the plateau every peer left at step 450, but it has done
+    only 400 of learning: the peers were on the plateau then, and their next 300 took them to
+    4.0, where they ended. Kept; compared at equal steps it would be pruned."""
+    on_plateau = [START, 9.5, 8.5, 7.6, 7.35, 7.3, 7.3, 7.3, 5.0, 4.1, 3.95]
+    study = make_study(PlateauPruner(), [ESCAPE_AT_450] * 3, learned=constant_lr(1.0))
+    actions, _ = run_trial(study, on_plateau, warmup_step=600, budget_step=1000, learned=long_warmup)
+    assert actions == ["continue"] * len(on_plateau)
+    study = make_study(PlateauPruner(), [ESCAPE_AT_450] * 3)
+    actions, decision = run_trial(study, on_plateau, warmup_step=600, budget_step=1000)
+    assert actions == ["continue"] * 7 + ["prune"]
+    assert "at equal training" in decision.reason
+
+
 @pytest.mark.parametrize(
     "values",
     [
@@ -151,7 +202,7 @@ def test_diverged_is_pruned_even_in_warmup(values):
 def test_above_start_within_noise_is_not_divergence():
     # Early in a long warmup the loss has barely moved; an evaluation 0.03 above the start
     # with SE 0.02 (noise 0.04) is not divergence, 0.05 above is.
-    study = make_study(PlateauPruner(), [])
+    study = make_study(PlateauPruner(z=2.0), [])
     actions, _ = run_trial(study, [START, START + 0.03, START - 0.2], se=0.02, warmup_step=500)
     assert actions == ["continue"] * 3
     actions, decision = run_trial(study, [START, START + 0.05], se=0.02, warmup_step=500)
@@ -260,7 +311,7 @@ def test_a_rise_within_noise_does_not_stop_a_leader():
     peers = [OVERFIT, OVERFIT, SMOOTH[:3] + [4.6] * 8]
     leader = [START, 6.0, 4.8, 4.4, 4.3, 4.29, 4.31, 4.32, 4.31]
     # With SE 0.02 (noise 0.04) the last three values lie within noise of the best (4.29): it goes on.
-    actions, _ = run_trial(make_study(PlateauPruner(), peers), leader, se=0.02, budget_step=1000)
+    actions, _ = run_trial(make_study(PlateauPruner(z=2.0), peers), leader, se=0.02, budget_step=1000)
     assert actions == ["continue"] * len(leader)
     # Without an SE they are a real rise: stopped once all three lie above the best.
     actions, _ = run_trial(make_study(PlateauPruner(), peers), leader, budget_step=1000)
@@ -272,11 +323,11 @@ def test_small_gain_within_noise_is_treated_as_a_stall():
     creeping = [START, 7.0, 5.3, 5.2, 5.1, 5.09, 5.06, 5.03, 5.0]
     # Without an SE, -0.03 per evaluation over a long remaining budget projects below the
     # peers' end (4.5): kept.
-    actions, _ = run_trial(make_study(PlateauPruner(), flat_peers), creeping, budget_step=6000)
+    actions, _ = run_trial(make_study(PlateauPruner(z=2.0), flat_peers), creeping, budget_step=6000)
     assert actions == ["continue"] * len(creeping)
     # With SE 0.05 (noise 0.1) the same 0.09 over 3 evaluations is no gain: pruned at once.
     actions, decision = run_trial(
-        make_study(PlateauPruner(), flat_peers), creeping, se=0.05, budget_step=6000
+        make_study(PlateauPruner(z=2.0), flat_peers), creeping, se=0.05, budget_step=6000
     )
     assert actions == ["continue"] * 7 + ["prune"]
     assert decision.reason.startswith("stalled loser")
@@ -285,9 +336,9 @@ def test_small_gain_within_noise_is_treated_as_a_stall():
 def test_within_noise_of_the_peers_is_not_a_loser():
     flat_peers = [[START, 6.0, 5.0, 4.6, 4.5] + [4.5] * 6] * 3
     close = [START, 6.0, 5.0, 4.6, 4.58] + [4.58] * 6
-    actions, _ = run_trial(make_study(PlateauPruner(), flat_peers), close, se=0.05)
+    actions, _ = run_trial(make_study(PlateauPruner(z=2.0), flat_peers), close, se=0.05)
     assert "prune" not in actions
-    actions, _ = run_trial(make_study(PlateauPruner(), flat_peers), close)
+    actions, _ = run_trial(make_study(PlateauPruner(z=2.0), flat_peers), close)
     assert actions[-1] == "prune"
 
 

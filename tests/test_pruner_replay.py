@@ -76,7 +76,7 @@ def test_replay_order_records_states_like_the_objective():
     # A trial far behind that never improves: pruned once 3 peers are COMPLETE. (The others
     # differ by less than 2 SE, so none of them is a loser.)
     curves.append(Curve({"i": 4}, list(range(0, 1000, 100)), [10.8] + [9.0] * 9, [0.02] * 10))
-    r = replay_order(curves, [0, 1, 2, 3, 4], PlateauPruner())
+    r = replay_order(curves, [0, 1, 2, 3, 4], PlateauPruner(z=2.0))
     assert r.n_pruned == 1 and r.regret == 0.0 and r.winner_kept
     full = sum(c.length for c in curves)
     assert r.steps_run < full

@@ -1,7 +1,7 @@
 import pytest
 
 from trainer.config import ScheduleConfig
-from trainer.schedule import get_lr
+from trainer.schedule import get_lr, lr_sum
 
 
 def cosine(**kw):
@@ -64,3 +64,12 @@ def test_fractions_follow_the_run_length():
     assert get_lr(9, short) == pytest.approx(1e-3 * 10 / 11) and get_lr(10, short) == 1e-3
     assert get_lr(99, long) == pytest.approx(1e-3 * 100 / 101) and get_lr(100, long) == 1e-3
     assert get_lr(50, short) == pytest.approx(1e-4) and get_lr(500, long) == pytest.approx(1e-4)
+
+
+def test_lr_sum_adds_the_schedule_over_a_span():
+    cfg = cosine(max_iters=100, warmup_iters=10)
+    assert lr_sum(cfg, 0, 0) == 0.0
+    assert lr_sum(cfg, 0, 100) == pytest.approx(sum(get_lr(it, cfg) for it in range(100)))
+    assert lr_sum(cfg, 0, 30) + lr_sum(cfg, 30, 100) == pytest.approx(lr_sum(cfg, 0, 100))
+    constant = ScheduleConfig(name="constant", lr=2e-3, max_iters=50, warmup_iters=0)
+    assert lr_sum(constant, 10, 20) == pytest.approx(10 * 2e-3)

@@ -20,6 +20,8 @@ from sweeps.objective import BASELINE_ATTR
 from sweeps.runner import StudyError, compose_study_config, run
 from sweeps.search_space import SearchSpaceError
 from sweeps.storage import StorageError
+from trainer.config import ScheduleConfig
+from trainer.schedule import lr_sum
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -27,7 +29,8 @@ POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "batch_size=4",
         "eval_iters=2", "schedule.max_iters=20", "eval_interval=5", "log_interval=5"]
 USER_ATTRS = {"num_params", "num_params_non_embedding", "tokens_seen", "epochs", "ms_per_iter", "train_val_gap",
-              "stop_reason", "run_dir", "checkpoint", "config", "warmup_step", "budget_step", "val_loss_se"}
+              "stop_reason", "run_dir", "checkpoint", "config", "warmup_step", "budget_step", "val_loss_se",
+              "lr_area", "lr_area_budget"}
 
 
 @pytest.fixture
@@ -80,6 +83,11 @@ def test_six_trial_sweep_of_nano_records_everything_and_resumes_without_overshoo
         assert USER_ATTRS <= set(t.user_attrs), USER_ATTRS - set(t.user_attrs)
         # reported at training tokens seen: 5 iterations x 4 x 64 tokens apart
         assert sorted(t.intermediate_values)[:2] == [0, 5 * 4 * 64]
+        # the LR summed over the tokens trained, at every reported step, as the schedule gives it
+        schedule = ScheduleConfig(**json.loads(t.user_attrs["config"])["schedule"])
+        for step in t.intermediate_values:
+            assert t.user_attrs["lr_area"][str(step)] == pytest.approx(lr_sum(schedule, 0, step // 256) * 256)
+        assert t.user_attrs["lr_area_budget"] == pytest.approx(lr_sum(schedule, 0, 20) * 256)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     for t in complete:
         assert Path(t.user_attrs["checkpoint"]).is_file()

@@ -56,3 +56,9 @@ def get_lr(it: int, cfg: ScheduleConfig) -> float:
     decay_ratio = (it - warmup_iters) / (decay_iters - warmup_iters)
     coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))
     return min_lr + coeff * (lr - min_lr)
+
+
+def lr_sum(cfg: ScheduleConfig, start: int, stop: int) -> float:
+    """Sum of get_lr over iterations start .. stop - 1: how far the optimizer can still move the
+    weights in that span (Adam's steps scale with the LR), used to compare learning left."""
+    return math.fsum(get_lr(it, cfg) for it in range(start, stop))
