@@ -16,6 +16,8 @@ import requests
 import torch
 from optuna.trial import TrialState
 
+from bench.pruner_replay import parse_curves
+from bench.record_curves import curves_of, lr_areas
 from sweeps.objective import BASELINE_ATTR
 from sweeps.runner import StudyError, compose_study_config, run
 from sweeps.search_space import SearchSpaceError
@@ -94,6 +96,21 @@ def test_six_trial_sweep_of_nano_records_everything_and_resumes_without_overshoo
         assert json.loads(t.user_attrs["config"])["model"]["n_embd"] == 64
         assert t.value == min(t.intermediate_values.values())
     assert "gain over the baseline" in out and "optuna-dashboard" in out
+
+    # bench/record_curves.py exports the full curves for the pruner replay, with the LR sums;
+    # for trials recorded without them it recomputes them from the trial's config.
+    curves = curves_of(optuna.load_study(study_name="lr_warmup", storage=url))
+    replayable = parse_curves(curves)
+    full = [t for t in complete if t.user_attrs["status"] == "completed"]
+    assert len(replayable) == len(full) >= 1
+    for t, curve in zip(full, replayable):
+        assert curve.lr_area == [t.user_attrs["lr_area"][str(st)] for st in sorted(t.intermediate_values)]
+        older = optuna.trial.create_trial(
+            params=t.params, distributions=t.distributions, value=t.value,
+            intermediate_values=t.intermediate_values,
+            user_attrs={k: v for k, v in t.user_attrs.items() if k not in ("lr_area", "lr_area_budget")})
+        area, budget = lr_areas(older, sorted(t.intermediate_values))
+        assert area == pytest.approx(curve.lr_area) and budget == pytest.approx(curve.lr_area_budget)
 
     code, out = run_cli(args, cwd)  # resumed: already holds 6 finished trials
     assert code == 0 and len(trials_of(url, "lr_warmup")) == 6
