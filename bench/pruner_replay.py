@@ -25,6 +25,9 @@ Scores per pruner, over the orders:
                with a value equal to its true best
   regret       study best value - the true best value (mean and max over orders)
 
+The "oracle (floor)" row knows every curve's end and prunes all but the winner as early as the
+plateau pruner's protections allow: the least compute any such pruner can use on these curves.
+
 Usage::
 
     python -m bench.pruner_replay curves.json [--orders 200] [--seed 0] [--json OUT]
@@ -54,6 +57,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = [
     "Curve",
+    "OraclePruner",
     "OrderResult",
     "PlateauPrunerNoStop",
     "PrunerScore",
@@ -239,6 +243,27 @@ def synthetic_curves(seed: int = 0) -> Dict[str, Any]:
 # -- replay ----------------------------------------------------------------------------------
 
 
+class OraclePruner(optuna.pruners.BasePruner):
+    """Knows every curve's final best: prunes each trial but the winner as early as the plateau
+    pruner's protections allow (after its warmup, ``min_evals`` and ``patience`` evaluations,
+    once ``n_startup_trials`` trials are COMPLETE). Its compute is the floor any pruner with
+    those protections can reach while keeping the winner."""
+
+    def __init__(self, curves: Sequence["Curve"], min_evals: int = 4, patience: int = 3,
+                 n_startup_trials: int = 3) -> None:
+        self._losers = {i for i, c in enumerate(curves) if c.best > min(x.best for x in curves)}
+        self._min_evals, self._patience, self._n_startup = min_evals, patience, n_startup_trials
+
+    def prune(self, study: "optuna.study.Study", trial: "optuna.trial.FrozenTrial") -> bool:
+        k, step = len(trial.intermediate_values), max(trial.intermediate_values, default=0)
+        return (
+            trial.user_attrs.get("curve") in self._losers
+            and step > trial.user_attrs.get("warmup_step", 0)
+            and k >= self._min_evals and k > self._patience
+            and len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) >= self._n_startup
+        )
+
+
 class PlateauPrunerNoStop(PlateauPruner):
     """PlateauPruner whose "stop" verdicts are ignored (the trial runs on): shows what the
     early stops of plateaued leaders save and cost."""
@@ -266,6 +291,7 @@ def default_pruners(curves: Sequence[Curve]) -> Dict[str, PrunerFactory]:
         "patient(median, 3)": patient,
         "hyperband": optuna.pruners.HyperbandPruner,
         "none": optuna.pruners.NopPruner,
+        "oracle (floor)": lambda: OraclePruner(curves),
     }
 
 
@@ -298,6 +324,7 @@ def replay_order(
     for idx in order:
         c = curves[idx]
         trial = study.ask()
+        trial.set_user_attr("curve", int(idx))
         trial.set_user_attr("warmup_step", int(c.warmup_step))
         trial.set_user_attr("budget_step", int(c.budget_step))
         if c.lr_area is not None:

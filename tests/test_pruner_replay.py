@@ -10,6 +10,7 @@ import pytest
 
 from bench.pruner_replay import (
     Curve,
+    OraclePruner,
     default_pruners,
     main,
     parse_curves,
@@ -130,3 +131,15 @@ def test_replay_tells_a_plateau_stop_complete_with_its_best():
     assert r.n_stopped == 1 and r.n_pruned == 0
     assert not r.winner_kept and r.regret == pytest.approx(0.02)
     assert r.steps_run == 3 * 900 + 600
+
+
+def test_oracle_prunes_every_loser_at_its_first_unprotected_evaluation():
+    steps = list(range(0, 1000, 100))
+    curves = [Curve({"i": i}, steps, [10.8, 7.0, 6.0, 5.5, 5.2] + [5.0 + 0.1 * i] * 5, [0.0] * 10,
+                    warmup_step=200 if i == 3 else 0)
+              for i in range(5)]
+    r = replay_order(curves, [4, 3, 2, 0, 1], OraclePruner(curves))
+    # three full curves first (n_startup_trials), the winner (0) runs to the end, the loser 1
+    # stops at its 4th evaluation (min_evals 4, patience 3: k=4 > 3)
+    assert r.winner_kept and r.n_pruned == 1
+    assert r.steps_run == 3 * 900 + 900 + 300
