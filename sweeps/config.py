@@ -40,7 +40,7 @@ class StudyConfig:
     storage: str = "sqlite:///outputs/optuna.db"  # any SQLAlchemy URL
     n_trials: int = 12  # finished trials the study should hold; a resumed study runs only the rest
     direction: str = "minimize"  # of the best val loss
-    baseline: bool = True  # a new study's first trial is the config as given, unswept
+    baseline: bool = True  # a new study's trial 0 is the config as given, unswept (not with grid)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     heartbeat_interval: int = 10  # seconds; a trial whose worker went silent ...

@@ -25,8 +25,8 @@ class TrialFailed(RuntimeError):
 # user attrs the pruners read (see sweeps.plateau_pruner)
 WARMUP_STEP, BUDGET_STEP, VAL_LOSS_SE = "warmup_step", "budget_step", "val_loss_se"
 LR_AREA, LR_AREA_BUDGET = "lr_area", "lr_area_budget"
-# the baseline trial: the config as given, enqueued with its values when they are a point of the
-# search space (so the sampler learns from it), else run unsampled
+# the baseline trial (trial 0): the config as given, drawn with its values when they are a point of
+# the search space (so the sampler learns from it), else run unsampled
 BASELINE_ATTR, BASELINE_IN_SPACE, BASELINE_AS_GIVEN = "baseline", "in the search space", "outside the search space"
 
 
@@ -41,14 +41,20 @@ class Objective:
     sizes or lengths are compared at equal training tokens. Returns the best val loss.
     """
 
-    def __init__(self, space: SearchSpace, compose: Callable[[list], DictConfig], study_dir: Path):
+    def __init__(self, space: SearchSpace, compose: Callable[[list], DictConfig], study_dir: Path,
+                 baseline: Optional[str] = None):
         self.space = space
         self.compose = compose  # Hydra overrides -> the trial's full config
         self.study_dir = Path(study_dir)
+        # Trial 0 is the baseline (BASELINE_IN_SPACE: the sampler pins its values;
+        # BASELINE_AS_GIVEN: nothing is sampled), None: no baseline.
+        self.baseline = baseline
 
     def __call__(self, trial: optuna.Trial) -> float:
-        as_given = trial.user_attrs.get(BASELINE_ATTR) == BASELINE_AS_GIVEN
-        values = {} if as_given else self.space.sample(trial)
+        baseline = self.baseline if trial.number == 0 else None
+        if baseline:
+            trial.set_user_attr(BASELINE_ATTR, baseline)
+        values = {} if baseline == BASELINE_AS_GIVEN else self.space.sample(trial)
         cfg = self.compose(self.space.to_overrides(values))
         cfg.out_dir = str(trial_dir(self.study_dir, trial.number))
         try:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from sweeps.config import register_configs
-from sweeps.objective import BASELINE_AS_GIVEN, BASELINE_ATTR, BASELINE_IN_SPACE, Objective, TrialFailed
+from sweeps.objective import BASELINE_AS_GIVEN, BASELINE_IN_SPACE, Objective, TrialFailed
 from sweeps.pruners import build_pruner
 from sweeps.report import study_report
 from sweeps.samplers import build_sampler
@@ -117,7 +117,12 @@ def run_sweep(cfg: DictConfig, overrides: list[str]) -> optuna.Study:
     check_config(baseline)  # the baseline itself must be a valid run on this machine
     resolve_dtype(baseline.dtype, resolve_device(baseline.device))
     space = parse_search_space(cfg.sweep.params, cfg, CONF_DIR)
-    sampler = build_sampler(cfg.study.sampler, space)
+    # Trial 0 of a new study is the baseline (a grid's trials are its points: none there).
+    baseline_kind, baseline_values = None, None
+    if cfg.study.baseline and str(cfg.study.sampler.name).lower() != "grid":
+        baseline_values = space.baseline_values(baseline_config(cfg), _group_choices(overrides))
+        baseline_kind = BASELINE_AS_GIVEN if baseline_values is None else BASELINE_IN_SPACE
+    sampler = build_sampler(cfg.study.sampler, space, first_trial=baseline_values)
     pruner = build_pruner(cfg.study.pruner)
     open_storage(cfg.study.storage)  # an unreachable database fails before the data is read
     data = prepare_data(cfg.data)  # data errors surface now, and trials reuse the cache
@@ -127,14 +132,12 @@ def run_sweep(cfg: DictConfig, overrides: list[str]) -> optuna.Study:
     print(f"study {name!r} in {redact_url(cfg.study.storage)}; watch it live with:\n"
           f"  optuna-dashboard {redact_url(cfg.study.storage)}")
 
-    if cfg.study.baseline and not study.get_trials(deepcopy=False):
-        values = space.baseline_values(baseline_config(cfg), _group_choices(overrides))
-        study.enqueue_trial(values or {}, user_attrs={
-            BASELINE_ATTR: BASELINE_AS_GIVEN if values is None else BASELINE_IN_SPACE})
-
-    objective = Objective(space, Composer(overrides), study_dir_of(cfg))
+    objective = Objective(space, Composer(overrides), study_dir_of(cfg), baseline_kind)
     failures = 0
-    previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # SIGTERM (kill, a scheduler's stop) ends the study as Ctrl-C does; SIGINT is handled even
+    # where it arrives ignored (a background job of a non-interactive shell, nohup'd scripts).
+    previous_handlers = {sig: signal.signal(sig, _raise_keyboard_interrupt)
+                         for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         while True:
             finished, running = _finished_and_running(study)
@@ -150,7 +153,8 @@ def run_sweep(cfg: DictConfig, overrides: list[str]) -> optuna.Study:
         print(f"\ninterrupted: the running trial is marked FAIL; run the same command to resume study {name!r}")
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
     print(study_report(study))
     return study
 

@@ -9,7 +9,8 @@
 
 All are seeded with `seed` (null: unseeded). tpe, random and cmaes draw trial n from the seed
 `seed + n` (TrialSeededSampler), so parallel workers and resumed studies never repeat each other's
-random points; qmc and grid walk one sequence that every worker shares.
+random points; qmc and grid walk one sequence that every worker shares. All but grid can pin
+trial 0 to the baseline's values (a grid's trials are its points).
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid")
 _log = logging.getLogger(__name__)
 
 
-def build_sampler(cfg: Any, space: SearchSpace) -> optuna.samplers.BaseSampler:
-    """The sampler `cfg.name` (a SamplerConfig: name, seed, n_startup_trials) for `space`."""
+def build_sampler(cfg: Any, space: SearchSpace,
+                  first_trial: Optional[dict] = None) -> optuna.samplers.BaseSampler:
+    """The sampler `cfg.name` (a SamplerConfig: name, seed, n_startup_trials) for `space`;
+    `first_trial`, values for trial 0 (the baseline), is ignored by grid."""
     name = str(cfg.name).lower()
     seed: Optional[int] = cfg.seed
     n_startup = int(getattr(cfg, "n_startup_trials", 4))
@@ -42,9 +45,10 @@ def build_sampler(cfg: Any, space: SearchSpace) -> optuna.samplers.BaseSampler:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.samplers.TPESampler(seed=trial_seed, n_startup_trials=n_startup,
                                                   multivariate=True)
-        return TrialSeededSampler(make_tpe, seed)
+        return TrialSeededSampler(make_tpe, seed, first_trial)
     if name == "random":
-        return TrialSeededSampler(lambda trial_seed: optuna.samplers.RandomSampler(seed=trial_seed), seed)
+        return TrialSeededSampler(lambda trial_seed: optuna.samplers.RandomSampler(seed=trial_seed), seed,
+                                  first_trial)
     if name == "cmaes":
         categorical = [k for k, d in space.distributions.items()
                        if isinstance(d, CategoricalDistribution) and not d.single()]
@@ -58,11 +62,13 @@ def build_sampler(cfg: Any, space: SearchSpace) -> optuna.samplers.BaseSampler:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.samplers.CmaEsSampler(seed=trial_seed, n_startup_trials=n_startup,
                                                     warn_independent_sampling=False)
-        return TrialSeededSampler(make_cmaes, seed)
+        return TrialSeededSampler(make_cmaes, seed, first_trial)
     if name == "qmc":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed)
+        def make_qmc(_: Optional[int]) -> optuna.samplers.BaseSampler:  # one sequence for all trials
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed)
+        return TrialSeededSampler(make_qmc, seed, first_trial)
     if name == "grid":
         grid = grid_search_space(space)
         _log.info("grid sampler: %d points", grid_size(space))

@@ -86,7 +86,7 @@ class SearchSpace:
 
     def baseline_values(self, cfg: DictConfig, group_choices: Mapping[str, str]) -> Optional[dict[str, Any]]:
         """The config's current value of every param (a group's from `group_choices`, e.g. Hydra's
-        runtime.choices), to enqueue as the baseline trial; None when some current value is not a
+        runtime.choices), the values of the baseline trial; None when some current value is not a
         point of the search space (not one of a choice's values, outside a range or interval, off
         a range's step, or null for a numeric param): then there is no baseline trial."""
         values: dict[str, Any] = {}

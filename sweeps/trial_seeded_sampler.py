@@ -1,4 +1,4 @@
-"""A sampler whose random draws for trial n depend on n only, not on the worker that runs it."""
+"""A sampler whose draws for trial n depend on n only, not on the worker that runs it."""
 
 from __future__ import annotations
 
@@ -24,17 +24,24 @@ class TrialSeededSampler(BaseSampler):
     it (given the same finished trials before it).
 
     Only samplers that hold no state between trials beyond their random stream qualify
-    (TPE, random and CMA-ES read everything else from the storage). With ``seed=None`` every
-    trial gets a fresh OS-random seed.
+    (TPE, random, CMA-ES and QMC read everything else from the storage). With ``seed=None``
+    every trial gets a fresh OS-random seed.
+
+    ``first_trial`` pins trial 0 to given values (the study's baseline): the storage numbers
+    trials atomically, so however many workers start a new study at once, exactly one of them
+    runs the baseline, which an enqueued trial cannot promise (each worker would enqueue one).
 
     Args:
         make: Builds the inner sampler from a seed (``None``: unseeded).
         seed: The study's sampler seed, or ``None``.
+        first_trial: Param name -> value for trial 0, or ``None`` to sample it like any other.
     """
 
-    def __init__(self, make: Callable[[Optional[int]], BaseSampler], seed: Optional[int]) -> None:
+    def __init__(self, make: Callable[[Optional[int]], BaseSampler], seed: Optional[int],
+                 first_trial: Optional[Dict[str, Any]] = None) -> None:
         self._make = make
         self._seed = seed
+        self._first_trial = first_trial
         self._inner = make(seed)
 
     @property
@@ -51,11 +58,18 @@ class TrialSeededSampler(BaseSampler):
 
     def sample_relative(self, study: Study, trial: FrozenTrial,
                         search_space: Dict[str, BaseDistribution]) -> Dict[str, Any]:
+        if self._pinned(trial):
+            return {}
         return self._inner.sample_relative(study, trial, search_space)
 
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
+        if self._pinned(trial) and param_name in self._first_trial:
+            return self._first_trial[param_name]
         return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def _pinned(self, trial: FrozenTrial) -> bool:
+        return self._first_trial is not None and trial.number == 0
 
     def after_trial(self, study: Study, trial: FrozenTrial, state: optuna.trial.TrialState,
                     values: Optional[list]) -> None:

@@ -108,6 +108,25 @@ def test_parallel_workers_draw_different_points_and_trial_n_is_reproducible(name
     assert shared == [t.params for t in alone.trials]
 
 
+@pytest.mark.parametrize("name", ["tpe", "random", "cmaes", "qmc"])
+def test_workers_starting_a_study_together_run_one_baseline(name, tmp_path):
+    """Each worker's sampler pins trial 0 to the baseline; only one worker gets trial 0."""
+    space = space_of(MIXED)
+    baseline = {"schedule.lr": 6e-4, "model.dropout": 0.0, "schedule.warmup_iters": 100,
+                "model": "nano", "optim.weight_decay": 0.1}
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        workers = [optuna.create_study(study_name="s", storage=storage, load_if_exists=True,
+                                       sampler=build_sampler(SamplerConfig(name=name, seed=1), space,
+                                                             first_trial=baseline)) for _ in range(3)]
+        for study in workers:
+            study.optimize(objective_for(space), n_trials=2)
+    params = [t.params for t in workers[0].trials]
+    assert len(params) == 6 and params[0] == baseline
+    assert sum(p == baseline for p in params) == 1
+
+
 def test_resumed_study_does_not_repeat_its_draws(tmp_path):
     space = space_of(MIXED)
     storage = f"sqlite:///{tmp_path / 'study.db'}"

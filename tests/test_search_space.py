@@ -10,7 +10,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from sweeps.config import RunnerConfig
+from sweeps.config import RunnerConfig, SamplerConfig
+from sweeps.samplers import build_sampler
 from sweeps.search_space import SearchSpace, SearchSpaceError, format_value, parse_search_space
 
 CONF = Path(__file__).parents[1] / "conf"
@@ -333,11 +334,10 @@ def test_baseline_values_are_the_config_s(cfg):
     values = space.baseline_values(cfg, {"model": "nano", "schedule": "cosine"})
     assert values == {"schedule.lr": 6e-4, "schedule.warmup_iters": 100, "model.dropout": 0.0, "model": "nano"}
     assert type(values["schedule.warmup_iters"]) is int
-    # the baseline enqueues and runs as is
-    study = optuna.create_study()
-    study.enqueue_trial(values)
-    trial = study.ask()
-    assert space.sample(trial) == values
+    # trial 0 draws them as they are (every sampler but grid pins it), trial 1 samples
+    study = optuna.create_study(sampler=build_sampler(SamplerConfig(name="tpe"), space, first_trial=values))
+    assert space.sample(study.ask()) == values
+    assert space.sample(study.ask()) != values
 
 
 def test_baseline_from_a_plain_config(cfg):

@@ -157,6 +157,26 @@ def test_a_study_killed_mid_trial_resumes(workdir, sig):
     assert trials[0].value == pytest.approx(trials_of(url, "lr_warmup")[0].value)  # nothing lost
 
 
+def test_two_workers_started_together_share_one_study(workdir):
+    """Two runner processes on one new SQLite study: one baseline, every draw different, the
+    total reached (each worker checks it before its next trial, so at most one more)."""
+    cwd, common = workdir
+    url = sqlite_url(cwd)
+    args = ["+sweep=lr_warmup", *TINY, f"study.storage={url}", "study.n_trials=5", *common]
+    run_cli(["+sweep=lr_warmup", *TINY, "study.n_trials=1", f"study.storage=sqlite:///{cwd / 'warm.db'}",
+             *common], cwd)  # tokenizes the corpus once, so both workers start training at once
+    workers = [runner(args, cwd) for _ in range(2)]
+    outs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outs
+    trials = trials_of(url, "lr_warmup")
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert 5 <= len(trials) <= 6
+    assert [bool(t.user_attrs.get(BASELINE_ATTR)) for t in trials] == [True] + [False] * (len(trials) - 1)
+    draws = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(draws)) == len(draws)
+    assert len({t.user_attrs["run_dir"] for t in trials}) == len(trials)  # no run dir shared
+
+
 def postgres_reachable() -> bool:
     try:
         with socket.create_connection(("127.0.0.1", 5432), timeout=1):
