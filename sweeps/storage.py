@@ -137,10 +137,13 @@ def _engine_kwargs(url: URL) -> dict[str, Any]:
 
 
 def _lost_creation_race(exc: BaseException) -> bool:
-    """Whether `exc` comes from two workers creating Optuna's tables in a new database at once."""
+    """Whether `exc` comes from two workers creating Optuna's tables in a new database at once.
+    SQLite in WAL mode answers "database is locked" at once, without waiting out the busy
+    timeout, when a transaction that read the schema then writes after another one committed."""
     if isinstance(exc, sqlalchemy.exc.IntegrityError):
         return True
-    return isinstance(exc, sqlalchemy.exc.SQLAlchemyError) and "already exists" in str(exc).lower()
+    text = str(exc).lower()
+    return isinstance(exc, sqlalchemy.exc.SQLAlchemyError) and ("already exists" in text or "database is locked" in text)
 
 
 def open_storage(url: str, heartbeat_interval: Optional[int] = 10,
