@@ -20,7 +20,7 @@ import logging
 import math
 import warnings
 from decimal import Decimal
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
@@ -39,16 +39,15 @@ def build_sampler(cfg: Any, space: SearchSpace,
     name = str(cfg.name).lower()
     seed: Optional[int] = cfg.seed
     n_startup = int(getattr(cfg, "n_startup_trials", 4))
-    if name == "tpe":
-        def make_tpe(trial_seed: Optional[int]) -> optuna.samplers.BaseSampler:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.samplers.TPESampler(seed=trial_seed, n_startup_trials=n_startup,
-                                                  multivariate=True)
-        return TrialSeededSampler(make_tpe, seed, first_trial)
-    if name == "random":
-        return TrialSeededSampler(lambda trial_seed: optuna.samplers.RandomSampler(seed=trial_seed), seed,
-                                  first_trial)
+    makers: dict[str, Callable[[Optional[int]], optuna.samplers.BaseSampler]] = {
+        "tpe": lambda trial_seed: optuna.samplers.TPESampler(
+            seed=trial_seed, n_startup_trials=n_startup, multivariate=True),
+        "random": lambda trial_seed: optuna.samplers.RandomSampler(seed=trial_seed),
+        "cmaes": lambda trial_seed: optuna.samplers.CmaEsSampler(
+            seed=trial_seed, n_startup_trials=n_startup, warn_independent_sampling=False),
+        # one Sobol sequence, shared by every trial and worker
+        "qmc": lambda _: optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed),
+    }
     if name == "cmaes":
         categorical = [k for k, d in space.distributions.items()
                        if isinstance(d, CategoricalDistribution) and not d.single()]
@@ -57,18 +56,12 @@ def build_sampler(cfg: Any, space: SearchSpace,
                 f"CMA-ES cannot search categorical params ({', '.join(categorical)}): Optuna samples them "
                 f"independently at random while CMA-ES searches the numeric ones; use sampler tpe to model them",
                 UserWarning, stacklevel=2)
-        def make_cmaes(trial_seed: Optional[int]) -> optuna.samplers.BaseSampler:
-            with warnings.catch_warnings():
+    if name in makers:
+        def make(trial_seed: Optional[int]) -> optuna.samplers.BaseSampler:
+            with warnings.catch_warnings():  # multivariate TPE, CMA-ES and QMC are "experimental"
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.samplers.CmaEsSampler(seed=trial_seed, n_startup_trials=n_startup,
-                                                    warn_independent_sampling=False)
-        return TrialSeededSampler(make_cmaes, seed, first_trial)
-    if name == "qmc":
-        def make_qmc(_: Optional[int]) -> optuna.samplers.BaseSampler:  # one sequence for all trials
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed)
-        return TrialSeededSampler(make_qmc, seed, first_trial)
+                return makers[name](trial_seed)
+        return TrialSeededSampler(make, seed, first_trial)
     if name == "grid":
         grid = grid_search_space(space)
         _log.info("grid sampler: %d points", grid_size(space))
