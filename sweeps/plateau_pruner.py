@@ -6,8 +6,8 @@ plateau for a while and then fall sharply, and the runs that end best sit on tha
 median of the other trials at the same step (Optuna's MedianPruner) kills those runs. The
 :class:`PlateauPruner` below judges "stalled" against the other trials instead: a trial is only
 pruned when it is behind the finished trials at the same step *and* neither its own recent rate
-nor the drop that a finished trial which ended well still made from the same point of its LR
-schedule would bring it to where they ended.
+nor the path of any finished trial, compared at equal learning (the LR summed over the tokens
+trained), would bring it to where they ended.
 
 The objective reads the pruner's verdict after :meth:`optuna.trial.Trial.should_prune` returns
 True, because the pruner can also ask a plateaued leader to stop early (recorded COMPLETE)::
