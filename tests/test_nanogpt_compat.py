@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.configs import with_overrides
 from trainer import TrainConfig, load_model, train
 from trainer.checkpoint import COMPILE_PREFIX
 from trainer.config import DataConfig, ModelConfig, OptimConfig, ScheduleConfig
@@ -50,13 +51,7 @@ def tiny_config(run_dir, **kw) -> TrainConfig:
         optim=OptimConfig(), batch_size=4, eval_interval=5, eval_iters=2, log_interval=1,
         out_dir=str(run_dir), checkpoint="last", device="cpu", dtype="float32",
     )
-    for key, value in kw.items():
-        target = cfg
-        *path, last = key.split(".")
-        for part in path:
-            target = getattr(target, part)
-        setattr(target, last, value)
-    return cfg
+    return with_overrides(cfg, kw)
 
 
 @pytest.mark.parametrize("bias", [False, True])

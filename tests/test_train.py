@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.configs import with_overrides
 from trainer import ConfigError, TrainConfig, load_model, train
 from trainer.checkpoint import COMPILE_PREFIX, MODEL_ARG_KEYS, load_checkpoint
 from trainer.config import DataConfig, ModelConfig, OptimConfig, ScheduleConfig
@@ -26,13 +27,7 @@ def tiny_config(tmp_path, **overrides) -> TrainConfig:
         batch_size=4, eval_interval=10, eval_iters=4, log_interval=1,
         out_dir=str(tmp_path / "run"), checkpoint="last",
     )
-    for key, value in overrides.items():
-        target = cfg
-        *path, last = key.split(".")
-        for part in path:
-            target = getattr(target, part)
-        setattr(target, last, value)
-    return cfg
+    return with_overrides(cfg, overrides)
 
 
 def read_metrics(run_dir, kind):
