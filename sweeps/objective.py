@@ -75,14 +75,15 @@ class Objective:
         pruner = trial.study.pruner
         val_loss_se: dict = {}
         lr_area: dict = {}
-        area = {"iter": 0, "sum": 0.0}  # running LR sum, advanced to each evaluation
+        summed_to, summed = 0, 0.0  # the LR summed over iterations 0 .. summed_to - 1
         decision: dict = {}
 
         def on_eval(m: EvalMetrics) -> Optional[str]:
+            nonlocal summed_to, summed
             val_loss_se[str(m.tokens)] = m.val_loss_se
-            area["sum"] += lr_sum(train_cfg.schedule, area["iter"], m.iter)
-            area["iter"] = m.iter
-            lr_area[str(m.tokens)] = area["sum"] * per_iter
+            summed += lr_sum(train_cfg.schedule, summed_to, m.iter)
+            summed_to = m.iter
+            lr_area[str(m.tokens)] = summed * per_iter
             trial.set_user_attr(VAL_LOSS_SE, val_loss_se)
             trial.set_user_attr(LR_AREA, lr_area)
             trial.report(m.val_loss, m.tokens)

@@ -77,10 +77,6 @@ class _Peer:
         self.last_step = int(self.steps[-1]) if len(items) else None
         self.learned = np.array([_learned(attrs, int(st)) for st in self.steps], dtype=float)
 
-    def index_at(self, step: float) -> int:
-        """Index of the last evaluation at a step <= ``step``; -1 if none."""
-        return int(np.searchsorted(self.steps, step, side="right")) - 1
-
     def best_by(self, amount: float, by_learning: bool) -> float:
         """Best value once it had trained ``amount`` (learning, or steps): at its last evaluation
         at or before that point; NaN if none."""
@@ -315,14 +311,20 @@ class PlateauPruner(optuna.pruners.BasePruner):
         peers = self._peers(study, trial)
         budget_step = _as_int(attrs.get("budget_step"), max(
             (p.last_step for p in peers if p.last_step is not None), default=s))
-        usable = [p for p in peers if p.index_at(s) >= 0 and not math.isnan(p.best_so_far[p.index_at(s)])]
+        left_steps = float(max(budget_step - s, 0))
+        usable, now = [], []
+        for peer in peers:
+            best_now = peer.best_by(s, by_learning=False)
+            if not math.isnan(best_now):
+                usable.append(peer)
+                now.append(best_now)
         if len(usable) < self._n_startup_trials:
             return PlateauDecision(
                 CONTINUE,
                 f"{len(usable)} finished peers at step {s} < n_startup_trials "
                 f"{self._n_startup_trials}",
             )
-        now_a = np.array([p.best_so_far[p.index_at(s)] for p in usable])
+        now_a = np.array(now)
         end_a = np.array([p.best for p in usable])
         ref_now = float(np.percentile(now_a, self._percentile))
         ref_end = float(np.percentile(end_a, self._percentile))
@@ -339,7 +341,7 @@ class PlateauPruner(optuna.pruners.BasePruner):
         learned_budget = _as_float(attrs.get("lr_area_budget"))
         learned_window = learned - _learned(attrs, window_start)
         if math.isnan(learned_budget) or not learned_window > 0:
-            by_learning, done, left = False, float(s), float(max(budget_step - s, 0))
+            by_learning, done, left = False, float(s), left_steps
             own_gain = g * left / (s - window_start)
         else:
             by_learning, done, left = True, learned, max(learned_budget - learned, 0.0)
@@ -348,7 +350,7 @@ class PlateauPruner(optuna.pruners.BasePruner):
         for peer in usable:
             # Learning when both recorded it (a mixed study, e.g. resumed across versions: steps).
             use_learning = by_learning and not math.isnan(peer.learned[-1])
-            at, ahead = (done, left) if use_learning else (float(s), float(max(budget_step - s, 0)))
+            at, ahead = (done, left) if use_learning else (float(s), left_steps)
             then, later = peer.best_by(at, use_learning), peer.best_by(at + ahead, use_learning)
             if not (math.isnan(then) or math.isnan(later)):
                 peer_end = min(peer_end, later + max(0.0, b - then))
