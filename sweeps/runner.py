@@ -134,10 +134,6 @@ def run_sweep(cfg: DictConfig, overrides: list[str]) -> optuna.Study:
 
     objective = Objective(space, Composer(overrides), study_dir_of(cfg), baseline_kind)
     failures = 0
-    # SIGTERM (kill, a scheduler's stop) ends the study as Ctrl-C does; SIGINT is handled even
-    # where it arrives ignored (a background job of a non-interactive shell, nohup'd scripts).
-    previous_handlers = {sig: signal.signal(sig, _raise_keyboard_interrupt)
-                         for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         while True:
             finished, running = _finished_and_running(study)
@@ -152,9 +148,6 @@ def run_sweep(cfg: DictConfig, overrides: list[str]) -> optuna.Study:
     except KeyboardInterrupt:
         print(f"\ninterrupted: the running trial is marked FAIL; run the same command to resume study {name!r}")
         raise
-    finally:
-        for sig, handler in previous_handlers.items():
-            signal.signal(sig, handler)
     print(study_report(study))
     return study
 
@@ -240,8 +233,15 @@ def run_best(cfg: DictConfig, overrides: list[str]) -> TrainResult:
 
 
 def run(cfg: DictConfig, overrides: list[str]) -> Optional[object]:
-    if cfg.mode == "sweep":
-        return run_sweep(cfg, overrides)
-    if cfg.mode == "best":
-        return run_best(cfg, overrides)
-    raise StudyError(f"mode={cfg.mode!r} is invalid: valid: sweep, best")
+    modes = {"sweep": run_sweep, "best": run_best}
+    if cfg.mode not in modes:
+        raise StudyError(f"mode={cfg.mode!r} is invalid: valid: sweep, best")
+    # SIGTERM (kill, a scheduler's stop) interrupts either mode as Ctrl-C does; SIGINT is handled
+    # even where it arrives ignored (a background job of a non-interactive shell, nohup).
+    previous_handlers = {sig: signal.signal(sig, _raise_keyboard_interrupt)
+                         for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return modes[cfg.mode](cfg, overrides)
+    finally:
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
