@@ -17,12 +17,14 @@ in the database, and nothing here caches around it.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import sqlite3
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import optuna
 import sqlalchemy
@@ -96,6 +98,22 @@ def _sqlite_file(url: URL) -> Optional[Path]:
     return Path(database)
 
 
+@contextmanager
+def _one_opener_at_a_time(url: URL) -> Iterator[None]:
+    """For a SQLite file: an exclusive lock on `<file>.lock` while this process creates or opens
+    the database and the study. Workers on one machine that start together would otherwise
+    race to create the tables, and SQLite in WAL mode answers such a race with "database is
+    locked" at once, without waiting out the busy timeout. Other databases: no lock."""
+    path = _sqlite_file(url) if url.get_backend_name() == "sqlite" else None
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
 def _prepare_sqlite(path: Path) -> None:
     """Creates the parent directory and puts the database into WAL mode (persistent)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,13 +155,10 @@ def _engine_kwargs(url: URL) -> dict[str, Any]:
 
 
 def _lost_creation_race(exc: BaseException) -> bool:
-    """Whether `exc` comes from two workers creating Optuna's tables in a new database at once.
-    SQLite in WAL mode answers "database is locked" at once, without waiting out the busy
-    timeout, when a transaction that read the schema then writes after another one committed."""
+    """Whether `exc` comes from two workers creating Optuna's tables in a new database at once."""
     if isinstance(exc, sqlalchemy.exc.IntegrityError):
         return True
-    text = str(exc).lower()
-    return isinstance(exc, sqlalchemy.exc.SQLAlchemyError) and ("already exists" in text or "database is locked" in text)
+    return isinstance(exc, sqlalchemy.exc.SQLAlchemyError) and "already exists" in str(exc).lower()
 
 
 def open_storage(url: str, heartbeat_interval: Optional[int] = 10,
@@ -158,18 +173,19 @@ def open_storage(url: str, heartbeat_interval: Optional[int] = 10,
     message = None
     for attempt in range(CREATE_ATTEMPTS):
         try:
-            if parsed.get_backend_name() == "sqlite":
-                path = _sqlite_file(parsed)
-                if path is not None:
-                    _prepare_sqlite(path)
-            with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = optuna.storages.RDBStorage(
-                    parsed.render_as_string(hide_password=False),
-                    engine_kwargs=_engine_kwargs(parsed),
-                    heartbeat_interval=heartbeat_interval,
-                    grace_period=grace_period,
-                )
+            with _one_opener_at_a_time(parsed):
+                if parsed.get_backend_name() == "sqlite":
+                    path = _sqlite_file(parsed)
+                    if path is not None:
+                        _prepare_sqlite(path)
+                with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    storage = optuna.storages.RDBStorage(
+                        parsed.render_as_string(hide_password=False),
+                        engine_kwargs=_engine_kwargs(parsed),
+                        heartbeat_interval=heartbeat_interval,
+                        grace_period=grace_period,
+                    )
             break
         except Exception as e:  # noqa: BLE001 - every failure becomes one clear, password-free error
             if attempt + 1 < CREATE_ATTEMPTS and _lost_creation_race(e):
@@ -199,8 +215,9 @@ def create_or_load_study(study_cfg: Any, study_name: str, sampler: optuna.sample
     )
     message = None
     try:
-        study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler, pruner=pruner,
-                                    direction=direction, load_if_exists=True)
+        with _one_opener_at_a_time(storage.engine.url):
+            study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler, pruner=pruner,
+                                        direction=direction, load_if_exists=True)
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
         message = f"cannot create or load study {study_name!r} in {redact_url(study_cfg.storage)!r}: {_reason(e, study_cfg.storage)}"
     if message is not None:
