@@ -5,16 +5,20 @@ Input: a JSON file of curves recorded by a sweep that pruned nothing::
     {"meta": {...},
      "trials": [{"params": {...}, "steps": [...], "values": [...], "se": [...],
                  "warmup_step": int, "budget_step": int,
-                 "lr_area": [...], "lr_area_budget": float}, ...]}
+                 "lr_area": [...], "lr_area_budget": float,
+                 "batch_losses": [[...], ...], "val_batches": str}, ...]}
 
 ``steps`` are training tokens (the steps the objective reports), ``values`` the val losses
 reported at them (NaN allowed), ``se`` their standard errors, ``lr_area`` the LR summed over the
-tokens trained before each step and ``lr_area_budget`` over the whole budget (both optional).
+tokens trained before each step and ``lr_area_budget`` over the whole budget, ``batch_losses``
+the val loss of each eval batch (or run of batches) at each step and ``val_batches`` the name of
+those batches (each pair optional).
 
 Every pruner sees the same N seeded random orders of the trials. For each (pruner, order) a
 fresh in-memory study and a fresh pruner replay the trials one after another, as the sweep's
-objective would: ask, set ``warmup_step`` / ``budget_step`` / ``lr_area_budget``, then for each
-evaluation set ``val_loss_se`` and ``lr_area`` and report, and ask ``should_prune()``. A PlateauPruner "stop" is told COMPLETE
+objective would: ask, set ``warmup_step`` / ``budget_step`` / ``lr_area_budget`` /
+``val_batches``, then for each evaluation set ``val_loss_se``, ``lr_area`` and
+``val_batch_losses`` and report, and ask ``should_prune()``. A PlateauPruner "stop" is told COMPLETE
 with the best value so far, any other prune is told PRUNED, and a trial that runs out is told
 COMPLETE with the best value of its curve.
 
@@ -87,6 +91,8 @@ class Curve:
     budget_step: Optional[int] = None
     lr_area: Optional[List[float]] = None
     lr_area_budget: Optional[float] = None
+    batch_losses: Optional[List[List[float]]] = None  # per evaluation, on the batches named:
+    val_batches: Optional[str] = None
 
     def __post_init__(self) -> None:
         if not self.steps:
@@ -102,6 +108,12 @@ class Curve:
             raise ValueError("lr_area and lr_area_budget come together or not at all")
         if self.lr_area is not None and len(self.lr_area) != len(self.steps):
             raise ValueError(f"lr_area has {len(self.lr_area)} values for {len(self.steps)} steps")
+        if (self.batch_losses is None) != (self.val_batches is None):
+            raise ValueError("batch_losses and val_batches come together or not at all")
+        if self.batch_losses is not None and len(self.batch_losses) != len(self.steps):
+            raise ValueError(
+                f"batch_losses has {len(self.batch_losses)} lists for {len(self.steps)} steps"
+            )
         if self.budget_step is None:
             self.budget_step = int(self.steps[-1])
 
@@ -138,6 +150,10 @@ def parse_curves(data: Dict[str, Any]) -> List[Curve]:
                     budget_step=None if t.get("budget_step") is None else int(t["budget_step"]),
                     lr_area=None if t.get("lr_area") is None else [float(a) for a in t["lr_area"]],
                     lr_area_budget=None if t.get("lr_area_budget") is None else float(t["lr_area_budget"]),
+                    batch_losses=None
+                    if t.get("batch_losses") is None
+                    else [[float(x) for x in b] for b in t["batch_losses"]],
+                    val_batches=None if t.get("val_batches") is None else str(t["val_batches"]),
                 )
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -329,8 +345,11 @@ def replay_order(
         trial.set_user_attr("budget_step", int(c.budget_step))
         if c.lr_area is not None:
             trial.set_user_attr("lr_area_budget", c.lr_area_budget)
+        if c.val_batches is not None:
+            trial.set_user_attr("val_batches", c.val_batches)
         se_map: Dict[str, float] = {}
         area_map: Dict[str, float] = {}
+        batch_map: Dict[str, List[float]] = {}
         best = math.inf
         last = c.steps[0]
         state, value = TrialState.COMPLETE, None
@@ -340,6 +359,9 @@ def replay_order(
             if c.lr_area is not None:
                 area_map[str(step)] = c.lr_area[i]
                 trial.set_user_attr("lr_area", dict(area_map))
+            if c.batch_losses is not None:
+                batch_map[str(step)] = c.batch_losses[i]
+                trial.set_user_attr("val_batch_losses", dict(batch_map))
             trial.report(v, step)
             last = step
             if math.isfinite(v):

@@ -17,7 +17,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from sweeps.objective import BUDGET_STEP, LR_AREA, LR_AREA_BUDGET, VAL_LOSS_SE, WARMUP_STEP
+from sweeps.objective import (BUDGET_STEP, LR_AREA, LR_AREA_BUDGET, VAL_BATCH_LOSSES, VAL_BATCHES,
+                              VAL_LOSS_SE, WARMUP_STEP)
 from sweeps.storage import open_storage
 from trainer.config import ScheduleConfig
 from trainer.schedule import lr_sum
@@ -42,11 +43,16 @@ def curves_of(study: optuna.Study) -> dict:
             continue
         se = t.user_attrs.get(VAL_LOSS_SE, {})
         area, area_budget = lr_areas(t, steps)
+        batches = {}
+        if VAL_BATCHES in t.user_attrs:  # recorded since the objective pairs evaluations by batch
+            per_step = t.user_attrs[VAL_BATCH_LOSSES]
+            batches = {"batch_losses": [per_step[str(s)] for s in steps],
+                       "val_batches": t.user_attrs[VAL_BATCHES]}
         trials.append({"number": t.number, "params": t.params, "steps": steps,
                        "values": [t.intermediate_values[s] for s in steps],
                        "se": [se.get(str(s), 0.0) for s in steps],
                        "warmup_step": t.user_attrs[WARMUP_STEP], "budget_step": t.user_attrs[BUDGET_STEP],
-                       "lr_area": area, "lr_area_budget": area_budget})
+                       "lr_area": area, "lr_area_budget": area_budget, **batches})
     if not trials:
         raise SystemExit(f"study {study.study_name!r} has no trial that ran its whole budget")
     return {"meta": {"study": study.study_name, "trials": len(trials)}, "trials": trials}

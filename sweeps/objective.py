@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 import optuna
 import torch
 from omegaconf import DictConfig
@@ -24,6 +25,11 @@ class TrialFailed(RuntimeError):
 
 # user attrs the pruners read (see sweeps.plateau_pruner)
 WARMUP_STEP, BUDGET_STEP, VAL_LOSS_SE = "warmup_step", "budget_step", "val_loss_se"
+VAL_BATCH_LOSSES, VAL_BATCHES = "val_batch_losses", "val_batches"
+# eval batches recorded per evaluation, as the means of at most this many equal runs of them: a
+# paired standard error needs a few dozen, and a trial's user attrs must stay small (MySQL's TEXT
+# column holds 64 KB)
+MAX_BATCH_GROUPS = 32
 LR_AREA, LR_AREA_BUDGET = "lr_area", "lr_area_budget"
 # the baseline trial (trial 0): the config as given, drawn with its values when they are a point of
 # the search space (so the sampler learns from it), else run unsampled
@@ -32,6 +38,12 @@ BASELINE_ATTR, BASELINE_IN_SPACE, BASELINE_AS_GIVEN = "baseline", "in the search
 
 def trial_dir(study_dir: Path, number: int) -> Path:
     return Path(study_dir) / f"trial_{number:04d}"
+
+
+def batch_group_means(losses: list) -> list:
+    """`losses` as the means of at most MAX_BATCH_GROUPS consecutive runs of near-equal length."""
+    groups = np.array_split(np.asarray(losses, dtype=float), min(len(losses), MAX_BATCH_GROUPS))
+    return [round(float(g.mean()), 5) for g in groups if len(g)]
 
 
 class Objective:
@@ -74,6 +86,7 @@ class Objective:
         trial.set_user_attr("config", json.dumps(asdict(train_cfg)))
         pruner = trial.study.pruner
         val_loss_se: dict = {}
+        val_batch_losses: dict = {}
         lr_area: dict = {}
         summed_to, summed = 0, 0.0  # the LR summed over iterations 0 .. summed_to - 1
         decision: dict = {}
@@ -81,10 +94,13 @@ class Objective:
         def on_eval(m: EvalMetrics) -> Optional[str]:
             nonlocal summed_to, summed
             val_loss_se[str(m.tokens)] = m.val_loss_se
+            val_batch_losses[str(m.tokens)] = batch_group_means(m.val_batch_losses)
             summed += lr_sum(train_cfg.schedule, summed_to, m.iter)
             summed_to = m.iter
             lr_area[str(m.tokens)] = summed * per_iter
             trial.set_user_attr(VAL_LOSS_SE, val_loss_se)
+            trial.set_user_attr(VAL_BATCH_LOSSES, val_batch_losses)
+            trial.set_user_attr(VAL_BATCHES, m.val_batches)
             trial.set_user_attr(LR_AREA, lr_area)
             trial.report(m.val_loss, m.tokens)
             if not trial.should_prune():

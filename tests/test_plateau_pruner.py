@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import optuna
 import pytest
 
@@ -22,24 +23,46 @@ def steps_for(values):
     return [i * DT for i in range(len(values))]
 
 
-def make_study(pruner, peers, direction="minimize", learned=None):
+# How much harder than average each of 8 eval batches is: the same for every model, so the
+# spread over batches (SE 0.11) is far larger than the noise in a batch-by-batch difference.
+BATCH_HARDNESS = [0.5, -0.3, 0.2, -0.4, 0.1, 0.3, -0.2, -0.2]
+BATCH_SE = float(np.std(BATCH_HARDNESS, ddof=1) / math.sqrt(len(BATCH_HARDNESS)))
+
+
+def batch_losses(values, seed, batches="batches-a"):
+    """User attrs recording `values` as the mean of 8 batch losses (hardness + jitter of 0.005)."""
+    rng = np.random.default_rng(seed)
+    per_step = {}
+    for step, v in zip(steps_for(values), values):
+        jitter = rng.normal(0.0, 0.005, len(BATCH_HARDNESS))
+        per_step[str(step)] = list(v + np.array(BATCH_HARDNESS) + jitter - jitter.mean())
+    return {"val_batch_losses": per_step, "val_batches": batches}
+
+
+def make_study(pruner, peers, direction="minimize", learned=None, batches=False):
     """A study holding `peers` (lists of values) as COMPLETE trials; `learned(step)`, when given,
-    is their LR summed up to a step (recorded as the objective does), budget step 1000."""
+    is their LR summed up to a step (recorded as the objective does), budget step 1000;
+    `batches`: each also records its batch losses (see `batch_losses`)."""
     study = optuna.create_study(direction=direction, pruner=pruner)
-    for values in peers:
+    for n, values in enumerate(peers):
         t = study.ask()
         if learned is not None:
             t.set_user_attr("lr_area", {str(st): learned(st) for st in steps_for(values)})
             t.set_user_attr("lr_area_budget", learned(1000))
+        if batches:
+            for key, value in batch_losses(values, seed=100 + n).items():
+                t.set_user_attr(key, value)
         for step, v in zip(steps_for(values), values):
             t.report(v, step)
         study.tell(t, min(values))
     return study
 
 
-def run_trial(study, values, *, warmup_step=None, budget_step=None, se=None, learned=None, tell=True):
+def run_trial(study, values, *, warmup_step=None, budget_step=None, se=None, learned=None, tell=True,
+              batches=None):
     """Report `values` one by one as the objective does; stop at the first verdict that isn't
-    "continue". Returns (actions after each report, the last decision)."""
+    "continue"; `batches`: the name of the eval batches its batch losses are recorded on.
+    Returns (actions after each report, the last decision)."""
     pruner = study.pruner
     trial = study.ask()
     if warmup_step is not None:
@@ -57,6 +80,11 @@ def run_trial(study, values, *, warmup_step=None, budget_step=None, se=None, lea
         if learned is not None:
             learned_map[str(step)] = learned(step)
             trial.set_user_attr("lr_area", dict(learned_map))
+        if batches is not None:
+            recorded = batch_losses(values, seed=0, batches=batches)
+            so_far = {st: x for st, x in recorded["val_batch_losses"].items() if int(st) <= step}
+            trial.set_user_attr("val_batch_losses", so_far)
+            trial.set_user_attr("val_batches", batches)
         trial.report(v, step)
         pruned = trial.should_prune()
         decision = pruner.last_decision(trial.number)
@@ -108,6 +136,18 @@ def test_stalled_loser_is_pruned():
     assert len(actions) < len(stalled)
     assert decision.reason.startswith("stalled loser")
     assert "projected" in decision.reason and "7.8000" in decision.reason
+
+
+def test_slowing_learner_is_judged_by_its_gain_per_factor_of_training():
+    study = make_study(PlateauPruner(), [SMOOTH] * 3)
+    # A power law towards 4.6 (6.31 at the end): far behind, still falling, ever more slowly.
+    slowing = [START] + [4.6 + 5.4 / math.sqrt(i) for i in range(1, 11)]
+    actions, decision = run_trial(study, slowing, budget_step=1000)
+    # At step 400 its gain since step 100 (2.7) kept up per unit of steps would reach 1.9,
+    # below the peers' end (4.0); kept up per factor of steps it reaches
+    # 7.3 - 2.7 * ln(1000 / 400) / ln(400 / 100) = 5.515, above it: pruned at the first check.
+    assert actions == ["continue"] * 4 + ["prune"]
+    assert "own recent gain kept up: 5.515" in decision.reason
     assert study.trials[-1].state == optuna.trial.TrialState.PRUNED
 
 
@@ -321,16 +361,61 @@ def test_a_rise_within_noise_does_not_stop_a_leader():
 def test_small_gain_within_noise_is_treated_as_a_stall():
     flat_peers = [[START, 6.0, 5.0, 4.6, 4.5] + [4.5] * 6] * 3
     creeping = [START, 7.0, 5.3, 5.2, 5.1, 5.09, 5.06, 5.03, 5.0]
-    # Without an SE, -0.03 per evaluation over a long remaining budget projects below the
-    # peers' end (4.5): kept.
-    actions, _ = run_trial(make_study(PlateauPruner(z=2.0), flat_peers), creeping, budget_step=6000)
+    # Without an SE, 0.09 over the last three evaluations (steps 500 to 800), kept up for every
+    # further factor of steps up to a budget of 60000, projects 5.0 - 0.09 * ln(75) / ln(1.6)
+    # = 4.17, below the peers' end (4.5): kept.
+    actions, _ = run_trial(make_study(PlateauPruner(z=2.0), flat_peers), creeping, budget_step=60000)
     assert actions == ["continue"] * len(creeping)
     # With SE 0.05 (noise 0.1) the same 0.09 over 3 evaluations is no gain: pruned at once.
     actions, decision = run_trial(
-        make_study(PlateauPruner(z=2.0), flat_peers), creeping, se=0.05, budget_step=6000
+        make_study(PlateauPruner(z=2.0), flat_peers), creeping, se=0.05, budget_step=60000
     )
     assert actions == ["continue"] * 7 + ["prune"]
     assert decision.reason.startswith("stalled loser")
+
+
+def test_the_drop_during_warmup_is_not_its_rate_after():
+    study = make_study(PlateauPruner(), [SMOOTH] * 3)
+    # Falls 4.5 while its LR ramps up (to step 300), then crawls.
+    late = [START, 10.5, 9.0, 6.0, 5.9, 5.85, 5.8, 5.78, 5.76, 5.75, 5.74]
+    actions, decision = run_trial(study, late, warmup_step=300, budget_step=1000)
+    # At step 400 only the gain since step 300 counts: 5.9 - 0.1 * ln(1000 / 400) / ln(400 / 300)
+    # = 5.58, above the peers' end (4.0). (Counting the warmup's drop would project far below.)
+    assert actions == ["continue"] * 4 + ["prune"]
+    assert "own recent gain kept up: 5.5815" in decision.reason
+
+
+def test_behind_on_every_batch_is_a_loser_though_within_the_spread_over_batches():
+    flat_peers = [[START, 6.0, 5.0, 4.6, 4.5] + [4.5] * 6] * 3
+    behind = [START, 6.0, 5.0, 4.7, 4.6] + [4.6] * 6  # 0.1 behind: within 1 SE (0.11) of them
+    # Judged by the spread over batches, 0.1 is noise: kept.
+    actions, _ = run_trial(make_study(PlateauPruner(), flat_peers), behind, se=BATCH_SE)
+    assert "prune" not in actions
+    # Batch by batch it is 0.1 behind on every one (paired SE about 0.003): pruned once its
+    # recent gain (4.7 at step 300 to 4.6), kept up per factor of steps, no longer reaches 4.5.
+    study = make_study(PlateauPruner(), flat_peers, batches=True)
+    actions, decision = run_trial(study, behind, se=BATCH_SE, batches="batches-a")
+    assert actions == ["continue"] * 6 + ["prune"]
+    assert decision.reason.startswith("stalled loser")
+    noise_now = float(decision.reason.split("+ noise ")[1].split(",")[0])
+    assert 0 < noise_now < 0.01
+    # Batch losses measured on other batches (e.g. another block_size) are not paired.
+    study = make_study(PlateauPruner(), flat_peers, batches=True)
+    actions, _ = run_trial(study, behind, se=BATCH_SE, batches="batches-b")
+    assert "prune" not in actions
+
+
+def test_small_gain_on_every_batch_is_a_gain():
+    flat_peers = [[START, 6.0, 5.0, 4.6, 4.5] + [4.5] * 6] * 3
+    creeping = [START, 7.0, 5.3, 5.2, 5.1, 5.09, 5.06, 5.03, 5.0]
+    # 0.09 over three evaluations is within 2 SE of the spread over batches: no gain, pruned.
+    actions, _ = run_trial(make_study(PlateauPruner(z=2.0), flat_peers), creeping, se=BATCH_SE,
+                           budget_step=60000)
+    assert actions[-1] == "prune"
+    # Batch by batch it is a real gain; kept up to the long budget it reaches the peers: kept.
+    actions, _ = run_trial(make_study(PlateauPruner(z=2.0), flat_peers, batches=True), creeping,
+                           se=BATCH_SE, budget_step=60000, batches="batches-a")
+    assert actions == ["continue"] * len(creeping)
 
 
 def test_within_noise_of_the_peers_is_not_a_loser():

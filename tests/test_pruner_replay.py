@@ -83,6 +83,26 @@ def test_replay_order_records_states_like_the_objective():
     assert r.steps_run < full
 
 
+def test_replay_hands_the_pruner_each_evaluations_batch_losses():
+    steps = list(range(0, 1000, 100))
+    flat = [10.8, 7.0, 6.0, 5.5, 5.2, 5.0, 5.0, 5.0, 5.0, 5.0]
+    hardness = [0.3, -0.3, 0.2, -0.2]  # the same for every model: SE 0.14 over these batches
+
+    def curve(i, shift, batches):
+        values = [v + shift for v in flat]
+        per_eval = [[v + h + 0.001 * ((i + n) % 3) for n, h in enumerate(hardness)] for v in values]
+        return Curve({"i": i}, steps, values, [0.14] * 10, batch_losses=per_eval,
+                     val_batches=batches)
+
+    # Trial 3 ends 0.1 behind the others: within one SE of one evaluation, but behind on
+    # every batch. Only when its batch losses are paired with the peers' is it pruned.
+    paired = [curve(i, 0.0, "b") for i in range(3)] + [curve(3, 0.1, "b")]
+    r = replay_order(paired, [0, 1, 2, 3], PlateauPruner())
+    assert r.n_pruned == 1 and r.winner_kept
+    unpaired = paired[:3] + [curve(3, 0.1, "other batches")]
+    assert replay_order(unpaired, [0, 1, 2, 3], PlateauPruner()).n_pruned == 0
+
+
 def test_main_prints_a_table_and_saves_json(tmp_path, capsys):
     out = tmp_path / "scores.json"
     curves_out = tmp_path / "curves.json"

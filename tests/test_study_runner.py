@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from bench.pruner_replay import parse_curves
 from bench.record_curves import curves_of, lr_areas
-from sweeps.objective import BASELINE_ATTR
+from sweeps.objective import BASELINE_ATTR, MAX_BATCH_GROUPS, batch_group_means
 from sweeps.runner import StudyError, compose_study_config, run
 from sweeps.search_space import SearchSpaceError
 from sweeps.storage import StorageError
@@ -32,7 +32,7 @@ TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.block_siz
         "eval_iters=2", "schedule.max_iters=20", "eval_interval=5", "log_interval=5"]
 USER_ATTRS = {"num_params", "num_params_non_embedding", "tokens_seen", "epochs", "ms_per_iter", "train_val_gap",
               "stop_reason", "run_dir", "checkpoint", "config", "warmup_step", "budget_step", "val_loss_se",
-              "lr_area", "lr_area_budget"}
+              "lr_area", "lr_area_budget", "val_batch_losses", "val_batches"}
 
 
 @pytest.fixture
@@ -90,6 +90,11 @@ def test_six_trial_sweep_of_nano_records_everything_and_resumes_without_overshoo
         for step in t.intermediate_values:
             assert t.user_attrs["lr_area"][str(step)] == pytest.approx(lr_sum(schedule, 0, step // 256) * 256)
         assert t.user_attrs["lr_area_budget"] == pytest.approx(lr_sum(schedule, 0, 20) * 256)
+        # each evaluation's loss on each of the eval batches, which every trial shares
+        for step, value in t.intermediate_values.items():
+            losses = t.user_attrs["val_batch_losses"][str(step)]
+            assert len(losses) == 2 and sum(losses) / 2 == pytest.approx(value, abs=1e-5)
+    assert len({t.user_attrs["val_batches"] for t in trials}) == 1
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     for t in complete:
         assert Path(t.user_attrs["checkpoint"]).is_file()
@@ -105,6 +110,9 @@ def test_six_trial_sweep_of_nano_records_everything_and_resumes_without_overshoo
     assert len(replayable) == len(full) >= 1
     for t, curve in zip(full, replayable):
         assert curve.lr_area == [t.user_attrs["lr_area"][str(st)] for st in sorted(t.intermediate_values)]
+        assert curve.batch_losses == [t.user_attrs["val_batch_losses"][str(st)]
+                                      for st in sorted(t.intermediate_values)]
+        assert curve.val_batches == t.user_attrs["val_batches"]
         older = optuna.trial.create_trial(
             params=t.params, distributions=t.distributions, value=t.value,
             intermediate_values=t.intermediate_values,
@@ -116,6 +124,13 @@ def test_six_trial_sweep_of_nano_records_everything_and_resumes_without_overshoo
     assert code == 0 and len(trials_of(url, "lr_warmup")) == 6
     code, out = run_cli(args[:-2] + ["study.n_trials=7", common[0]], cwd)
     assert code == 0 and len(trials_of(url, "lr_warmup")) == 7
+
+
+def test_batch_losses_are_recorded_as_at_most_32_means_of_equal_runs():
+    assert batch_group_means([1.0, 2.0, 3.0]) == [1.0, 2.0, 3.0]
+    means = batch_group_means([float(i % 7) for i in range(200)])  # nanoGPT's eval_iters
+    assert len(means) == MAX_BATCH_GROUPS == 32
+    assert sum(means) / 32 == pytest.approx(sum(i % 7 for i in range(200)) / 200, abs=0.02)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])

@@ -63,6 +63,23 @@ def test_metrics_file_and_result(tmp_path):
     assert result.checkpoint_path == str(Path(cfg.out_dir) / "ckpt.pt")
 
 
+def test_evaluations_report_each_eval_batch_on_batches_named_by_what_draws_them(tmp_path):
+    first = train(tiny_config(tmp_path / "a"))
+    for m in first.evals:
+        assert len(m.val_batch_losses) == 4  # eval_iters
+        assert sum(m.val_batch_losses) / 4 == pytest.approx(m.val_loss)
+        se = torch.tensor(m.val_batch_losses).std().item() / 2
+        assert m.val_loss_se == pytest.approx(se)
+    # The same batches at every evaluation, in another run, and with another lr ...
+    again = train(tiny_config(tmp_path / "b", **{"schedule.lr": 1e-3}))
+    assert {m.val_batches for m in first.evals} == {m.val_batches for m in again.evals}
+    assert first.evals[0].val_batch_losses == again.evals[0].val_batch_losses  # same untrained model
+    # ... and other batches with another seed or block_size.
+    names = {train(tiny_config(tmp_path / name, **{key: value, "schedule.max_iters": 10})).evals[0].val_batches
+             for name, key, value in (("c", "seed", 7), ("d", "model.block_size", 16))}
+    assert len(names | {first.evals[0].val_batches}) == 3
+
+
 def test_on_eval_can_stop_the_run(tmp_path):
     seen = []
 

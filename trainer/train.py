@@ -7,6 +7,7 @@ evaluation so a caller (a sweep) can stop the run early without this package kno
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import math
 import time
@@ -37,6 +38,11 @@ class EvalMetrics:
     val_loss: float
     val_loss_se: float  # standard error of val_loss over the eval batches
     best_val_loss: float  # best so far, this evaluation included
+    # The mean val loss of each eval batch, in order. The batches are the same at every
+    # evaluation and in every run with the same `val_batches`, so two evaluations can be
+    # compared batch by batch (a paired difference has a far smaller standard error).
+    val_batch_losses: list = field(default_factory=list)
+    val_batches: str = ""  # names the eval batches: data, seed, batch_size, block_size, eval_iters
 
 
 @dataclass
@@ -187,6 +193,8 @@ def train(cfg, on_eval: Optional[OnEval] = None) -> TrainResult:
     accum = cfg.gradient_accumulation_steps
     model_args = {k: getattr(cfg.model, k) for k in MODEL_ARG_KEYS}
     config_dict = asdict(cfg)
+    val_batches = hashlib.sha256(json.dumps(
+        [data.meta["key"], cfg.seed, cfg.batch_size, cfg.model.block_size, cfg.eval_iters]).encode()).hexdigest()[:16]
 
     @torch.no_grad()
     def estimate_loss() -> dict:
@@ -204,7 +212,8 @@ def train(cfg, on_eval: Optional[OnEval] = None) -> TrainResult:
         model.train()
         train_losses, val_losses = out[-1], out[-2]
         se = val_losses.std().item() / math.sqrt(cfg.eval_iters) if cfg.eval_iters > 1 else 0.0
-        return {"train": train_losses.mean().item(), "val": val_losses.mean().item(), "val_se": se}
+        return {"train": train_losses.mean().item(), "val": val_losses.mean().item(), "val_se": se,
+                "val_batches": val_losses.tolist()}
 
     def write_checkpoint() -> None:
         save_checkpoint({
@@ -237,7 +246,7 @@ def train(cfg, on_eval: Optional[OnEval] = None) -> TrainResult:
             at_eval = iter_num % cfg.eval_interval == 0 or iter_num == cfg.schedule.max_iters
             if at_eval and not (iter_num == start_iter and start_iter > 0):  # a resume point was evaluated
                 losses = estimate_loss()
-                if not all(math.isfinite(v) for v in losses.values()):
+                if not all(math.isfinite(losses[k]) for k in ("train", "val", "val_se")):
                     status, stop_reason = "diverged", f"non-finite loss at evaluation, iteration {iter_num}"
                     print(f"step {iter_num}: {stop_reason}; stopping")
                     break
@@ -245,7 +254,8 @@ def train(cfg, on_eval: Optional[OnEval] = None) -> TrainResult:
                 if improved:
                     best_val_loss, best_iter = losses["val"], iter_num
                 metrics = EvalMetrics(iter_num, tokens, tokens / unique_tokens, lr, losses["train"],
-                                      losses["val"], losses["val_se"], best_val_loss)
+                                      losses["val"], losses["val_se"], best_val_loss,
+                                      losses["val_batches"], val_batches)
                 evals.append(metrics)
                 print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
                       f"(se {losses['val_se']:.4f}), epochs {metrics.epochs:.2f}")
