@@ -31,6 +31,9 @@ Scores per pruner, over the orders:
 
 The "oracle (floor)" row knows every curve's end and prunes all but the winner as early as the
 plateau pruner's protections allow: the least compute any such pruner can use on these curves.
+The "oracle (floor of the plateau rule)" row prunes, as early, only the trials that end worse than
+the median of the finished trials' ends: the least compute the plateau pruner's rule (with its
+default median) can use, since an optimistic projection keeps every trial that ends better.
 
 Usage::
 
@@ -260,24 +263,34 @@ def synthetic_curves(seed: int = 0) -> Dict[str, Any]:
 
 
 class OraclePruner(optuna.pruners.BasePruner):
-    """Knows every curve's final best: prunes each trial but the winner as early as the plateau
-    pruner's protections allow (after its warmup, ``min_evals`` and ``patience`` evaluations,
-    once ``n_startup_trials`` trials are COMPLETE). Its compute is the floor any pruner with
-    those protections can reach while keeping the winner."""
+    """Knows every curve's final best and prunes a trial as early as the plateau pruner's
+    protections allow (after its warmup, ``min_evals`` and ``patience`` evaluations, once
+    ``n_startup_trials`` trials are COMPLETE) when it is a loser: with ``end_percentile=None``
+    every trial but the winner; with a number ``p``, a trial whose final best is worse than the
+    ``p``-th percentile of the COMPLETE trials' values at that moment.
+
+    ``None`` gives the floor any pruner with those protections can reach while keeping the
+    winner. ``p`` gives the floor of the plateau pruner's own rule with ``percentile=p``: it
+    prunes only a trial whose projection misses the peers' ``p``-th percentile end, and an
+    optimistic projection never misses it for a trial that truly ends better."""
 
     def __init__(self, curves: Sequence["Curve"], min_evals: int = 4, patience: int = 3,
-                 n_startup_trials: int = 3) -> None:
-        self._losers = {i for i, c in enumerate(curves) if c.best > min(x.best for x in curves)}
+                 n_startup_trials: int = 3, end_percentile: Optional[float] = None) -> None:
+        self._ends = [c.best for c in curves]
+        self._winner = min(self._ends)
+        self._end_percentile = end_percentile
         self._min_evals, self._patience, self._n_startup = min_evals, patience, n_startup_trials
 
     def prune(self, study: "optuna.study.Study", trial: "optuna.trial.FrozenTrial") -> bool:
         k, step = len(trial.intermediate_values), max(trial.intermediate_values, default=0)
-        return (
-            trial.user_attrs.get("curve") in self._losers
-            and step > trial.user_attrs.get("warmup_step", 0)
-            and k >= self._min_evals and k > self._patience
-            and len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) >= self._n_startup
-        )
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not (step > trial.user_attrs.get("warmup_step", 0) and k >= self._min_evals
+                and k > self._patience and len(complete) >= self._n_startup):
+            return False
+        end = self._ends[trial.user_attrs["curve"]]
+        if self._end_percentile is None:
+            return end > self._winner
+        return end > float(np.percentile([t.value for t in complete], self._end_percentile))
 
 
 class PlateauPrunerNoStop(PlateauPruner):
@@ -308,6 +321,7 @@ def default_pruners(curves: Sequence[Curve]) -> Dict[str, PrunerFactory]:
         "hyperband": optuna.pruners.HyperbandPruner,
         "none": optuna.pruners.NopPruner,
         "oracle (floor)": lambda: OraclePruner(curves),
+        "oracle (floor of the plateau rule)": lambda: OraclePruner(curves, end_percentile=50.0),
     }
 
 

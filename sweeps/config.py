@@ -27,7 +27,7 @@ class PrunerConfig:
     percentile: float = 50.0  # plateau/percentile: the level of the other trials to beat
     patience: int = 3  # plateau/patient: evaluations over which recent improvement is measured
     min_evals: int = 4  # plateau: never prune before this many evaluations
-    z: float = 1.0  # plateau: changes below z x val-loss standard error count as no change
+    z: float = 1.0  # plateau: differences below z standard errors (paired over the val batches) count as none
     n_startup_trials: int = 3  # plateau/median/percentile: finished trials before pruning a stall
     n_warmup_steps: int = 0  # median/percentile/patient: steps (tokens) before pruning starts
     min_resource: Optional[int] = None  # successive_halving/hyperband; null: Optuna's "auto"

@@ -163,3 +163,15 @@ def test_oracle_prunes_every_loser_at_its_first_unprotected_evaluation():
     # stops at its 4th evaluation (min_evals 4, patience 3: k=4 > 3)
     assert r.winner_kept and r.n_pruned == 1
     assert r.steps_run == 3 * 900 + 900 + 300
+
+
+def test_oracle_of_the_plateau_rule_prunes_only_trials_ending_worse_than_the_peers_median():
+    steps = list(range(0, 1000, 100))
+    ends = [5.0, 5.1, 5.2, 5.15, 5.05]
+    curves = [Curve({"i": i}, steps, [10.8, 7.0, 6.0, 5.5, 5.3] + [end] * 5, [0.0] * 10)
+              for i, end in enumerate(ends)]
+    # After 0, 1, 2 (median end 5.1): 3 ends at 5.15, worse, pruned at its 4th evaluation;
+    # 4 ends at 5.05, better than the median of 0, 1, 2 (5.1): runs whole.
+    r = replay_order(curves, [0, 1, 2, 3, 4], OraclePruner(curves, end_percentile=50.0))
+    assert r.winner_kept and r.n_pruned == 1
+    assert r.steps_run == 3 * 900 + 300 + 900
