@@ -186,10 +186,11 @@ class PlateauPruner(optuna.pruners.BasePruner):
     ``val_loss_se`` (dict ``str(step) -> standard error`` of that evaluation's val loss;
     default 0), ``val_batch_losses`` (dict ``str(step) -> [val loss of each eval batch, or of
     each run of batches]``) with ``val_batches`` (str, names those batches), and ``lr_area``
-    (dict ``str(step) -> the LR summed over the training tokens before that step``) with ``lr_area_budget`` (that sum over the whole budget). The LR sums
-    measure *learning*: Adam moves the weights in proportion to the LR, so a trial late in a
-    cosine decay, or with a low LR, has less learning left than its steps suggest. Without
-    them, learning is counted in steps (a constant LR).
+    (dict ``str(step) -> the LR summed over the training tokens before that step``) with
+    ``lr_area_budget`` (that sum over the whole budget). The LR sums measure *learning*: Adam
+    moves the weights in proportion to the LR, so a trial late in a cosine decay, or with a low
+    LR, has less learning left than its steps suggest. Without them, learning is counted in
+    steps (a constant LR).
 
     The rule, for trial ``t`` whose reported values are ``v_1 .. v_k`` at steps
     ``s_1 < ... < s_k = s`` (``s`` is the latest step), ``b = min(v)`` (over finite values)
@@ -220,12 +221,12 @@ class PlateauPruner(optuna.pruners.BasePruner):
        later (``v_w`` the first evaluation at or after ``warmup_step``, and ``w <= k - 1``): the
        gains made while the LR still ramps up say little about the rate after. ``g = 0`` if it
        is less than the noise between those two evaluations (a change within noise counts as
-       none). *Own*:
-       ``b - g * ln(1 + left / done) / ln(done / done_w)``, where ``done_w`` is the learning
-       done by the start of those evaluations: its recent gain kept up for every further
-       factor of learning. A loss that falls as a power law of the learning towards a floor, as
-       LM losses do, gains less with each factor, so this is still optimistic; a straight line
-       would keep a low-LR trial that is still falling steadily for half its budget. When
+       none). *Own*: ``b - g * ln(1 + left / done) / ln(done / done_w)``, where ``done_w``
+       is the learning done by the start of those evaluations: its recent gain kept up for
+       every further factor of learning. A loss that falls as a power law of the learning
+       towards a floor, as LM losses do, gains less with each factor, so this is still
+       optimistic; a straight line would keep a low-LR trial that is still falling steadily for
+       half its budget. When
        ``done_w`` is 0 (the window starts at the untrained model), the gain is kept up per unit
        of learning instead: ``b - g * left / (done - done_w)``. A fall that is speeding up (a
        trial leaving a plateau) is projected at its latest rate where that reaches further:
