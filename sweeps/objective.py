@@ -26,10 +26,12 @@ class TrialFailed(RuntimeError):
 # user attrs the pruners read (see sweeps.plateau_pruner)
 WARMUP_STEP, BUDGET_STEP, VAL_LOSS_SE = "warmup_step", "budget_step", "val_loss_se"
 VAL_BATCH_LOSSES, VAL_BATCHES = "val_batch_losses", "val_batches"
-# eval batches recorded per evaluation, as the means of at most this many equal runs of them: a
-# paired standard error needs a few dozen, and a trial's user attrs must stay small (MySQL's TEXT
-# column holds 64 KB)
+# Each evaluation's batch losses are recorded as the means of at most MAX_BATCH_GROUPS runs of
+# batches (a paired standard error needs a few dozen), and all of a trial's as at most
+# BATCH_LOSSES_CHARS characters: a user attr is one TEXT column (64 KB in MySQL), rewritten
+# whole at every evaluation.
 MAX_BATCH_GROUPS = 32
+BATCH_LOSSES_CHARS = 48_000
 LR_AREA, LR_AREA_BUDGET = "lr_area", "lr_area_budget"
 # the baseline trial (trial 0): the config as given, drawn with its values when they are a point of
 # the search space (so the sampler learns from it), else run unsampled
@@ -40,10 +42,17 @@ def trial_dir(study_dir: Path, number: int) -> Path:
     return Path(study_dir) / f"trial_{number:04d}"
 
 
-def batch_group_means(losses: list) -> list:
-    """`losses` as the means of at most MAX_BATCH_GROUPS consecutive runs of near-equal length."""
-    groups = np.array_split(np.asarray(losses, dtype=float), min(len(losses), MAX_BATCH_GROUPS))
-    return [round(float(g.mean()), 5) for g in groups if len(g)]
+def batch_groups(eval_iters: int, n_evals: int) -> int:
+    """Runs of eval batches to record per evaluation, for a trial with `n_evals` evaluations of
+    `eval_iters` batches each (in JSON about 10 characters a number and 12 a step); 0: too many
+    evaluations to pair."""
+    groups = min(eval_iters, MAX_BATCH_GROUPS, (BATCH_LOSSES_CHARS // n_evals - 12) // 10)
+    return groups if groups >= 2 else 0
+
+
+def batch_group_means(losses: list, groups: int) -> list:
+    """`losses` as the means of `groups` consecutive runs of near-equal length."""
+    return [round(float(run.mean()), 5) for run in np.array_split(np.asarray(losses, dtype=float), groups)]
 
 
 class Objective:
@@ -87,6 +96,8 @@ class Objective:
         pruner = trial.study.pruner
         val_loss_se: dict = {}
         val_batch_losses: dict = {}
+        n_evals = -(-train_cfg.schedule.max_iters // train_cfg.eval_interval) + 1  # and at max_iters
+        groups = batch_groups(train_cfg.eval_iters, n_evals)
         lr_area: dict = {}
         summed_to, summed = 0, 0.0  # the LR summed over iterations 0 .. summed_to - 1
         decision: dict = {}
@@ -94,13 +105,14 @@ class Objective:
         def on_eval(m: EvalMetrics) -> Optional[str]:
             nonlocal summed_to, summed
             val_loss_se[str(m.tokens)] = m.val_loss_se
-            val_batch_losses[str(m.tokens)] = batch_group_means(m.val_batch_losses)
             summed += lr_sum(train_cfg.schedule, summed_to, m.iter)
             summed_to = m.iter
             lr_area[str(m.tokens)] = summed * per_iter
             trial.set_user_attr(VAL_LOSS_SE, val_loss_se)
-            trial.set_user_attr(VAL_BATCH_LOSSES, val_batch_losses)
-            trial.set_user_attr(VAL_BATCHES, m.val_batches)
+            if groups:
+                val_batch_losses[str(m.tokens)] = batch_group_means(m.val_batch_losses, groups)
+                trial.set_user_attr(VAL_BATCH_LOSSES, val_batch_losses)
+                trial.set_user_attr(VAL_BATCHES, m.val_batches)
             trial.set_user_attr(LR_AREA, lr_area)
             trial.report(m.val_loss, m.tokens)
             if not trial.should_prune():

@@ -18,7 +18,8 @@ from optuna.trial import TrialState
 
 from bench.pruner_replay import parse_curves
 from bench.record_curves import curves_of, lr_areas
-from sweeps.objective import BASELINE_ATTR, MAX_BATCH_GROUPS, batch_group_means
+from sweeps.objective import (BASELINE_ATTR, BATCH_LOSSES_CHARS, MAX_BATCH_GROUPS, batch_group_means,
+                              batch_groups)
 from sweeps.runner import StudyError, compose_study_config, run
 from sweeps.search_space import SearchSpaceError
 from sweeps.storage import StorageError
@@ -126,11 +127,18 @@ def test_six_trial_sweep_of_nano_records_everything_and_resumes_without_overshoo
     assert code == 0 and len(trials_of(url, "lr_warmup")) == 7
 
 
-def test_batch_losses_are_recorded_as_at_most_32_means_of_equal_runs():
-    assert batch_group_means([1.0, 2.0, 3.0]) == [1.0, 2.0, 3.0]
-    means = batch_group_means([float(i % 7) for i in range(200)])  # nanoGPT's eval_iters
-    assert len(means) == MAX_BATCH_GROUPS == 32
+def test_batch_losses_are_recorded_as_at_most_32_means_of_equal_runs_within_a_size_budget():
+    assert batch_groups(eval_iters=8, n_evals=21) == 8  # the sweeps here: every batch
+    assert batch_groups(eval_iters=200, n_evals=21) == MAX_BATCH_GROUPS == 32  # nanoGPT's eval_iters
+    assert batch_groups(eval_iters=200, n_evals=600) == 6  # 600 evaluations x (6 x ~10 + 12) chars
+    assert batch_groups(eval_iters=200, n_evals=5000) == 0  # too many to pair: not recorded
+    assert batch_group_means([1.0, 2.0, 3.0], 3) == [1.0, 2.0, 3.0]
+    means = batch_group_means([float(i % 7) for i in range(200)], 32)
+    assert len(means) == 32
     assert sum(means) / 32 == pytest.approx(sum(i % 7 for i in range(200)) / 200, abs=0.02)
+    # a trial's whole record stays within the budget
+    record = {str(step * 1_024_000): batch_group_means([16.123456789] * 200, 6) for step in range(600)}
+    assert len(json.dumps(record)) <= BATCH_LOSSES_CHARS
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
