@@ -110,9 +110,10 @@ class Objective:
             lr_area[str(m.tokens)] = summed * per_iter
             trial.set_user_attr(VAL_LOSS_SE, val_loss_se)
             if groups:
+                if not val_batch_losses:  # the same batches at every evaluation
+                    trial.set_user_attr(VAL_BATCHES, m.val_batches)
                 val_batch_losses[str(m.tokens)] = batch_group_means(m.val_batch_losses, groups)
                 trial.set_user_attr(VAL_BATCH_LOSSES, val_batch_losses)
-                trial.set_user_attr(VAL_BATCHES, m.val_batches)
             trial.set_user_attr(LR_AREA, lr_area)
             trial.report(m.val_loss, m.tokens)
             if not trial.should_prune():

@@ -411,21 +411,17 @@ class PlateauPruner(optuna.pruners.BasePruner):
         g = float(values[i_before]) - b if i_before >= 0 else 0.0
         if g < noise(me, i_before, me, i_b):
             g = 0.0
-        window_start = int(steps[w])
         learned_budget = _as_float(attrs.get("lr_area_budget"))
-        by_learning = not math.isnan(learned_budget) and _learned(attrs, s) > _learned(attrs, window_start)
-
-        def done_by(step: int) -> float:
-            return _learned(attrs, step) if by_learning else float(step)
-
-        done = done_by(s)
+        by_learning = not math.isnan(learned_budget) and me.learned[-1] > me.learned[w]
+        done_by = me.learned if by_learning else steps.astype(float)  # at each evaluation
+        done = float(done_by[-1])
         left = max(learned_budget - done, 0.0) if by_learning else left_steps
-        own_gain = _gain_kept_up(g, done_by(window_start), done, left)
+        own_gain = _gain_kept_up(g, float(done_by[w]), done, left)
         # A fall that is speeding up (leaving a plateau) is projected at its latest rate.
         i_prev = int(me.best_index[k - 2])
         g_last = float(values[i_prev]) - b if i_prev >= 0 else 0.0
         if g_last > 0 and g_last >= noise(me, i_prev, me, i_b):
-            own_gain = max(own_gain, _gain_kept_up(g_last, done_by(int(steps[-2])), done, left))
+            own_gain = max(own_gain, _gain_kept_up(g_last, float(done_by[-2]), done, left))
         peer_end = math.inf
         for peer in usable:
             # Learning when both recorded it (a mixed study, e.g. resumed across versions: steps).

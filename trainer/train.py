@@ -213,7 +213,7 @@ def train(cfg, on_eval: Optional[OnEval] = None) -> TrainResult:
         train_losses, val_losses = out[-1], out[-2]
         se = val_losses.std().item() / math.sqrt(cfg.eval_iters) if cfg.eval_iters > 1 else 0.0
         return {"train": train_losses.mean().item(), "val": val_losses.mean().item(), "val_se": se,
-                "val_batches": val_losses.tolist()}
+                "val_batch_losses": val_losses.tolist()}
 
     def write_checkpoint() -> None:
         save_checkpoint({
@@ -255,7 +255,7 @@ def train(cfg, on_eval: Optional[OnEval] = None) -> TrainResult:
                     best_val_loss, best_iter = losses["val"], iter_num
                 metrics = EvalMetrics(iter_num, tokens, tokens / unique_tokens, lr, losses["train"],
                                       losses["val"], losses["val_se"], best_val_loss,
-                                      losses["val_batches"], val_batches)
+                                      losses["val_batch_losses"], val_batches)
                 evals.append(metrics)
                 print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
                       f"(se {losses['val_se']:.4f}), epochs {metrics.epochs:.2f}")
