@@ -31,9 +31,11 @@ Scores per pruner, over the orders:
 
 The "oracle (floor)" row knows every curve's end and prunes all but the winner as early as the
 plateau pruner's protections allow: the least compute any such pruner can use on these curves.
-The "oracle (floor of the plateau rule)" row prunes, as early, only the trials that end worse than
-the median of the finished trials' ends: the least compute the plateau pruner's rule (with its
-default median) can use, since an optimistic projection keeps every trial that ends better.
+The "oracle (plateau rule exactly)" row is the plateau pruner's stalled-loser rule with exact
+projections: it prunes, as early, a trial once it is behind the median of the finished trials
+at the same step and if it ends worse than the median of their ends; "...; end vs best" compares
+the end with the best finished trial instead. They show what the rule at its default median
+allows on the curves.
 
 Usage::
 
@@ -262,23 +264,34 @@ def synthetic_curves(seed: int = 0) -> Dict[str, Any]:
 # -- replay ----------------------------------------------------------------------------------
 
 
+def _best_up_to(trial: "optuna.trial.FrozenTrial", step: int) -> float:
+    """The trial's best finite value reported at steps <= ``step``; NaN if none."""
+    return float(np.fmin.reduce([v for st, v in trial.intermediate_values.items() if st <= step] or [np.nan]))
+
+
 class OraclePruner(optuna.pruners.BasePruner):
     """Knows every curve's final best and prunes a trial as early as the plateau pruner's
     protections allow (after its warmup, ``min_evals`` and ``patience`` evaluations, once
     ``n_startup_trials`` trials are COMPLETE) when it is a loser: with ``end_percentile=None``
     every trial but the winner; with a number ``p``, a trial whose final best is worse than the
-    ``p``-th percentile of the COMPLETE trials' values at that moment.
+    ``p``-th percentile of the COMPLETE trials' values at that moment. With ``now_percentile=q``
+    it also waits until the trial's best so far is worse than the ``q``-th percentile of the
+    COMPLETE trials' bests at steps up to its own (no noise margin).
 
-    ``None`` gives the floor any pruner with those protections can reach while keeping the
-    winner. ``p`` gives the floor of the plateau pruner's own rule with ``percentile=p``: it
-    prunes only a trial whose projection misses the peers' ``p``-th percentile end, and an
-    optimistic projection never misses it for a trial that truly ends better."""
+    Both ``None`` gives the floor any pruner with those protections can reach while keeping the
+    winner. ``now_percentile=q, end_percentile=q`` is the plateau pruner's stalled-loser rule at
+    ``percentile=q`` with exact projections and no noise: it prunes a trial that is behind the
+    peers' ``q``-th percentile at the same step and truly ends worse than their ``q``-th
+    percentile end, and keeps every other. The plateau pruner, whose projections are optimistic,
+    keeps at least those (its leader stops, and the other histories its own prunes make, can
+    still save it a little more)."""
 
     def __init__(self, curves: Sequence["Curve"], min_evals: int = 4, patience: int = 3,
-                 n_startup_trials: int = 3, end_percentile: Optional[float] = None) -> None:
+                 n_startup_trials: int = 3, end_percentile: Optional[float] = None,
+                 now_percentile: Optional[float] = None) -> None:
         self._ends = [c.best for c in curves]
         self._winner = min(self._ends)
-        self._end_percentile = end_percentile
+        self._end_percentile, self._now_percentile = end_percentile, now_percentile
         self._min_evals, self._patience, self._n_startup = min_evals, patience, n_startup_trials
 
     def prune(self, study: "optuna.study.Study", trial: "optuna.trial.FrozenTrial") -> bool:
@@ -287,6 +300,10 @@ class OraclePruner(optuna.pruners.BasePruner):
         if not (step > trial.user_attrs.get("warmup_step", 0) and k >= self._min_evals
                 and k > self._patience and len(complete) >= self._n_startup):
             return False
+        if self._now_percentile is not None:
+            peers_now = [x for x in (_best_up_to(t, step) for t in complete) if not np.isnan(x)]
+            if not peers_now or _best_up_to(trial, step) <= np.percentile(peers_now, self._now_percentile):
+                return False
         end = self._ends[trial.user_attrs["curve"]]
         if self._end_percentile is None:
             return end > self._winner
@@ -321,7 +338,10 @@ def default_pruners(curves: Sequence[Curve]) -> Dict[str, PrunerFactory]:
         "hyperband": optuna.pruners.HyperbandPruner,
         "none": optuna.pruners.NopPruner,
         "oracle (floor)": lambda: OraclePruner(curves),
-        "oracle (floor of the plateau rule)": lambda: OraclePruner(curves, end_percentile=50.0),
+        "oracle (plateau rule exactly)": lambda: OraclePruner(
+            curves, now_percentile=50.0, end_percentile=50.0),
+        "oracle (plateau rule exactly; end vs best)": lambda: OraclePruner(
+            curves, now_percentile=50.0, end_percentile=0.0),
     }
 
 

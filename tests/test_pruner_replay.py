@@ -175,3 +175,18 @@ def test_oracle_of_the_plateau_rule_prunes_only_trials_ending_worse_than_the_pee
     r = replay_order(curves, [0, 1, 2, 3, 4], OraclePruner(curves, end_percentile=50.0))
     assert r.winner_kept and r.n_pruned == 1
     assert r.steps_run == 3 * 900 + 300 + 900
+
+
+def test_oracle_of_the_plateau_rule_waits_until_the_trial_is_behind_at_the_same_step():
+    steps = list(range(0, 1000, 100))
+    peers = [Curve({"i": i}, steps, [10.8, 7.0, 6.0, 5.5, 5.3] + [end] * 5, [0.0] * 10)
+             for i, end in enumerate([5.0, 5.1, 5.2])]
+    # Ends at 5.15, worse than the peers' median end (5.1), but ahead of their median at steps
+    # 300 (5.2 against 5.5) and 400 (5.15 against 5.3); behind from step 500 (against 5.1).
+    early = Curve({"i": 3}, steps, [10.8, 6.5, 5.5, 5.2] + [5.15] * 6, [0.0] * 10)
+    curves = peers + [early]
+    by_end = replay_order(curves, [0, 1, 2, 3], OraclePruner(curves, end_percentile=50.0))
+    assert by_end.n_pruned == 1 and by_end.steps_run == 3 * 900 + 300
+    rule = OraclePruner(curves, now_percentile=50.0, end_percentile=50.0)
+    r = replay_order(curves, [0, 1, 2, 3], rule)
+    assert r.n_pruned == 1 and r.steps_run == 3 * 900 + 500
