@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from sweeps.search_space import SearchSpace
-from trainer import EvalMetrics, tokens_per_iter, train
+from trainer import EvalMetrics, eval_points, tokens_per_iter, train
 from trainer.config import ConfigError, as_train_config, check_config
 from trainer.schedule import lr_sum, warmup_iters_of
 
@@ -96,8 +96,7 @@ class Objective:
         pruner = trial.study.pruner
         val_loss_se: dict = {}
         val_batch_losses: dict = {}
-        n_evals = -(-train_cfg.schedule.max_iters // train_cfg.eval_interval) + 1  # and at max_iters
-        groups = batch_groups(train_cfg.eval_iters, n_evals)
+        groups = batch_groups(train_cfg.eval_iters, len(eval_points(train_cfg)))
         lr_area: dict = {}
         summed_to, summed = 0, 0.0  # the LR summed over iterations 0 .. summed_to - 1
         decision: dict = {}

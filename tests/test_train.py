@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.configs import with_overrides
-from trainer import ConfigError, TrainConfig, load_model, train
+from trainer import ConfigError, TrainConfig, eval_points, load_model, train
 from trainer.checkpoint import COMPILE_PREFIX, MODEL_ARG_KEYS, load_checkpoint
 from trainer.config import DataConfig, ModelConfig, OptimConfig, ScheduleConfig
 
@@ -61,6 +61,12 @@ def test_metrics_file_and_result(tmp_path):
     assert result.best_val_loss == min(r["val_loss"] for r in eval_rows)
     assert result.num_params_non_embedding < result.num_params
     assert result.checkpoint_path == str(Path(cfg.out_dir) / "ckpt.pt")
+
+
+def test_a_run_evaluates_at_its_eval_points_including_a_last_iteration_off_the_interval(tmp_path):
+    cfg = tiny_config(tmp_path, **{"schedule.max_iters": 25})
+    assert eval_points(cfg) == [0, 10, 20, 25]
+    assert [m.iter for m in train(cfg).evals] == eval_points(cfg)
 
 
 def test_evaluations_report_each_eval_batch_on_batches_named_by_what_draws_them(tmp_path):

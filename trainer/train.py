@@ -74,6 +74,12 @@ def tokens_per_iter(cfg: TrainConfig) -> int:
     return cfg.batch_size * cfg.gradient_accumulation_steps * cfg.model.block_size
 
 
+def eval_points(cfg: TrainConfig) -> list[int]:
+    """The iterations at which a run evaluates: 0, every `eval_interval`, and the last one."""
+    every = list(range(0, cfg.schedule.max_iters, cfg.eval_interval))
+    return every + [cfg.schedule.max_iters]
+
+
 def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -188,6 +194,7 @@ def train(cfg, on_eval: Optional[OnEval] = None) -> TrainResult:
     autocast = (nullcontext() if ptdtype == torch.float32
                 else torch.autocast(device_type=device_type, dtype=ptdtype))
     per_iter = tokens_per_iter(cfg)
+    eval_at = set(eval_points(cfg))
     unique_tokens = data.train.num_tokens
     flops_per_iter = raw_model.flops_per_token() * per_iter
     accum = cfg.gradient_accumulation_steps
@@ -243,8 +250,7 @@ def train(cfg, on_eval: Optional[OnEval] = None) -> TrainResult:
                 group["lr"] = lr
             tokens = iter_num * per_iter
 
-            at_eval = iter_num % cfg.eval_interval == 0 or iter_num == cfg.schedule.max_iters
-            if at_eval and not (iter_num == start_iter and start_iter > 0):  # a resume point was evaluated
+            if iter_num in eval_at and not (iter_num == start_iter and start_iter > 0):  # a resume point was evaluated
                 losses = estimate_loss()
                 if not all(math.isfinite(losses[k]) for k in ("train", "val", "val_se")):
                     status, stop_reason = "diverged", f"non-finite loss at evaluation, iteration {iter_num}"
