@@ -108,6 +108,23 @@ def _finished_and_running(study: optuna.Study) -> tuple[int, int]:
     return len(trials) - running, running
 
 
+def within_budget(objective, n_trials: int):
+    """`objective`, run only when fewer than `n_trials` trials numbered before this one are
+    finished or running. Workers that counted the study at the same moment and both asked for a
+    trial get consecutive numbers from the storage, so the later one sees the earlier one
+    RUNNING; it is recorded FAIL at once, with the reason, instead of training a trial too many."""
+    def run_trial(trial: optuna.Trial) -> float:
+        taken = sum(t.number < trial.number
+                    for t in trial.study.get_trials(deepcopy=False, states=FINISHED + (TrialState.RUNNING,)))
+        if taken >= n_trials:
+            reason = (f"not run: {taken} trials before it were finished or running, and "
+                      f"study.n_trials={n_trials} (another worker took the last one)")
+            trial.set_user_attr("fail_reason", reason)
+            raise TrialFailed(reason)
+        return objective(trial)
+    return run_trial
+
+
 def run_sweep(cfg: DictConfig, overrides: list[str]) -> optuna.Study:
     """Create or resume the study and run trials until it holds `study.n_trials` finished ones."""
     _require_sweep(cfg)
@@ -132,15 +149,17 @@ def run_sweep(cfg: DictConfig, overrides: list[str]) -> optuna.Study:
     print(f"study {name!r} in {redact_url(cfg.study.storage)}; watch it live with:\n"
           f"  optuna-dashboard {redact_url(cfg.study.storage)}")
 
-    objective = Objective(space, Composer(overrides), study_dir_of(cfg), baseline_kind)
+    objective = within_budget(Objective(space, Composer(overrides), study_dir_of(cfg), baseline_kind),
+                              cfg.study.n_trials)
     failures = 0
     try:
         while True:
             finished, running = _finished_and_running(study)
             if finished + running >= cfg.study.n_trials:
                 break
-            study.optimize(objective, n_trials=1, catch=(TrialFailed,))
-            last = study.get_trials(deepcopy=False)[-1]
+            ran: list[optuna.trial.FrozenTrial] = []  # this worker's trial (others may have finished since)
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[lambda _, t: ran.append(t)])
+            last = ran[-1]
             failures = failures + 1 if last.state == TrialState.FAIL else 0
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 raise StudyError(f"{failures} trials in a row failed (last: "

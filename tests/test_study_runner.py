@@ -18,9 +18,9 @@ from optuna.trial import TrialState
 
 from bench.pruner_replay import parse_curves
 from bench.record_curves import curves_of, lr_areas
-from sweeps.objective import (BASELINE_ATTR, BATCH_LOSSES_CHARS, MAX_BATCH_GROUPS, batch_group_means,
-                              batch_groups)
-from sweeps.runner import StudyError, compose_study_config, run
+from sweeps.objective import (BASELINE_ATTR, BATCH_LOSSES_CHARS, MAX_BATCH_GROUPS, TrialFailed,
+                              batch_group_means, batch_groups)
+from sweeps.runner import StudyError, compose_study_config, run, within_budget
 from sweeps.search_space import SearchSpaceError
 from sweeps.storage import StorageError
 from trainer.config import ScheduleConfig
@@ -180,9 +180,27 @@ def test_a_study_killed_mid_trial_resumes(workdir, sig):
     assert trials[0].value == pytest.approx(trials_of(url, "lr_warmup")[0].value)  # nothing lost
 
 
+def test_a_trial_asked_after_another_worker_took_the_last_one_fails_without_training(tmp_path):
+    url = sqlite_url(tmp_path)
+    study = optuna.create_study(study_name="race", storage=url)
+    study.tell(study.ask(), 1.0)
+    other_worker = optuna.load_study(study_name="race", storage=url)
+    other_worker.ask()  # RUNNING: it took trial 1, the last of n_trials=2
+    trained = []
+    guarded = within_budget(lambda trial: trained.append(trial.number) or 0.5, n_trials=2)
+    study.optimize(guarded, n_trials=1, catch=(TrialFailed,))
+    mine = study.get_trials(deepcopy=False)[-1]
+    assert trained == [] and mine.number == 2 and mine.state == TrialState.FAIL
+    assert "study.n_trials=2" in mine.user_attrs["fail_reason"]
+
+    roomier = within_budget(lambda trial: trained.append(trial.number) or 0.5, n_trials=4)
+    study.optimize(roomier, n_trials=1, catch=(TrialFailed,))  # trials 0 and 1 before it: runs
+    assert trained == [3] and study.get_trials(deepcopy=False)[-1].state == TrialState.COMPLETE
+
+
 def test_two_workers_started_together_share_one_study(workdir):
     """Two runner processes on one new SQLite study: one baseline, every draw different, the
-    total reached (each worker checks it before its next trial, so at most one more)."""
+    total reached exactly (a trial asked when the last one was already taken is not run)."""
     cwd, common = workdir
     url = sqlite_url(cwd)
     args = ["+sweep=lr_warmup", *TINY, f"study.storage={url}", "study.n_trials=5", *common]
@@ -191,9 +209,11 @@ def test_two_workers_started_together_share_one_study(workdir):
     workers = [runner(args, cwd) for _ in range(2)]
     outs = [w.communicate(timeout=600)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outs
-    trials = trials_of(url, "lr_warmup")
+    trials = [t for t in trials_of(url, "lr_warmup") if t.state != TrialState.FAIL]
+    assert all(t.user_attrs["fail_reason"].startswith("not run")
+               for t in trials_of(url, "lr_warmup") if t.state == TrialState.FAIL)
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-    assert 5 <= len(trials) <= 6
+    assert len(trials) == 5
     assert [bool(t.user_attrs.get(BASELINE_ATTR)) for t in trials] == [True] + [False] * (len(trials) - 1)
     draws = [tuple(sorted(t.params.items())) for t in trials]
     assert len(set(draws)) == len(draws)
