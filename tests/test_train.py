@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -135,6 +136,22 @@ def test_checkpoint_is_nanogpt_format_and_loads_safely(tmp_path):
     x = torch.zeros(1, 8, dtype=torch.long)
     logits, loss = model(x, x)
     assert logits.shape == (1, 8, 50304) and math.isfinite(loss.item())
+
+
+@pytest.mark.skipif(not any(map(shutil.which, ("g++", "clang++"))),
+                    reason="torch.compile's CPU backend needs a C++ compiler (g++ or clang++)")
+def test_compiled_run_matches_eager_and_saves_plain_weights(tmp_path):
+    """`compile=true` (nanoGPT's default on a GPU) through torch.compile's CPU backend."""
+    overrides = {"schedule.max_iters": 20}
+    eager = train(tiny_config(tmp_path / "eager", **overrides))
+    compiled = train(tiny_config(tmp_path / "compiled", compile=True, **overrides))
+    assert compiled.status == "completed"
+    assert [m.val_loss for m in compiled.evals] == pytest.approx([m.val_loss for m in eager.evals], abs=1e-4)
+    weights = torch.load(compiled.checkpoint_path, map_location="cpu", weights_only=True)["model"]
+    assert not any(k.startswith(COMPILE_PREFIX) for k in weights)  # loads into an uncompiled GPT
+    resumed = train(tiny_config(tmp_path / "compiled", compile=True, init_from="resume",
+                                **{"schedule.max_iters": 30}))
+    assert resumed.status == "completed" and resumed.iters == 30
 
 
 def test_resumes_from_a_nanogpt_checkpoint_saved_by_torch_compile(tmp_path):
