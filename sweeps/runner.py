@@ -17,7 +17,7 @@ from sweeps.objective import BASELINE_AS_GIVEN, BASELINE_IN_SPACE, Objective, Tr
 from sweeps.pruners import build_pruner
 from sweeps.report import study_report
 from sweeps.samplers import build_sampler
-from sweeps.search_space import SearchSpace, parse_search_space
+from sweeps.search_space import SearchSpace, SearchSpaceError, parse_search_space
 from sweeps.storage import create_or_load_study, open_storage, redact_url
 from trainer import TrainResult, train
 from trainer.config import as_train_config, check_config
@@ -139,8 +139,17 @@ def run_sweep(cfg: DictConfig, overrides: list[str]) -> optuna.Study:
     if cfg.study.baseline and str(cfg.study.sampler.name).lower() != "grid":
         baseline_values = space.baseline_values(baseline_config(cfg), _group_choices(overrides))
         baseline_kind = BASELINE_AS_GIVEN if baseline_values is None else BASELINE_IN_SPACE
-    sampler = build_sampler(cfg.study.sampler, space, first_trial=baseline_values)
-    pruner = build_pruner(cfg.study.pruner)
+    # an unknown name or a bad setting is a StudyError, which the entry point prints plainly
+    try:
+        sampler = build_sampler(cfg.study.sampler, space, first_trial=baseline_values)
+    except SearchSpaceError:
+        raise
+    except ValueError as e:
+        raise StudyError(str(e)) from None
+    try:
+        pruner = build_pruner(cfg.study.pruner)
+    except ValueError as e:
+        raise StudyError(f"study.pruner: {e}") from None
     open_storage(cfg.study.storage)  # an unreachable database fails before the data is read
     data = prepare_data(cfg.data)  # data errors surface now, and trials reuse the cache
     data.check_fits(cfg.model.block_size)

@@ -267,12 +267,20 @@ def test_bad_search_spaces_fail_before_any_training(workdir, params, error, mess
 @pytest.mark.parametrize("override,message", [
     ("study.sampler.name=annealing", "annealing.*tpe, random, cmaes, qmc, grid"),
     ("study.pruner.name=sometimes", "sometimes.*plateau"),
+    ("study.pruner.percentile=120", "percentile must be in \\[0, 100\\], got 120"),
     ("mode=replay", "mode='replay'.*sweep, best"),
 ])
 def test_bad_study_settings_fail_before_any_training(workdir, override, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(StudyError, match=message):
         run(*compose(workdir, override))
     assert not (workdir[0] / "study.db").exists()
+
+
+def test_a_bad_setting_on_the_command_line_prints_one_error_line_not_a_traceback(workdir):
+    cwd, common = workdir
+    code, out = run_cli(["+sweep=lr_warmup", "study.pruner.name=medain", *common], cwd)
+    assert code == 1 and "Traceback" not in out
+    assert out.strip().splitlines()[-1].startswith("error: study.pruner: unknown pruner name 'medain'")
 
 
 def test_unreachable_storage_fails_without_printing_the_password(workdir):
