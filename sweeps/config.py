@@ -39,7 +39,7 @@ class StudyConfig:
     name: Optional[str] = None  # null: the sweep's name
     storage: str = "sqlite:///outputs/optuna.db"  # any SQLAlchemy URL
     n_trials: int = 12  # finished trials the study should hold; a resumed study runs only the rest
-    direction: str = "minimize"  # of the best val loss
+    direction: str = "minimize"  # a trial's value is its best val loss: only minimize is valid
     baseline: bool = True  # a new study's trial 0 is the config as given, unswept (not with grid)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)

@@ -130,6 +130,9 @@ def run_sweep(cfg: DictConfig, overrides: list[str]) -> optuna.Study:
     _require_sweep(cfg)
     if cfg.study.n_trials <= 0:
         raise StudyError(f"study.n_trials={cfg.study.n_trials} is invalid: must be a positive integer")
+    if cfg.study.direction != "minimize":
+        raise StudyError(f"study.direction={cfg.study.direction!r} is invalid: a trial's value is its best "
+                         f"val loss, which the study minimizes; valid: minimize")
     baseline = as_train_config(cfg)
     check_config(baseline)  # the baseline itself must be a valid run on this machine
     resolve_dtype(baseline.dtype, resolve_device(baseline.device))

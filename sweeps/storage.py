@@ -77,6 +77,11 @@ def redact_url(url: str) -> str:
     return _scrub(url, url)
 
 
+# the pip package of each driver module SQLAlchemy imports for a URL's dialect
+DRIVER_PACKAGES = {"MySQLdb": "mysqlclient", "psycopg2": "psycopg2-binary", "psycopg": "'psycopg[binary]'",
+                   "pymysql": "pymysql", "mysql": "mysql-connector-python", "asyncpg": "asyncpg"}
+
+
 def _reason(exc: BaseException, url: str) -> str:
     """A one-paragraph reason from an exception (the DB driver's own message when there is one)."""
     if not isinstance(exc, sqlalchemy.exc.SQLAlchemyError) and isinstance(exc.__cause__, sqlalchemy.exc.SQLAlchemyError):
@@ -88,6 +93,11 @@ def _reason(exc: BaseException, url: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     lines = [line for line in lines if not line.startswith("(Background on this error")]
     reason = " ".join(lines[:3]) or type(exc).__name__
+    missing = orig if isinstance(orig, ModuleNotFoundError) else exc
+    if isinstance(missing, ModuleNotFoundError) and missing.name:
+        package = DRIVER_PACKAGES.get(missing.name, missing.name)
+        reason += (f"; the URL's database driver is not installed: pip install {package}, or name an "
+                   f"installed driver in the URL (e.g. mysql+pymysql://... after pip install pymysql)")
     return _scrub(f"{type(orig if orig is not None else exc).__name__}: {reason}", url)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sqlite3
@@ -109,6 +110,14 @@ def test_storage_error_on_create_or_load_study_too():
     with pytest.raises(StorageError) as info:
         create_or_load_study(study_cfg(f"postgresql://u:{PASSWORD}@127.0.0.1:1/db"), "s", None, None)
     assert "postgresql://u:***@127.0.0.1:1/db" in str(info.value)
+    assert PASSWORD not in _chain_text(info.value)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("MySQLdb") is not None, reason="mysqlclient is installed here")
+def test_a_missing_database_driver_says_what_to_install():
+    with pytest.raises(StorageError) as info:
+        open_storage(f"mysql://root:{PASSWORD}@127.0.0.1/test")
+    assert "pip install mysqlclient" in str(info.value) and "mysql+pymysql://" in str(info.value)
     assert PASSWORD not in _chain_text(info.value)
 
 

@@ -269,6 +269,7 @@ def test_bad_search_spaces_fail_before_any_training(workdir, params, error, mess
     ("study.pruner.name=sometimes", "sometimes.*plateau"),
     ("study.pruner.percentile=120", "percentile must be in \\[0, 100\\], got 120"),
     ("mode=replay", "mode='replay'.*sweep, best"),
+    ("study.direction=maximize", "study.direction='maximize' is invalid.*valid: minimize"),
 ])
 def test_bad_study_settings_fail_before_any_training(workdir, override, message):
     with pytest.raises(StudyError, match=message):
