@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import signal
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
 import optuna
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
@@ -22,7 +24,7 @@ from sweeps.storage import create_or_load_study, open_storage, redact_url
 from trainer import TrainResult, train
 from trainer.config import as_train_config, check_config
 from trainer.data import prepare_data
-from trainer.train import resolve_device, resolve_dtype
+from trainer.train import CHECKPOINT_NAME, resolve_device, resolve_dtype
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 CONFIG_NAME = "study_runner"
@@ -220,11 +222,42 @@ def best_run_overrides(best: optuna.trial.FrozenTrial, space: SearchSpace, cfg: 
             values_eval = cfg.eval_interval
     else:
         values_eval = cfg.eval_interval
-    resume = (out_dir / "ckpt.pt").is_file()
+    resume = (out_dir / CHECKPOINT_NAME).is_file()
     return space.to_overrides(values) + [
         f"eval_interval={values_eval}", f"out_dir={out_dir}", "checkpoint=last",
         f"init_from={'resume' if resume else 'scratch'}",
     ]
+
+
+# What a run trains: a checkpoint resumes only under the same values of these.
+RUN_DEFINING = ("model", "data", "schedule", "optim", "batch_size", "gradient_accumulation_steps", "seed")
+RUN_NEUTRAL = {"data.cache_dir"}  # where the tokens are cached, not which tokens
+
+
+def refuse_another_run_in(out_dir: Path, train_cfg) -> None:
+    """StudyError when `out_dir` holds a checkpoint of a run with other training settings (a
+    different command, or the study's best trial changed since it started): resuming it would
+    mix that run's weights and optimizer state with these settings."""
+    ckpt = out_dir / CHECKPOINT_NAME
+    if not ckpt.is_file():
+        return
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("config", {})
+    now = asdict(train_cfg)
+
+    def flat(cfg: dict) -> dict:
+        out = {}
+        for key in RUN_DEFINING:
+            value = cfg.get(key)
+            items = value.items() if isinstance(value, dict) else [(None, value)]
+            out.update({f"{key}.{k}" if k else key: v for k, v in items})
+        return {k: v for k, v in out.items() if k not in RUN_NEUTRAL}
+
+    was, wants = flat(saved), flat(now)
+    changed = [f"{k}={was.get(k)!r}, now {v!r}" for k, v in wants.items() if was.get(k) != v]
+    if changed:
+        raise StudyError(f"{out_dir} holds a long run started with other settings ({'; '.join(changed)}). "
+                         f"The command that started it resumes it; to start this one instead, move or "
+                         f"delete {out_dir}")
 
 
 def write_best_config(train_cfg, path: Path, best: optuna.trial.FrozenTrial, study_name: str) -> None:
@@ -253,6 +286,7 @@ def run_best(cfg: DictConfig, overrides: list[str]) -> TrainResult:
     run_cfg = Composer(overrides)(best_run_overrides(best, space, cfg, overrides, out_dir))
     train_cfg = as_train_config(run_cfg)
     check_config(train_cfg)
+    refuse_another_run_in(out_dir, train_cfg)
     config_path = study_dir_of(cfg) / "best_config.yaml"
     write_best_config(train_cfg, config_path, best, study_name_of(cfg))
     print(f"best trial {best.number} (val loss {best.value:.4f}): {best.params}\n"

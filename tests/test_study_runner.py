@@ -370,6 +370,13 @@ def test_best_trial_reruns_long_resumes_after_interruption_and_exports_its_confi
     assert repro.returncode == 0, repro.stderr
     assert float(repro.stdout.rsplit("best val loss ", 1)[1].split()[0]) == pytest.approx(resumed_best, abs=1e-4)
 
+    # another command (or a new best trial) never resumes this run with its own settings
+    stamp = (run_dir / "ckpt.pt").stat().st_mtime_ns, config.read_text()
+    code, out = run_cli(long_run + ["model.n_embd=64", "schedule.lr=1e-3"], cwd)
+    assert code == 1 and "Traceback" not in out
+    assert "model.n_embd=32, now 64" in out and "schedule.lr=" in out and "move or delete" in out
+    assert ((run_dir / "ckpt.pt").stat().st_mtime_ns, config.read_text()) == stamp
+
 
 def free_port() -> int:
     with socket.socket() as s:
