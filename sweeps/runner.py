@@ -171,6 +171,10 @@ def run_sweep(cfg: DictConfig, overrides: list[str]) -> optuna.Study:
             finished, running = _finished_and_running(study)
             if finished + running >= cfg.study.n_trials:
                 break
+            if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
+                print(f"every point of the grid has been tried; study.n_trials={cfg.study.n_trials} "
+                      f"asks for more, but another trial would only repeat one")
+                break
             ran: list[optuna.trial.FrozenTrial] = []  # this worker's trial (others may have finished since)
             study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[lambda _, t: ran.append(t)])
             last = ran[-1]

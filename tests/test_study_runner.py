@@ -198,6 +198,14 @@ def test_a_trial_asked_after_another_worker_took_the_last_one_fails_without_trai
     assert trained == [3] and study.get_trials(deepcopy=False)[-1].state == TrialState.COMPLETE
 
 
+def test_a_grid_smaller_than_n_trials_runs_each_point_once(workdir, capsys):
+    cfg, overrides = compose(workdir, "study.sampler.name=grid", "study.n_trials=4")
+    cfg.sweep.params = {"schedule.lr": "choice(1e-3, 2e-3)"}
+    study = run(cfg, overrides)
+    assert sorted(t.params["schedule.lr"] for t in study.trials) == [1e-3, 2e-3]
+    assert "every point of the grid has been tried" in capsys.readouterr().out
+
+
 def test_two_workers_started_together_share_one_study(workdir):
     """Two runner processes on one new SQLite study: one baseline, every draw different, the
     total reached exactly (a trial asked when the last one was already taken is not run)."""
