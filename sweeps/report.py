@@ -40,7 +40,9 @@ def study_report(study: optuna.Study, top: int = 5) -> str:
         lines.append(f"compute: {used:,} training tokens used; pruning and early stops saved {saved:,} "
                      f"({saved / (used + saved):.0%} of what running every trial to the end would cost)")
     baseline = next((t for t in complete if t.user_attrs.get(BASELINE_ATTR)), None)
-    if baseline is not None and complete:
+    if baseline is not None and complete[0] is baseline:
+        lines.append(f"no trial beat the baseline (trial {baseline.number}, val loss {baseline.value:.4f})")
+    elif baseline is not None:
         best = complete[0]
         lines.append(f"gain over the baseline (trial {baseline.number}, val loss {baseline.value:.4f}): "
                      f"{baseline.value - best.value:+.4f} with trial {best.number}")

@@ -20,6 +20,7 @@ from bench.pruner_replay import parse_curves
 from bench.record_curves import curves_of, lr_areas
 from sweeps.objective import (BASELINE_ATTR, BATCH_LOSSES_CHARS, MAX_BATCH_GROUPS, TrialFailed,
                               batch_group_means, batch_groups)
+from sweeps.report import study_report
 from sweeps.runner import StudyError, compose_study_config, run, within_budget
 from sweeps.search_space import SearchSpaceError
 from sweeps.storage import StorageError
@@ -196,6 +197,18 @@ def test_a_trial_asked_after_another_worker_took_the_last_one_fails_without_trai
     roomier = within_budget(lambda trial: trained.append(trial.number) or 0.5, n_trials=4)
     study.optimize(roomier, n_trials=1, catch=(TrialFailed,))  # trials 0 and 1 before it: runs
     assert trained == [3] and study.get_trials(deepcopy=False)[-1].state == TrialState.COMPLETE
+
+
+def test_report_says_when_no_trial_beat_the_baseline():
+    study = optuna.create_study()
+    for value, baseline in [(6.0, True), (6.2, False)]:
+        trial = study.ask()
+        if baseline:
+            trial.set_user_attr(BASELINE_ATTR, "outside the search space")
+        study.tell(trial, value)
+    assert "no trial beat the baseline (trial 0, val loss 6.0000)" in study_report(study)
+    study.tell(study.ask(), 5.9)
+    assert "gain over the baseline (trial 0, val loss 6.0000): +0.1000 with trial 2" in study_report(study)
 
 
 def test_a_grid_smaller_than_n_trials_runs_each_point_once(workdir, capsys):
