@@ -136,9 +136,11 @@ def test_check_fits_names_the_counts(tmp_path):
     data.check_fits(8)
     n_train, n_val = data.train.num_tokens, data.val.num_tokens
     assert n_val < 100 < n_train
-    with pytest.raises(DataError, match=rf"the val split has {n_val} tokens \(train {n_train}, val {n_val}\).*block_size=100"):
+    with pytest.raises(DataError, match=rf"the val split has {n_val} tokens \(train {n_train}, val {n_val}\).*block_size=100"
+                                        r".*a larger data.val_fraction"):
         data.check_fits(100)
-    with pytest.raises(DataError, match=rf"the train split has {n_train} tokens.*block_size=1024"):
+    with pytest.raises(DataError, match=rf"the train split has {n_train} tokens.*block_size=1024"
+                                        r".*a smaller data.val_fraction"):
         data.check_fits(1024)
 
 

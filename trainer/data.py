@@ -82,7 +82,8 @@ class PreparedData:
                 raise DataError(
                     f"the {name} split has {split.num_tokens} tokens (train {self.train.num_tokens}, "
                     f"val {self.val.num_tokens}), fewer than one window of model.block_size={block_size} + 1; "
-                    f"use more data, a larger data.val_fraction, or a smaller block_size"
+                    f"use more data, a {'smaller' if name == 'train' else 'larger'} data.val_fraction "
+                    f"(or data.val_files), or a smaller model.block_size"
                 )
 
 
