@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from sweeps.search_space import SearchSpace
-from trainer import EvalMetrics, eval_points, tokens_per_iter, train
+from trainer import EvalMetrics, eval_points, release_freed_memory, tokens_per_iter, train
 from trainer.config import ConfigError, as_train_config, check_config
 from trainer.schedule import lr_sum, warmup_iters_of
 
@@ -130,6 +130,7 @@ class Objective:
             raise TrialFailed(f"out of memory: {str(e).splitlines()[0]}") from None
         finally:  # memory must not grow across trials
             gc.collect()
+            release_freed_memory()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 

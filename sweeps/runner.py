@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 import optuna
 import torch
@@ -127,8 +127,9 @@ def within_budget(objective, n_trials: int):
     return run_trial
 
 
-def run_sweep(cfg: DictConfig, overrides: list[str]) -> optuna.Study:
-    """Create or resume the study and run trials until it holds `study.n_trials` finished ones."""
+def run_sweep(cfg: DictConfig, overrides: list[str], callbacks: Sequence[Callable] = ()) -> optuna.Study:
+    """Create or resume the study and run trials until it holds `study.n_trials` finished ones;
+    `callbacks(study, frozen_trial)` run after each of this worker's trials, as in `optimize`."""
     _require_sweep(cfg)
     if cfg.study.n_trials <= 0:
         raise StudyError(f"study.n_trials={cfg.study.n_trials} is invalid: must be a positive integer")
@@ -176,7 +177,8 @@ def run_sweep(cfg: DictConfig, overrides: list[str]) -> optuna.Study:
                       f"asks for more, but another trial would only repeat one")
                 break
             ran: list[optuna.trial.FrozenTrial] = []  # this worker's trial (others may have finished since)
-            study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[lambda _, t: ran.append(t)])
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,),
+                           callbacks=[*callbacks, lambda _, t: ran.append(t)])
             last = ran[-1]
             failures = failures + 1 if last.state == TrialState.FAIL else 0
             if failures >= MAX_CONSECUTIVE_FAILURES:

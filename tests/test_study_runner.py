@@ -199,6 +199,16 @@ def test_a_trial_asked_after_another_worker_took_the_last_one_fails_without_trai
     assert trained == [3] and study.get_trials(deepcopy=False)[-1].state == TrialState.COMPLETE
 
 
+def test_trial_memory_bench_reads_the_rss_after_every_trial(tmp_path, capsys):
+    from bench.trial_memory import main
+
+    out = tmp_path / "rss.json"
+    assert main(["--trials", "2", "--iters", "2", "--workdir", str(tmp_path / "work"), "--json", str(out)]) == 0
+    rss = json.loads(out.read_text())["rss_mb"]
+    assert len(rss) == 2 and all(r > 50 for r in rss)  # a process that imported torch
+    assert "2 trials of 2 iterations" in capsys.readouterr().out
+
+
 def test_report_says_when_no_trial_beat_the_baseline():
     study = optuna.create_study()
     for value, baseline in [(6.0, True), (6.2, False)]:
