@@ -104,10 +104,10 @@ def baseline_config(cfg: DictConfig) -> DictConfig:
     return base
 
 
-def _finished_and_running(study: optuna.Study) -> tuple[int, int]:
+def trials_taken(study: optuna.Study, before: Optional[int] = None) -> int:
+    """Trials that count towards `study.n_trials`: finished or running (numbered below `before`)."""
     trials = study.get_trials(deepcopy=False, states=FINISHED + (TrialState.RUNNING,))
-    running = sum(t.state == TrialState.RUNNING for t in trials)
-    return len(trials) - running, running
+    return sum(before is None or t.number < before for t in trials)
 
 
 def within_budget(objective, n_trials: int):
@@ -116,8 +116,7 @@ def within_budget(objective, n_trials: int):
     trial get consecutive numbers from the storage, so the later one sees the earlier one
     RUNNING; it is recorded FAIL at once, with the reason, instead of training a trial too many."""
     def run_trial(trial: optuna.Trial) -> float:
-        taken = sum(t.number < trial.number
-                    for t in trial.study.get_trials(deepcopy=False, states=FINISHED + (TrialState.RUNNING,)))
+        taken = trials_taken(trial.study, before=trial.number)
         if taken >= n_trials:
             reason = (f"not run: {taken} trials before it were finished or running, and "
                       f"study.n_trials={n_trials} (another worker took the last one)")
@@ -169,8 +168,7 @@ def run_sweep(cfg: DictConfig, overrides: list[str], callbacks: Sequence[Callabl
     failures = 0
     try:
         while True:
-            finished, running = _finished_and_running(study)
-            if finished + running >= cfg.study.n_trials:
+            if trials_taken(study) >= cfg.study.n_trials:
                 break
             if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
                 print(f"every point of the grid has been tried; study.n_trials={cfg.study.n_trials} "
