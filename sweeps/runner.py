@@ -18,6 +18,7 @@ from sweeps.config import register_configs
 from sweeps.objective import BASELINE_AS_GIVEN, BASELINE_IN_SPACE, Objective, TrialFailed
 from sweeps.pruners import build_pruner
 from sweeps.report import study_report
+from sweeps.retries import requeue
 from sweeps.samplers import build_sampler
 from sweeps.search_space import SearchSpace, SearchSpaceError, parse_search_space
 from sweeps.storage import create_or_load_study, open_storage, redact_url
@@ -110,19 +111,46 @@ def trials_taken(study: optuna.Study, before: Optional[int] = None) -> int:
     return sum(before is None or t.number < before for t in trials)
 
 
+def _frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
+    return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+
+
+def grid_done(study: optuna.Study, sampler: optuna.samplers.BaseSampler) -> bool:
+    """A grid study has tried every point, and no interrupted point waits to run again."""
+    return (isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)
+            and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
 def within_budget(objective, n_trials: int):
     """`objective`, run only when fewer than `n_trials` trials numbered before this one are
     finished or running. Workers that counted the study at the same moment and both asked for a
     trial get consecutive numbers from the storage, so the later one sees the earlier one
-    RUNNING; it is recorded FAIL at once, with the reason, instead of training a trial too many."""
+    RUNNING; it is recorded FAIL at once, with the reason, instead of training a trial too many
+    (a grid point it drew is queued again, see `sweeps.retries`)."""
     def run_trial(trial: optuna.Trial) -> float:
         taken = trials_taken(trial.study, before=trial.number)
         if taken >= n_trials:
             reason = (f"not run: {taken} trials before it were finished or running, and "
                       f"study.n_trials={n_trials} (another worker took the last one)")
             trial.set_user_attr("fail_reason", reason)
+            frozen = _frozen(trial)
+            if "grid_id" in frozen.system_attrs:
+                requeue(trial.study, frozen)
             raise TrialFailed(reason)
         return objective(trial)
+    return run_trial
+
+
+def requeued_when_interrupted(objective):
+    """`objective`, whose trial is queued to run again when Ctrl-C or SIGTERM interrupts it
+    (Optuna then records it FAIL and the interrupt ends the process)."""
+    def run_trial(trial: optuna.Trial) -> float:
+        try:
+            return objective(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM); queued to run again")
+            requeue(trial.study, _frozen(trial))
+            raise
     return run_trial
 
 
@@ -163,14 +191,14 @@ def run_sweep(cfg: DictConfig, overrides: list[str], callbacks: Sequence[Callabl
     print(f"study {name!r} in {redact_url(cfg.study.storage)}; watch it live with:\n"
           f"  optuna-dashboard {redact_url(cfg.study.storage)}")
 
-    objective = within_budget(Objective(space, Composer(overrides), study_dir_of(cfg), baseline_kind),
-                              cfg.study.n_trials)
+    objective = requeued_when_interrupted(within_budget(
+        Objective(space, Composer(overrides), study_dir_of(cfg), baseline_kind), cfg.study.n_trials))
     failures = 0
     try:
         while True:
             if trials_taken(study) >= cfg.study.n_trials:
                 break
-            if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
+            if grid_done(study, sampler):
                 print(f"every point of the grid has been tried; study.n_trials={cfg.study.n_trials} "
                       f"asks for more, but another trial would only repeat one")
                 break
@@ -183,7 +211,8 @@ def run_sweep(cfg: DictConfig, overrides: list[str], callbacks: Sequence[Callabl
                 raise StudyError(f"{failures} trials in a row failed (last: "
                                  f"{last.user_attrs.get('fail_reason', 'see the log')}); fix the sweep's params")
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the running trial is marked FAIL; run the same command to resume study {name!r}")
+        print(f"\ninterrupted: the running trial is marked FAIL and queued to run again; run the same "
+              f"command to resume study {name!r}")
         raise
     print(study_report(study))
     return study

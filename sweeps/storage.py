@@ -8,7 +8,7 @@
   so an unreachable server fails fast.
 * Heartbeats: a running trial records one every `heartbeat_interval` s (Optuna does it inside
   `study.optimize`); a RUNNING trial silent for `grace_period` s (its worker was killed) is marked
-  FAIL by the next worker that opens the study.
+  FAIL by the next worker that opens the study, and queued to run again (`sweeps.retries`).
 * Errors opening the storage raise StorageError naming the URL with its password hidden.
 
 Several processes may share one study: Optuna's RDB storage arbitrates trial numbers and states
@@ -30,6 +30,8 @@ import optuna
 import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+
+from sweeps.retries import requeue
 
 SQLITE_TIMEOUT_S = 60  # how long a connection waits for a lock before "database is locked"
 CONNECT_TIMEOUT_S = 5  # network databases: give up connecting after this long
@@ -195,6 +197,7 @@ def open_storage(url: str, heartbeat_interval: Optional[int] = 10,
                         engine_kwargs=_engine_kwargs(parsed),
                         heartbeat_interval=heartbeat_interval,
                         grace_period=grace_period,
+                        heartbeat_stale_trial_callback=requeue,
                     )
             break
         except Exception as e:  # noqa: BLE001 - every failure becomes one clear, password-free error

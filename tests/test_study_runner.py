@@ -21,7 +21,8 @@ from bench.record_curves import curves_of, lr_areas
 from sweeps.objective import (BASELINE_ATTR, BATCH_LOSSES_CHARS, MAX_BATCH_GROUPS, TrialFailed,
                               batch_group_means, batch_groups)
 from sweeps.report import study_report
-from sweeps.runner import StudyError, compose_study_config, run, within_budget
+from sweeps.retries import MAX_RETRIES, requeue
+from sweeps.runner import StudyError, compose_study_config, grid_done, run, within_budget
 from sweeps.search_space import SearchSpaceError
 from sweeps.storage import StorageError
 from trainer.config import ScheduleConfig
@@ -142,43 +143,64 @@ def test_batch_losses_are_recorded_as_at_most_32_means_of_equal_runs_within_a_si
     assert len(json.dumps(record)) <= BATCH_LOSSES_CHARS
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_a_study_killed_mid_trial_resumes(workdir, sig):
+@pytest.mark.parametrize("sig,victim", [(signal.SIGKILL, 1), (signal.SIGINT, 0)])
+def test_a_study_killed_mid_trial_resumes_and_runs_that_trial_again(workdir, sig, victim):
     cwd, common = workdir
     url = sqlite_url(cwd)
     args = ["+sweep=lr_warmup", *TINY, "schedule.max_iters=100", "eval_interval=10", f"study.storage={url}",
             "study.n_trials=3", "study.heartbeat_interval=1", "study.grace_period=2", *common]
     proc = runner(args, cwd)
 
-    def mid_second_trial():
+    def mid_victim():
         try:
             trials = trials_of(url, "lr_warmup")
         except KeyError:
             return False
-        return len(trials) == 2 and len(trials[1].intermediate_values) >= 2
+        return len(trials) == victim + 1 and len(trials[victim].intermediate_values) >= 2
 
     try:
-        wait_for(mid_second_trial, timeout=300, what="the second trial to report")
+        wait_for(mid_victim, timeout=300, what=f"trial {victim} to report")
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=60)
     finally:
         proc.kill()
     trials = trials_of(url, "lr_warmup")
-    assert trials[0].state == TrialState.COMPLETE
-    if sig == signal.SIGINT:  # Ctrl-C: the trial is marked FAIL at once and the process exits 130
+    killed = trials[victim]
+    assert all(t.state == TrialState.COMPLETE for t in trials[:victim])
+    if sig == signal.SIGINT:  # Ctrl-C: the trial is marked FAIL and queued at once; the process exits 130
         assert proc.returncode == 130 and "run the same command to resume" in out
-        assert trials[1].state == TrialState.FAIL
-    else:  # killed: the next worker marks it FAIL once its heartbeat is stale
-        assert trials[1].state == TrialState.RUNNING
+        assert killed.state == TrialState.FAIL and "interrupted" in killed.user_attrs["fail_reason"]
+        assert trials[-1].state == TrialState.WAITING
+    else:  # killed: the next worker marks it FAIL, and queues it, once its heartbeat is stale
+        assert killed.state == TrialState.RUNNING
         time.sleep(3)
 
     code, out = run_cli([a.replace("schedule.max_iters=100", "schedule.max_iters=20") for a in args], cwd)
     assert code == 0, out
     trials = trials_of(url, "lr_warmup")
-    states = [t.state for t in trials]
-    assert states[0] == TrialState.COMPLETE and states[1] == TrialState.FAIL
-    assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states) == 3  # the total reached
+    assert [t.state for t in trials[:victim + 1]] == [TrialState.COMPLETE] * victim + [TrialState.FAIL]
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 3  # the total reached
     assert trials[0].value == pytest.approx(trials_of(url, "lr_warmup")[0].value)  # nothing lost
+    again = trials[victim + 1]  # the next trial runs the interrupted one's params again
+    assert again.user_attrs["retry_of"] == victim and again.params == killed.params
+    assert again.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    if victim == 0:  # an interrupted baseline stays the baseline: the report still compares with it
+        assert again.user_attrs[BASELINE_ATTR] and again.state == TrialState.COMPLETE
+        assert f"gain over the baseline (trial {again.number}" in out or "no trial beat the baseline" in out
+
+
+def test_a_retried_trial_is_retried_at_most_max_retries_times(tmp_path):
+    study = optuna.create_study(study_name="retries", storage=sqlite_url(tmp_path))
+    failed = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+    study.tell(failed, state=TrialState.FAIL)
+    series = [study.get_trials()[-1]]
+    while (number := requeue(study, series[-1])) is not None:
+        again = study.ask()  # the queued trial comes first, with its params
+        assert again.number == number and again.suggest_float("x", 0.0, 1.0) == series[0].params["x"]
+        study.tell(again, state=TrialState.FAIL)
+        series.append(study.get_trials()[-1])
+    assert [t.user_attrs.get("retry_of") for t in series] == [None, 0, 0][:len(series)]
+    assert len(series) == 1 + MAX_RETRIES
 
 
 def test_a_trial_asked_after_another_worker_took_the_last_one_fails_without_training(tmp_path):
@@ -197,6 +219,29 @@ def test_a_trial_asked_after_another_worker_took_the_last_one_fails_without_trai
     roomier = within_budget(lambda trial: trained.append(trial.number) or 0.5, n_trials=4)
     study.optimize(roomier, n_trials=1, catch=(TrialFailed,))  # trials 0 and 1 before it: runs
     assert trained == [3] and study.get_trials(deepcopy=False)[-1].state == TrialState.COMPLETE
+
+
+def test_a_grid_point_drawn_after_the_last_place_was_taken_is_queued_again(tmp_path):
+    url = sqlite_url(tmp_path)
+    grid = optuna.samplers.GridSampler({"x": [1, 2, 3]}, seed=0)
+    study = optuna.create_study(study_name="grid-race", storage=url, sampler=grid)
+    other_worker = optuna.load_study(study_name="grid-race", storage=url,
+                                     sampler=optuna.samplers.GridSampler({"x": [1, 2, 3]}, seed=0))
+    taken = other_worker.ask()
+    taken.suggest_categorical("x", [1, 2, 3])  # RUNNING: the last of n_trials=1
+    ran = []
+
+    def objective(trial):
+        ran.append(trial.suggest_categorical("x", [1, 2, 3]))
+        return float(ran[-1])
+
+    study.optimize(within_budget(objective, n_trials=1), n_trials=1, catch=(TrialFailed,))
+    not_run = study.get_trials(deepcopy=False)[1]
+    assert ran == [] and not_run.state == TrialState.FAIL
+    other_worker.tell(taken, 0.0)
+    while not grid_done(study, grid):
+        study.optimize(within_budget(objective, n_trials=3), n_trials=1, catch=(TrialFailed,))
+    assert sorted(ran + [taken.params["x"]]) == [1, 2, 3]  # every point ran, the not-run one too
 
 
 def test_trial_memory_bench_reads_the_rss_after_every_trial(tmp_path, capsys):
