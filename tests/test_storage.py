@@ -359,7 +359,7 @@ study.optimize(objective, n_trials=1)
 """
 
 
-def test_the_trial_of_a_killed_worker_is_failed_by_the_next(tmp_path):
+def test_the_trial_of_a_killed_worker_is_failed_and_queued_again_by_the_next(tmp_path):
     url = sqlite_url(tmp_path / "optuna.db")
     worker = run_python(KILLED_WORKER, url)
     worker.communicate(timeout=120)
@@ -369,7 +369,9 @@ def test_the_trial_of_a_killed_worker_is_failed_by_the_next(tmp_path):
     assert [t.state for t in study.get_trials()] == [TrialState.RUNNING]  # left behind
     time.sleep(2.5)  # > grace period (SQLite's clock has 1 s resolution)
     study = create_or_load_study(cfg, "hb", None, None)  # the next worker to start
-    assert [t.state for t in study.get_trials()] == [TrialState.FAIL]
+    killed, again = study.get_trials()
+    assert (killed.state, again.state) == (TrialState.FAIL, TrialState.WAITING)
+    assert again.user_attrs == {"retry_of": killed.number} and again.params == killed.params
 
 
 def test_a_live_trial_is_not_failed(tmp_path):
