@@ -13,7 +13,7 @@ import optuna
 import torch
 from omegaconf import DictConfig
 
-from sweeps.retries import RETRY_OF, first_of_series
+from sweeps.retries import first_of_series
 from sweeps.search_space import SearchSpace
 from trainer import EvalMetrics, eval_points, release_freed_memory, tokens_per_iter, train
 from trainer.config import ConfigError, as_train_config, check_config
@@ -76,14 +76,7 @@ class Objective:
         baseline = self.baseline if first_of_series(trial) == 0 else None  # trial 0, or its retry
         if baseline:
             trial.set_user_attr(BASELINE_ATTR, baseline)
-        try:
-            values = {} if baseline == BASELINE_AS_GIVEN else self.space.sample(trial)
-        except ValueError as e:  # a retry's params, drawn before the sweep's params were edited
-            if RETRY_OF not in trial.user_attrs:
-                raise
-            reason = f"a retry of trial {first_of_series(trial)} whose params no longer fit the sweep: {e}"
-            trial.set_user_attr("fail_reason", reason)
-            raise TrialFailed(reason) from None
+        values = {} if baseline == BASELINE_AS_GIVEN else self.space.sample(trial)
         cfg = self.compose(self.space.to_overrides(values))
         cfg.out_dir = str(trial_dir(self.study_dir, trial.number))
         try:

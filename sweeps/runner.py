@@ -115,6 +115,26 @@ def _frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
     return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
 
 
+def check_space_fits_study(study: optuna.Study, space: SearchSpace, storage_url: str) -> None:
+    """StudyError when the sweep searches a param the study's trials searched under another kind of
+    distribution (log or linear, int or float, other choices): Optuna refuses to mix them in one
+    study, and would fail every trial."""
+    checked = set()
+    for trial in study.get_trials(deepcopy=False):
+        for name, before in trial.distributions.items():
+            now = space.distributions.get(name)
+            if now is None or name in checked:
+                continue
+            checked.add(name)
+            try:
+                optuna.distributions.check_distribution_compatibility(before, now)
+            except ValueError as e:
+                raise StudyError(
+                    f"sweep param {name!r} is now {now}, but study {study.study_name!r} in "
+                    f"{redact_url(storage_url)} searched it as {before} ({e}). Start a new study "
+                    f"(study.name=NEW) or search it as before") from None
+
+
 def grid_done(study: optuna.Study, sampler: optuna.samplers.BaseSampler) -> bool:
     """A grid study has tried every point, and no interrupted point waits to run again."""
     return (isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)
@@ -188,6 +208,7 @@ def run_sweep(cfg: DictConfig, overrides: list[str], callbacks: Sequence[Callabl
     data.check_fits(cfg.model.block_size)
     name = study_name_of(cfg)
     study = create_or_load_study(cfg.study, name, sampler, pruner)
+    check_space_fits_study(study, space, cfg.study.storage)
     print(f"study {name!r} in {redact_url(cfg.study.storage)}; watch it live with:\n"
           f"  optuna-dashboard {redact_url(cfg.study.storage)}")
 

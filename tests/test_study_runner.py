@@ -274,6 +274,16 @@ def test_a_grid_smaller_than_n_trials_runs_each_point_once(workdir, capsys):
     assert "every point of the grid has been tried" in capsys.readouterr().out
 
 
+def test_resuming_a_study_whose_param_changed_kind_fails_before_any_training(workdir):
+    cfg, overrides = compose(workdir, "study.n_trials=2")
+    study = optuna.create_study(study_name="lr_warmup", storage=cfg.study.storage)
+    linear = study.ask({"schedule.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2)})
+    study.tell(linear, 5.0)  # the sweep searches lr on a log scale now
+    with pytest.raises(StudyError, match=r"'schedule.lr' is now .*log=True.*study.name=NEW"):
+        run(cfg, overrides)
+    assert len(trials_of(cfg.study.storage, "lr_warmup")) == 1  # nothing ran, nothing was added
+
+
 def test_two_workers_started_together_share_one_study(workdir):
     """Two runner processes on one new SQLite study: one baseline, every draw different, the
     total reached exactly (a trial asked when the last one was already taken is not run)."""
