@@ -14,8 +14,6 @@ left FAIL.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -28,12 +26,12 @@ def first_of_series(trial: optuna.Trial | FrozenTrial) -> int:
     return int(trial.user_attrs.get(RETRY_OF, trial.number))
 
 
-def requeue(study: optuna.Study, trial: FrozenTrial) -> Optional[int]:
-    """Queue `trial` (ended FAIL by an interruption) to run again; the new trial's number, or
-    None when it has been retried `MAX_RETRIES` times already."""
+def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Queue `trial` (ended FAIL by an interruption) to run again; False when it has been retried
+    `MAX_RETRIES` times already."""
     history = [*trial.system_attrs.get("retry_history", []), trial.number]
     if len(history) > MAX_RETRIES:
-        return None
+        return False
     first = first_of_series(trial)
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING,
@@ -42,4 +40,4 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> Optional[int]:
         user_attrs={RETRY_OF: first},
         system_attrs={**trial.system_attrs, "failed_trial": first, "retry_history": history},
     ))
-    return study.get_trials(deepcopy=False)[-1].number
+    return True

@@ -18,7 +18,7 @@ from sweeps.config import register_configs
 from sweeps.objective import BASELINE_AS_GIVEN, BASELINE_IN_SPACE, Objective, TrialFailed
 from sweeps.pruners import build_pruner
 from sweeps.report import study_report
-from sweeps.retries import requeue
+from sweeps.retries import MAX_RETRIES, requeue
 from sweeps.samplers import build_sampler
 from sweeps.search_space import SearchSpace, SearchSpaceError, parse_search_space
 from sweeps.storage import create_or_load_study, open_storage, redact_url
@@ -168,8 +168,9 @@ def requeued_when_interrupted(objective):
         try:
             return objective(trial)
         except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM); queued to run again")
-            requeue(trial.study, _frozen(trial))
+            queued = requeue(trial.study, _frozen(trial))
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM); " + (
+                "queued to run again" if queued else f"interrupted {MAX_RETRIES + 1} times, not queued again"))
             raise
     return run_trial
 
@@ -232,8 +233,8 @@ def run_sweep(cfg: DictConfig, overrides: list[str], callbacks: Sequence[Callabl
                 raise StudyError(f"{failures} trials in a row failed (last: "
                                  f"{last.user_attrs.get('fail_reason', 'see the log')}); fix the sweep's params")
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the running trial is marked FAIL and queued to run again; run the same "
-              f"command to resume study {name!r}")
+        print(f"\ninterrupted: the running trial is marked FAIL and queued to run again (unless it was "
+              f"interrupted {MAX_RETRIES + 1} times); run the same command to resume study {name!r}")
         raise
     print(study_report(study))
     return study
