@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from dataclasses import asdict
 from pathlib import Path
@@ -210,6 +211,7 @@ def run_sweep(cfg: DictConfig, overrides: list[str], callbacks: Sequence[Callabl
     name = study_name_of(cfg)
     study = create_or_load_study(cfg.study, name, sampler, pruner)
     check_space_fits_study(study, space, cfg.study.storage)
+    check_settings_fit_study(study, baseline, space, cfg.study.storage)
     print(f"study {name!r} in {redact_url(cfg.study.storage)}; watch it live with:\n"
           f"  optuna-dashboard {redact_url(cfg.study.storage)}")
 
@@ -287,6 +289,45 @@ def best_run_overrides(best: optuna.trial.FrozenTrial, space: SearchSpace, cfg: 
 # What a run trains: a checkpoint resumes only under the same values of these.
 RUN_DEFINING = ("model", "data", "schedule", "optim", "batch_size", "gradient_accumulation_steps", "seed")
 RUN_NEUTRAL = {"data.cache_dir"}  # where the tokens are cached, not which tokens
+# What makes two trials' val losses comparable: a study resumes only under the same values of
+# these (the seed only adds noise).
+STUDY_DEFINING = tuple(key for key in RUN_DEFINING if key != "seed")
+STUDY_SETTINGS_ATTR = "fixed_settings"  # study user attr: the settings its trials share
+
+
+def run_settings(train_cfg: dict, keys: Sequence[str] = RUN_DEFINING) -> dict:
+    """The settings under `keys` of a train config (as a dict), flat: "model.n_layer" -> 4."""
+    out = {}
+    for key in keys:
+        value = train_cfg.get(key)
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        out.update({f"{key}.{k}" if k else key: v for k, v in items})
+    return {k: v for k, v in out.items() if k not in RUN_NEUTRAL}
+
+
+def _differences(was: dict, now: dict) -> str:
+    return "; ".join(f"{k}={was.get(k)!r}, now {v!r}" for k, v in now.items() if was.get(k) != v)
+
+
+def check_settings_fit_study(study: optuna.Study, baseline, space: SearchSpace, storage_url: str) -> None:
+    """StudyError when the study's trials were trained under other fixed settings (other data, model,
+    schedule, optimizer or batch; the searched params aside): their val losses are not comparable
+    with the new trials', so the sampler, the pruner and the best trial would mix them. A study
+    made before the settings were recorded takes the current ones."""
+    def searched(key: str) -> bool:
+        return any(key == p or key.startswith(p + ".") for p in space.distributions)
+
+    now = json.loads(json.dumps({k: v for k, v in run_settings(asdict(baseline), STUDY_DEFINING).items()
+                                 if not searched(k)}))
+    was = study.user_attrs.get(STUDY_SETTINGS_ATTR)
+    if was is None:
+        study.set_user_attr(STUDY_SETTINGS_ATTR, now)
+        return
+    changed = _differences({k: v for k, v in was.items() if not searched(k)}, now)
+    if changed:
+        raise StudyError(f"study {study.study_name!r} in {redact_url(storage_url)} trained its trials with other "
+                         f"settings ({changed}): their val losses are not comparable with these. Start a new "
+                         f"study (study.name=NEW) or resume with the study's settings")
 
 
 def refuse_another_run_in(out_dir: Path, train_cfg) -> None:
@@ -297,20 +338,9 @@ def refuse_another_run_in(out_dir: Path, train_cfg) -> None:
     if not ckpt.is_file():
         return
     saved = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("config", {})
-    now = asdict(train_cfg)
-
-    def flat(cfg: dict) -> dict:
-        out = {}
-        for key in RUN_DEFINING:
-            value = cfg.get(key)
-            items = value.items() if isinstance(value, dict) else [(None, value)]
-            out.update({f"{key}.{k}" if k else key: v for k, v in items})
-        return {k: v for k, v in out.items() if k not in RUN_NEUTRAL}
-
-    was, wants = flat(saved), flat(now)
-    changed = [f"{k}={was.get(k)!r}, now {v!r}" for k, v in wants.items() if was.get(k) != v]
+    changed = _differences(run_settings(saved), run_settings(asdict(train_cfg)))
     if changed:
-        raise StudyError(f"{out_dir} holds a long run started with other settings ({'; '.join(changed)}). "
+        raise StudyError(f"{out_dir} holds a long run started with other settings ({changed}). "
                          f"The command that started it resumes it; to start this one instead, move or "
                          f"delete {out_dir}")
 

@@ -175,7 +175,11 @@ def test_a_study_killed_mid_trial_resumes_and_runs_that_trial_again(workdir, sig
         assert killed.state == TrialState.RUNNING
         time.sleep(3)
 
-    code, out = run_cli([a.replace("schedule.max_iters=100", "schedule.max_iters=20") for a in args], cwd)
+    if victim == 1:  # trials of another length would not be comparable with the study's: refused
+        code, out = run_cli([a.replace("schedule.max_iters=100", "schedule.max_iters=20") for a in args], cwd)
+        assert code == 1 and "schedule.max_iters=100, now 20" in out and "study.name=NEW" in out
+        assert sum(t.state == TrialState.COMPLETE for t in trials_of(url, "lr_warmup")) == 1  # none trained
+    code, out = run_cli(args, cwd)
     assert code == 0, out
     trials = trials_of(url, "lr_warmup")
     assert [t.state for t in trials[:victim + 1]] == [TrialState.COMPLETE] * victim + [TrialState.FAIL]
@@ -282,6 +286,15 @@ def test_resuming_a_study_whose_param_changed_kind_fails_before_any_training(wor
     with pytest.raises(StudyError, match=r"'schedule.lr' is now .*log=True.*study.name=NEW"):
         run(cfg, overrides)
     assert len(trials_of(cfg.study.storage, "lr_warmup")) == 1  # nothing ran, nothing was added
+
+
+def test_resuming_with_other_fixed_settings_is_refused_but_searched_values_may_change(workdir):
+    run(*compose(workdir, "study.n_trials=1"))
+    run(*compose(workdir, "study.n_trials=2", "schedule.lr=0.002"))  # lr is searched: any value is comparable
+    with pytest.raises(StudyError, match=r"model.n_embd=32, now 64.*study.name=NEW"):
+        run(*compose(workdir, "study.n_trials=3", "model.n_embd=64"))
+    study = run(*compose(workdir, "study.n_trials=3", "model.n_embd=64", "study.name=wider"))
+    assert len(study.trials) == 3
 
 
 def test_two_workers_started_together_share_one_study(workdir):
