@@ -523,6 +523,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the orders")
     ap.add_argument("--pruners", help="comma-separated subset of the pruner names to run")
     ap.add_argument("--json", metavar="OUT", help="save the scores (and per-order results)")
+    ap.add_argument("--trials", type=int, metavar="N",
+                    help="replay only the first N curves (the study's first N trials: a smaller study)")
     args = ap.parse_args(argv)
 
     if args.synthetic == bool(args.curves):
@@ -530,6 +532,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.orders < 1:
         ap.error("--orders must be >= 1")
     data = synthetic_curves(args.synthetic_seed) if args.synthetic else load_curves(args.curves)
+    if args.trials is not None:
+        if not 2 <= args.trials <= len(data["trials"]):
+            ap.error(f"--trials {args.trials}: the file holds {len(data['trials'])} curves; give 2 to that many")
+        data = {**data, "trials": data["trials"][:args.trials]}
     if args.dump_curves:
         with open(args.dump_curves, "w") as f:
             json.dump(data, f)

@@ -117,9 +117,14 @@ def test_main_prints_a_table_and_saves_json(tmp_path, capsys):
     saved = json.loads(out.read_text())
     assert [s["pruner"] for s in saved["scores"]] == ["none", "plateau"]
     assert saved["n_trials"] == 24 and len(saved["scores"][0]["orders"]) == 2
-    # The dumped curves replay the same from the file.
+    # The dumped curves replay the same from the file, all of them or the first few.
     rc = main([str(curves_out), "--orders", "2", "--pruners", "none"])
     assert rc == 0 and "| none | 100.0% |" in capsys.readouterr().out
+    rc = main([str(curves_out), "--orders", "2", "--pruners", "none", "--trials", "5"])
+    assert rc == 0 and capsys.readouterr().out.startswith("5 trials from")
+    with pytest.raises(SystemExit):
+        main([str(curves_out), "--trials", "25"])
+    assert "--trials 25: the file holds 24 curves" in capsys.readouterr().err
 
 
 def test_default_pruners_are_fresh_each_time(data):
