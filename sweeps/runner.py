@@ -293,6 +293,9 @@ RUN_NEUTRAL = {"data.cache_dir"}  # where the tokens are cached, not which token
 # these (the seed only adds noise).
 STUDY_DEFINING = tuple(key for key in RUN_DEFINING if key != "seed")
 STUDY_SETTINGS_ATTR = "fixed_settings"  # study user attr: the settings its trials share
+# A searched share overrides the absolute setting it sets (trainer.config), so that one is unused.
+OVERRIDDEN_BY = {"schedule.min_lr_ratio": "schedule.min_lr", "schedule.warmup_fraction": "schedule.warmup_iters",
+                 "schedule.lr_decay_fraction": "schedule.lr_decay_iters"}
 
 
 def run_settings(train_cfg: dict, keys: Sequence[str] = RUN_DEFINING) -> dict:
@@ -314,8 +317,10 @@ def check_settings_fit_study(study: optuna.Study, baseline, space: SearchSpace, 
     schedule, optimizer or batch; the searched params aside): their val losses are not comparable
     with the new trials', so the sampler, the pruner and the best trial would mix them. A study
     made before the settings were recorded takes the current ones."""
+    searched_keys = [*space.distributions, *(OVERRIDDEN_BY[k] for k in space.distributions if k in OVERRIDDEN_BY)]
+
     def searched(key: str) -> bool:
-        return any(key == p or key.startswith(p + ".") for p in space.distributions)
+        return any(key == p or key.startswith(p + ".") for p in searched_keys)
 
     now = json.loads(json.dumps({k: v for k, v in run_settings(asdict(baseline), STUDY_DEFINING).items()
                                  if not searched(k)}))

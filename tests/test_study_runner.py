@@ -290,7 +290,8 @@ def test_resuming_a_study_whose_param_changed_kind_fails_before_any_training(wor
 
 def test_resuming_with_other_fixed_settings_is_refused_but_searched_values_may_change(workdir):
     run(*compose(workdir, "study.n_trials=1"))
-    run(*compose(workdir, "study.n_trials=2", "schedule.lr=0.002"))  # lr is searched: any value is comparable
+    # lr is searched, and the searched warmup share overrides warmup_iters: other values are comparable
+    run(*compose(workdir, "study.n_trials=2", "schedule.lr=0.002", "schedule.warmup_iters=3"))
     with pytest.raises(StudyError, match=r"model.n_embd=32, now 64.*study.name=NEW"):
         run(*compose(workdir, "study.n_trials=3", "model.n_embd=64"))
     study = run(*compose(workdir, "study.n_trials=3", "model.n_embd=64", "study.name=wider"))
