@@ -7,6 +7,7 @@ evaluation so a caller (a sweep) can stop the run early without this package kno
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import json
 import math
@@ -98,6 +99,7 @@ def resolve_dtype(name: str, device: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
+@functools.cache
 def _glibc() -> Optional[ctypes.CDLL]:
     try:
         return ctypes.CDLL("libc.so.6")
