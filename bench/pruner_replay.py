@@ -286,13 +286,16 @@ class OraclePruner(optuna.pruners.BasePruner):
     keeps at least those (its leader stops, and the other histories its own prunes make, can
     still save it a little more)."""
 
-    def __init__(self, curves: Sequence["Curve"], min_evals: int = 4, patience: int = 3,
-                 n_startup_trials: int = 3, end_percentile: Optional[float] = None,
+    def __init__(self, curves: Sequence["Curve"], n_startup_trials: Optional[int] = None,
+                 end_percentile: Optional[float] = None,
                  now_percentile: Optional[float] = None) -> None:
         self._ends = [c.best for c in curves]
         self._winner = min(self._ends)
         self._end_percentile, self._now_percentile = end_percentile, now_percentile
-        self._min_evals, self._patience, self._n_startup = min_evals, patience, n_startup_trials
+        defaults = PlateauPruner()  # the plateau pruner's own protections
+        self._min_evals, self._patience = defaults.min_evals, defaults.patience
+        self._n_startup = (defaults.n_startup_trials if n_startup_trials is None
+                           else n_startup_trials)
 
     def prune(self, study: "optuna.study.Study", trial: "optuna.trial.FrozenTrial") -> bool:
         k, step = len(trial.intermediate_values), max(trial.intermediate_values, default=0)
@@ -329,6 +332,7 @@ def default_pruners(curves: Sequence[Curve]) -> Dict[str, PrunerFactory]:
 
     return {
         "plateau": PlateauPruner,
+        "plateau (n_startup_trials=3)": lambda: PlateauPruner(n_startup_trials=3),
         "plateau (stops ignored)": PlateauPrunerNoStop,
         "median": optuna.pruners.MedianPruner,
         f"median(n_warmup_steps={typical_warmup})": lambda: optuna.pruners.MedianPruner(

@@ -28,7 +28,7 @@ class PrunerConfig:
     patience: int = 3  # plateau/patient: evaluations over which recent improvement is measured
     min_evals: int = 4  # plateau: never prune before this many evaluations
     z: float = 1.0  # plateau: differences below z standard errors (paired over the val batches) count as none
-    n_startup_trials: int = 3  # plateau/median/percentile: finished trials before pruning a stall
+    n_startup_trials: int = 4  # plateau/median/percentile: finished trials before pruning a stall
     n_warmup_steps: int = 0  # median/percentile/patient: steps (tokens) before pruning starts
     min_resource: Optional[int] = None  # successive_halving/hyperband; null: Optuna's "auto"
     reduction_factor: int = 3  # successive_halving/hyperband

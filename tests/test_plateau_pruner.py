@@ -39,6 +39,12 @@ def batch_losses(values, seed, batches="batches-a"):
     return {"val_batch_losses": per_step, "val_batches": batches}
 
 
+def three_peer_pruner(**kwargs):
+    """A PlateauPruner that judges once three trials are finished, as the hand-made studies
+    below hold three or four peers; the default ``n_startup_trials`` (4) is tested on its own."""
+    return PlateauPruner(**{"n_startup_trials": 3, **kwargs})
+
+
 def make_study(pruner, peers, direction="minimize", learned=None, batches=False):
     """A study holding `peers` (lists of values) as COMPLETE trials; `learned(step)`, when given,
     is their LR summed up to a step (recorded as the objective does), budget step 1000;
@@ -121,7 +127,7 @@ def last_continue_then(actions, final):
 
 
 def test_slow_starter_is_kept():
-    study = make_study(PlateauPruner(), [SMOOTH] * 3)
+    study = make_study(three_peer_pruner(), [SMOOTH] * 3)
     # Far behind the peers at every step but falling fast; ends best.
     slow = [START, 10.0, 9.0, 7.8, 6.6, 5.4, 4.5, 4.0, 3.8, 3.7, 3.65]
     actions, _ = run_trial(study, slow, budget_step=1000)
@@ -129,7 +135,7 @@ def test_slow_starter_is_kept():
 
 
 def test_stalled_loser_is_pruned():
-    study = make_study(PlateauPruner(), [SMOOTH] * 3)
+    study = make_study(three_peer_pruner(), [SMOOTH] * 3)
     stalled = [START, 10.0, 9.0, 7.8, 7.8, 7.8, 7.8, 7.8, 7.8, 7.8, 7.8]
     actions, decision = run_trial(study, stalled, budget_step=1000)
     assert last_continue_then(actions, "prune")
@@ -139,7 +145,7 @@ def test_stalled_loser_is_pruned():
 
 
 def test_slowing_learner_is_judged_by_its_gain_per_factor_of_training():
-    study = make_study(PlateauPruner(), [SMOOTH] * 3)
+    study = make_study(three_peer_pruner(), [SMOOTH] * 3)
     # A power law towards 4.6 (6.31 at the end): far behind, still falling, ever more slowly.
     slowing = [START] + [4.6 + 5.4 / math.sqrt(i) for i in range(1, 11)]
     actions, decision = run_trial(study, slowing, budget_step=1000)
@@ -155,7 +161,7 @@ def test_shared_plateau_is_kept_where_median_pruner_prunes():
     peers = [PLATEAU_DROP_A, PLATEAU_DROP_B, STEADY_A, STEADY_B]
     # On the plateau the eventual winners also sat on, behind the steady low-LR trials.
     on_plateau = [START, 7.45, 7.35, 7.35, 7.35, 7.35, 7.35, 5.1, 4.3, 3.95, 3.9]
-    study = make_study(PlateauPruner(), peers)
+    study = make_study(three_peer_pruner(), peers)
     actions, _ = run_trial(study, on_plateau, budget_step=1000)
     assert actions == ["continue"] * len(on_plateau)
 
@@ -173,7 +179,7 @@ def test_shared_plateau_is_kept_where_median_pruner_prunes():
 def test_stalled_behind_a_shared_plateau_is_pruned_once_the_peers_left_it():
     """The same plateau level, but long after every peer dropped off it: nothing can save it."""
     peers = [PLATEAU_DROP_A, PLATEAU_DROP_B, STEADY_A, STEADY_B]
-    study = make_study(PlateauPruner(), peers)
+    study = make_study(three_peer_pruner(), peers)
     stuck = [START, 7.45] + [7.35] * 9
     actions, decision = run_trial(study, stuck, budget_step=1000)
     assert actions[-1] == "prune"
@@ -190,13 +196,13 @@ def test_low_lr_trial_on_the_shared_plateau_is_pruned_for_lack_of_learning_left(
     """The stuck curve above, at a tenth of the peers' LR: over the little learning it has
     left, the peers' own paths end far above where they ended. Pruned at the first check."""
     peers = [PLATEAU_DROP_A, PLATEAU_DROP_B, STEADY_A, STEADY_B]
-    study = make_study(PlateauPruner(), peers, learned=constant_lr(1.0))
+    study = make_study(three_peer_pruner(), peers, learned=constant_lr(1.0))
     stuck = [START, 7.45] + [7.35] * 9
     actions, decision = run_trial(study, stuck, budget_step=1000, learned=constant_lr(0.1))
     assert actions == ["continue"] * 4 + ["prune"]
     assert "at equal learning" in decision.reason
     # At the peers' LR it is the shared plateau until their drops are behind it (as above).
-    study = make_study(PlateauPruner(), peers, learned=constant_lr(1.0))
+    study = make_study(three_peer_pruner(), peers, learned=constant_lr(1.0))
     actions, _ = run_trial(study, stuck, budget_step=1000, learned=constant_lr(1.0))
     assert len(actions) >= 8 and actions[-1] == "prune"
 
@@ -215,10 +221,10 @@ def test_long_warmup_trial_on_the_plateau_is_compared_at_equal_learning():
     only 400 of learning: the peers were on the plateau then, and their next 300 took them to
     4.0, where they ended. Kept; compared at equal steps it would be pruned."""
     on_plateau = [START, 9.5, 8.5, 7.6, 7.35, 7.3, 7.3, 7.3, 5.0, 4.1, 3.95]
-    study = make_study(PlateauPruner(), [ESCAPE_AT_450] * 3, learned=constant_lr(1.0))
+    study = make_study(three_peer_pruner(), [ESCAPE_AT_450] * 3, learned=constant_lr(1.0))
     actions, _ = run_trial(study, on_plateau, warmup_step=600, budget_step=1000, learned=long_warmup)
     assert actions == ["continue"] * len(on_plateau)
-    study = make_study(PlateauPruner(), [ESCAPE_AT_450] * 3)
+    study = make_study(three_peer_pruner(), [ESCAPE_AT_450] * 3)
     actions, decision = run_trial(study, on_plateau, warmup_step=600, budget_step=1000)
     assert actions == ["continue"] * 7 + ["prune"]
     assert "at equal training" in decision.reason
@@ -233,7 +239,7 @@ def test_long_warmup_trial_on_the_plateau_is_compared_at_equal_learning():
     ],
 )
 def test_diverged_is_pruned_even_in_warmup(values):
-    study = make_study(PlateauPruner(), [])
+    study = make_study(three_peer_pruner(), [])
     actions, decision = run_trial(study, values, warmup_step=10_000)
     assert actions == ["continue"] * (len(values) - 1) + ["prune"]
     assert decision.reason.startswith("diverged")
@@ -242,7 +248,7 @@ def test_diverged_is_pruned_even_in_warmup(values):
 def test_above_start_within_noise_is_not_divergence():
     # Early in a long warmup the loss has barely moved; an evaluation 0.03 above the start
     # with SE 0.02 (noise 0.04) is not divergence, 0.05 above is.
-    study = make_study(PlateauPruner(z=2.0), [])
+    study = make_study(three_peer_pruner(z=2.0), [])
     actions, _ = run_trial(study, [START, START + 0.03, START - 0.2], se=0.02, warmup_step=500)
     assert actions == ["continue"] * 3
     actions, decision = run_trial(study, [START, START + 0.05], se=0.02, warmup_step=500)
@@ -250,7 +256,7 @@ def test_above_start_within_noise_is_not_divergence():
 
 
 def test_warmup_is_respected():
-    study = make_study(PlateauPruner(), [SMOOTH] * 3)
+    study = make_study(three_peer_pruner(), [SMOOTH] * 3)
     bad = [START, 10.0] + [9.5] * 9
     actions, _ = run_trial(study, bad, warmup_step=500, budget_step=1000)
     # Steps 0..500 are in warmup; the first check past it (600) prunes.
@@ -258,14 +264,14 @@ def test_warmup_is_respected():
 
 
 def test_min_evals_is_respected():
-    study = make_study(PlateauPruner(min_evals=7, patience=2), [SMOOTH] * 3)
+    study = make_study(three_peer_pruner(min_evals=7, patience=2), [SMOOTH] * 3)
     bad = [START] + [9.5] * 10
     actions, _ = run_trial(study, bad, budget_step=1000)
     assert actions == ["continue"] * 6 + ["prune"]
 
 
 def test_patience_also_protects_early_evaluations():
-    study = make_study(PlateauPruner(min_evals=1, patience=4), [SMOOTH] * 3)
+    study = make_study(three_peer_pruner(min_evals=1, patience=4), [SMOOTH] * 3)
     bad = [START] + [9.5] * 10
     actions, _ = run_trial(study, bad, budget_step=1000)
     assert actions == ["continue"] * 4 + ["prune"]  # k <= patience is protected
@@ -273,12 +279,16 @@ def test_patience_also_protects_early_evaluations():
 
 def test_too_few_peers_never_prunes_a_stall():
     stalled = [START, 9.0] + [8.5] * 9
-    study = make_study(PlateauPruner(n_startup_trials=3), [SMOOTH] * 2)
+    study = make_study(PlateauPruner(), [SMOOTH] * 3)  # the default waits for four
     actions, decision = run_trial(study, stalled, budget_step=1000)
     assert actions == ["continue"] * len(stalled)
-    assert "n_startup_trials" in decision.reason
+    assert "3 finished peers at step 1000 < n_startup_trials 4" in decision.reason
 
-    study = make_study(PlateauPruner(n_startup_trials=3), [SMOOTH] * 3)
+    study = make_study(PlateauPruner(), [SMOOTH] * 4)
+    actions, _ = run_trial(study, stalled, budget_step=1000)
+    assert actions[-1] == "prune"
+
+    study = make_study(PlateauPruner(n_startup_trials=2), [SMOOTH] * 2)
     actions, _ = run_trial(study, stalled, budget_step=1000)
     assert actions[-1] == "prune"
 
@@ -301,7 +311,7 @@ def test_peers_are_only_complete_trials():
 def test_short_peers_count_with_their_overall_best():
     # Peers stopped early (curves ending at step 500) still count, with their best value.
     short = SMOOTH[:6]
-    study = make_study(PlateauPruner(), [short] * 3)
+    study = make_study(three_peer_pruner(), [short] * 3)
     stalled = [START, 9.0] + [8.5] * 9
     actions, decision = run_trial(study, stalled)  # budget_step missing: largest peer step
     assert actions[-1] == "prune"
@@ -309,7 +319,7 @@ def test_short_peers_count_with_their_overall_best():
 
 
 def test_leader_is_stopped_when_peers_flattened_or_overfit():
-    pruner = PlateauPruner()
+    pruner = three_peer_pruner()
     study = make_study(pruner, [OVERFIT, OVERFIT, SMOOTH[:3] + [4.6] * 8])
     leader = [START, 6.0, 4.8, 4.4, 4.3, 4.3, 4.35, 4.4, 4.45, 4.5, 4.55]
     actions, decision = run_trial(study, leader, budget_step=1000)
@@ -324,14 +334,14 @@ def test_leader_is_stopped_when_peers_flattened_or_overfit():
 
 def test_flat_leader_is_not_stopped_until_its_val_loss_turns_up():
     # A flat leader may still drop when its LR anneals; only a turn upwards (overfitting) stops it.
-    study = make_study(PlateauPruner(), [OVERFIT, OVERFIT, SMOOTH[:3] + [4.6] * 8])
+    study = make_study(three_peer_pruner(), [OVERFIT, OVERFIT, SMOOTH[:3] + [4.6] * 8])
     flat = [START, 6.0, 4.8, 4.4, 4.3, 4.3, 4.3, 4.3, 4.3, 4.3, 4.3]
     actions, _ = run_trial(study, flat, budget_step=1000)
     assert "stop" not in actions
 
 
 def test_leader_is_not_stopped_while_a_peer_dropped_later():
-    study = make_study(PlateauPruner(), [PLATEAU_DROP_A, PLATEAU_DROP_B, OVERFIT])
+    study = make_study(three_peer_pruner(), [PLATEAU_DROP_A, PLATEAU_DROP_B, OVERFIT])
     flat_top = [START, 5.0, 4.6, 4.5, 4.5, 4.5, 4.5, 4.5, 4.5, 4.5, 4.5]
     actions, _ = run_trial(study, flat_top, budget_step=1000)
     # Until step 700 some peer still drops after the current step; then all peers are flat.
@@ -340,7 +350,7 @@ def test_leader_is_not_stopped_while_a_peer_dropped_later():
 
 
 def test_noisy_top_trial_is_not_stopped_while_peers_gain_beyond_noise():
-    study = make_study(PlateauPruner(z=2.0), [PLATEAU_DROP_A, PLATEAU_DROP_B, STEADY_A])
+    study = make_study(three_peer_pruner(z=2.0), [PLATEAU_DROP_A, PLATEAU_DROP_B, STEADY_A])
     # Jitter within 2 x SE around the plateau, at the top of the peers.
     noisy = [START, 7.2, 7.25, 7.21, 7.22, 7.19, 7.23]
     actions, _ = run_trial(study, noisy, se=0.03, budget_step=1000)
@@ -351,10 +361,11 @@ def test_a_rise_within_noise_does_not_stop_a_leader():
     peers = [OVERFIT, OVERFIT, SMOOTH[:3] + [4.6] * 8]
     leader = [START, 6.0, 4.8, 4.4, 4.3, 4.29, 4.31, 4.32, 4.31]
     # With SE 0.02 (noise 0.04) the last three values lie within noise of the best (4.29): it goes on.
-    actions, _ = run_trial(make_study(PlateauPruner(z=2.0), peers), leader, se=0.02, budget_step=1000)
+    actions, _ = run_trial(make_study(three_peer_pruner(z=2.0), peers), leader, se=0.02,
+                           budget_step=1000)
     assert actions == ["continue"] * len(leader)
     # Without an SE they are a real rise: stopped once all three lie above the best.
-    actions, _ = run_trial(make_study(PlateauPruner(), peers), leader, budget_step=1000)
+    actions, _ = run_trial(make_study(three_peer_pruner(), peers), leader, budget_step=1000)
     assert actions == ["continue"] * 8 + ["stop"]
 
 
@@ -364,18 +375,19 @@ def test_small_gain_within_noise_is_treated_as_a_stall():
     # Without an SE, 0.09 over the last three evaluations (steps 500 to 800), kept up for every
     # further factor of steps up to a budget of 60000, projects 5.0 - 0.09 * ln(75) / ln(1.6)
     # = 4.17, below the peers' end (4.5): kept.
-    actions, _ = run_trial(make_study(PlateauPruner(z=2.0), flat_peers), creeping, budget_step=60000)
+    actions, _ = run_trial(make_study(three_peer_pruner(z=2.0), flat_peers), creeping,
+                           budget_step=60000)
     assert actions == ["continue"] * len(creeping)
     # With SE 0.05 (noise 0.1) the same 0.09 over 3 evaluations is no gain: pruned at once.
     actions, decision = run_trial(
-        make_study(PlateauPruner(z=2.0), flat_peers), creeping, se=0.05, budget_step=60000
+        make_study(three_peer_pruner(z=2.0), flat_peers), creeping, se=0.05, budget_step=60000
     )
     assert actions == ["continue"] * 7 + ["prune"]
     assert decision.reason.startswith("stalled loser")
 
 
 def test_the_drop_during_warmup_is_not_its_rate_after():
-    study = make_study(PlateauPruner(), [SMOOTH] * 3)
+    study = make_study(three_peer_pruner(), [SMOOTH] * 3)
     # Falls 4.5 while its LR ramps up (to step 300), then crawls.
     late = [START, 10.5, 9.0, 6.0, 5.9, 5.85, 5.8, 5.78, 5.76, 5.75, 5.74]
     actions, decision = run_trial(study, late, warmup_step=300, budget_step=1000)
@@ -389,18 +401,18 @@ def test_behind_on_every_batch_is_a_loser_though_within_the_spread_over_batches(
     flat_peers = [[START, 6.0, 5.0, 4.6, 4.5] + [4.5] * 6] * 3
     behind = [START, 6.0, 5.0, 4.7, 4.6] + [4.6] * 6  # 0.1 behind: within 1 SE (0.11) of them
     # Judged by the spread over batches, 0.1 is noise: kept.
-    actions, _ = run_trial(make_study(PlateauPruner(), flat_peers), behind, se=BATCH_SE)
+    actions, _ = run_trial(make_study(three_peer_pruner(), flat_peers), behind, se=BATCH_SE)
     assert "prune" not in actions
     # Batch by batch it is 0.1 behind on every one (paired SE about 0.003): pruned once its
     # recent gain (4.7 at step 300 to 4.6), kept up per factor of steps, no longer reaches 4.5.
-    study = make_study(PlateauPruner(), flat_peers, batches=True)
+    study = make_study(three_peer_pruner(), flat_peers, batches=True)
     actions, decision = run_trial(study, behind, se=BATCH_SE, batches="batches-a")
     assert actions == ["continue"] * 6 + ["prune"]
     assert decision.reason.startswith("stalled loser")
     noise_now = float(decision.reason.split("+ noise ")[1].split(",")[0])
     assert 0 < noise_now < 0.01
     # Batch losses measured on other batches (e.g. another block_size) are not paired.
-    study = make_study(PlateauPruner(), flat_peers, batches=True)
+    study = make_study(three_peer_pruner(), flat_peers, batches=True)
     actions, _ = run_trial(study, behind, se=BATCH_SE, batches="batches-b")
     assert "prune" not in actions
 
@@ -409,11 +421,11 @@ def test_small_gain_on_every_batch_is_a_gain():
     flat_peers = [[START, 6.0, 5.0, 4.6, 4.5] + [4.5] * 6] * 3
     creeping = [START, 7.0, 5.3, 5.2, 5.1, 5.09, 5.06, 5.03, 5.0]
     # 0.09 over three evaluations is within 2 SE of the spread over batches: no gain, pruned.
-    actions, _ = run_trial(make_study(PlateauPruner(z=2.0), flat_peers), creeping, se=BATCH_SE,
+    actions, _ = run_trial(make_study(three_peer_pruner(z=2.0), flat_peers), creeping, se=BATCH_SE,
                            budget_step=60000)
     assert actions[-1] == "prune"
     # Batch by batch it is a real gain; kept up to the long budget it reaches the peers: kept.
-    actions, _ = run_trial(make_study(PlateauPruner(z=2.0), flat_peers, batches=True), creeping,
+    actions, _ = run_trial(make_study(three_peer_pruner(z=2.0), flat_peers, batches=True), creeping,
                            se=BATCH_SE, budget_step=60000, batches="batches-a")
     assert actions == ["continue"] * len(creeping)
 
@@ -421,14 +433,14 @@ def test_small_gain_on_every_batch_is_a_gain():
 def test_within_noise_of_the_peers_is_not_a_loser():
     flat_peers = [[START, 6.0, 5.0, 4.6, 4.5] + [4.5] * 6] * 3
     close = [START, 6.0, 5.0, 4.6, 4.58] + [4.58] * 6
-    actions, _ = run_trial(make_study(PlateauPruner(z=2.0), flat_peers), close, se=0.05)
+    actions, _ = run_trial(make_study(three_peer_pruner(z=2.0), flat_peers), close, se=0.05)
     assert "prune" not in actions
-    actions, _ = run_trial(make_study(PlateauPruner(z=2.0), flat_peers), close)
+    actions, _ = run_trial(make_study(three_peer_pruner(z=2.0), flat_peers), close)
     assert actions[-1] == "prune"
 
 
 def test_decide_does_not_record_and_last_decision_is_per_trial():
-    pruner = PlateauPruner()
+    pruner = three_peer_pruner()
     study = make_study(pruner, [SMOOTH] * 3)
     assert pruner.last_decision(12345) is None
     t = study.ask()
@@ -467,7 +479,7 @@ def test_bad_arguments_are_rejected(kwargs, name):
 
 
 def test_edge_arguments_are_accepted():
-    p = PlateauPruner(percentile=0, patience=1, min_evals=1, z=0, n_startup_trials=1)
+    p = three_peer_pruner(percentile=0, patience=1, min_evals=1, z=0, n_startup_trials=1)
     assert (p.percentile, p.patience, p.min_evals, p.z, p.n_startup_trials) == (0, 1, 1, 0, 1)
 
 

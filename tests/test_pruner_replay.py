@@ -97,10 +97,10 @@ def test_replay_hands_the_pruner_each_evaluations_batch_losses():
     # Trial 3 ends 0.1 behind the others: within one SE of one evaluation, but behind on
     # every batch. Only when its batch losses are paired with the peers' is it pruned.
     paired = [curve(i, 0.0, "b") for i in range(3)] + [curve(3, 0.1, "b")]
-    r = replay_order(paired, [0, 1, 2, 3], PlateauPruner())
+    r = replay_order(paired, [0, 1, 2, 3], PlateauPruner(n_startup_trials=3))
     assert r.n_pruned == 1 and r.winner_kept
     unpaired = paired[:3] + [curve(3, 0.1, "other batches")]
-    assert replay_order(unpaired, [0, 1, 2, 3], PlateauPruner()).n_pruned == 0
+    assert replay_order(unpaired, [0, 1, 2, 3], PlateauPruner(n_startup_trials=3)).n_pruned == 0
 
 
 def test_main_prints_a_table_and_saves_json(tmp_path, capsys):
@@ -150,7 +150,7 @@ def test_replay_tells_a_plateau_stop_complete_with_its_best():
              for i in range(3)]
     values = [10.8, 6.0, 5.0, 4.8, 4.85, 4.9, 4.95, 4.9, 4.79, 4.78]
     leader = Curve({"i": 3}, steps, values, [0.0] * 10)
-    r = replay_order(peers + [leader], [0, 1, 2, 3], PlateauPruner())
+    r = replay_order(peers + [leader], [0, 1, 2, 3], PlateauPruner(n_startup_trials=3))
     # Stopped at step 600 (the last 3 evaluations all above its best, peers flat):
     # COMPLETE at 4.8, 0.02 short of the 4.78 it would have reached.
     assert r.n_stopped == 1 and r.n_pruned == 0
@@ -163,11 +163,14 @@ def test_oracle_prunes_every_loser_at_its_first_unprotected_evaluation():
     curves = [Curve({"i": i}, steps, [10.8, 7.0, 6.0, 5.5, 5.2] + [5.0 + 0.1 * i] * 5, [0.0] * 10,
                     warmup_step=200 if i == 3 else 0)
               for i in range(5)]
-    r = replay_order(curves, [4, 3, 2, 0, 1], OraclePruner(curves))
+    r = replay_order(curves, [4, 3, 2, 0, 1], OraclePruner(curves, n_startup_trials=3))
     # three full curves first (n_startup_trials), the winner (0) runs to the end, the loser 1
     # stops at its 4th evaluation (min_evals 4, patience 3: k=4 > 3)
     assert r.winner_kept and r.n_pruned == 1
     assert r.steps_run == 3 * 900 + 900 + 300
+    # With the plateau pruner's default (four finished trials), the winner is the fourth.
+    r = replay_order(curves, [4, 3, 2, 0, 1], OraclePruner(curves))
+    assert r.winner_kept and r.n_pruned == 1 and r.steps_run == 4 * 900 + 300
 
 
 def test_oracle_of_the_plateau_rule_prunes_only_trials_ending_worse_than_the_peers_median():
@@ -177,7 +180,8 @@ def test_oracle_of_the_plateau_rule_prunes_only_trials_ending_worse_than_the_pee
               for i, end in enumerate(ends)]
     # After 0, 1, 2 (median end 5.1): 3 ends at 5.15, worse, pruned at its 4th evaluation;
     # 4 ends at 5.05, better than the median of 0, 1, 2 (5.1): runs whole.
-    r = replay_order(curves, [0, 1, 2, 3, 4], OraclePruner(curves, end_percentile=50.0))
+    oracle = OraclePruner(curves, end_percentile=50.0, n_startup_trials=3)
+    r = replay_order(curves, [0, 1, 2, 3, 4], oracle)
     assert r.winner_kept and r.n_pruned == 1
     assert r.steps_run == 3 * 900 + 300 + 900
 
@@ -190,8 +194,9 @@ def test_oracle_of_the_plateau_rule_waits_until_the_trial_is_behind_at_the_same_
     # 300 (5.2 against 5.5) and 400 (5.15 against 5.3); behind from step 500 (against 5.1).
     early = Curve({"i": 3}, steps, [10.8, 6.5, 5.5, 5.2] + [5.15] * 6, [0.0] * 10)
     curves = peers + [early]
-    by_end = replay_order(curves, [0, 1, 2, 3], OraclePruner(curves, end_percentile=50.0))
+    oracle = OraclePruner(curves, end_percentile=50.0, n_startup_trials=3)
+    by_end = replay_order(curves, [0, 1, 2, 3], oracle)
     assert by_end.n_pruned == 1 and by_end.steps_run == 3 * 900 + 300
-    rule = OraclePruner(curves, now_percentile=50.0, end_percentile=50.0)
+    rule = OraclePruner(curves, now_percentile=50.0, end_percentile=50.0, n_startup_trials=3)
     r = replay_order(curves, [0, 1, 2, 3], rule)
     assert r.n_pruned == 1 and r.steps_run == 3 * 900 + 500
