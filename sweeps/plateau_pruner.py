@@ -272,7 +272,7 @@ class PlateauPruner(optuna.pruners.BasePruner):
         n_startup_trials: Number of usable COMPLETE peers needed before a stall is judged; an
             integer >= 1. With three, the peers' median and paths were too coarse to judge a
             winner just leaving a long warmup: replays of recorded studies lost it in up to 1%
-            of trial orders; with four, in none (README, "Study size").
+            of trial orders; with four, in none (README, "Why four finished trials").
     """
 
     def __init__(
