@@ -40,8 +40,8 @@ def batch_losses(values, seed, batches="batches-a"):
 
 
 def three_peer_pruner(**kwargs):
-    """A PlateauPruner that judges once three trials are finished, as the hand-made studies
-    below hold three or four peers; the default ``n_startup_trials`` (4) is tested on its own."""
+    """A PlateauPruner that judges once three trials are finished, for the hand-made studies
+    below that hold three peers; the default ``n_startup_trials`` (4) is tested on its own."""
     return PlateauPruner(**{"n_startup_trials": 3, **kwargs})
 
 
@@ -161,7 +161,7 @@ def test_shared_plateau_is_kept_where_median_pruner_prunes():
     peers = [PLATEAU_DROP_A, PLATEAU_DROP_B, STEADY_A, STEADY_B]
     # On the plateau the eventual winners also sat on, behind the steady low-LR trials.
     on_plateau = [START, 7.45, 7.35, 7.35, 7.35, 7.35, 7.35, 5.1, 4.3, 3.95, 3.9]
-    study = make_study(three_peer_pruner(), peers)
+    study = make_study(PlateauPruner(), peers)
     actions, _ = run_trial(study, on_plateau, budget_step=1000)
     assert actions == ["continue"] * len(on_plateau)
 
@@ -179,7 +179,7 @@ def test_shared_plateau_is_kept_where_median_pruner_prunes():
 def test_stalled_behind_a_shared_plateau_is_pruned_once_the_peers_left_it():
     """The same plateau level, but long after every peer dropped off it: nothing can save it."""
     peers = [PLATEAU_DROP_A, PLATEAU_DROP_B, STEADY_A, STEADY_B]
-    study = make_study(three_peer_pruner(), peers)
+    study = make_study(PlateauPruner(), peers)
     stuck = [START, 7.45] + [7.35] * 9
     actions, decision = run_trial(study, stuck, budget_step=1000)
     assert actions[-1] == "prune"
@@ -196,13 +196,13 @@ def test_low_lr_trial_on_the_shared_plateau_is_pruned_for_lack_of_learning_left(
     """The stuck curve above, at a tenth of the peers' LR: over the little learning it has
     left, the peers' own paths end far above where they ended. Pruned at the first check."""
     peers = [PLATEAU_DROP_A, PLATEAU_DROP_B, STEADY_A, STEADY_B]
-    study = make_study(three_peer_pruner(), peers, learned=constant_lr(1.0))
+    study = make_study(PlateauPruner(), peers, learned=constant_lr(1.0))
     stuck = [START, 7.45] + [7.35] * 9
     actions, decision = run_trial(study, stuck, budget_step=1000, learned=constant_lr(0.1))
     assert actions == ["continue"] * 4 + ["prune"]
     assert "at equal learning" in decision.reason
     # At the peers' LR it is the shared plateau until their drops are behind it (as above).
-    study = make_study(three_peer_pruner(), peers, learned=constant_lr(1.0))
+    study = make_study(PlateauPruner(), peers, learned=constant_lr(1.0))
     actions, _ = run_trial(study, stuck, budget_step=1000, learned=constant_lr(1.0))
     assert len(actions) >= 8 and actions[-1] == "prune"
 
@@ -239,7 +239,7 @@ def test_long_warmup_trial_on_the_plateau_is_compared_at_equal_learning():
     ],
 )
 def test_diverged_is_pruned_even_in_warmup(values):
-    study = make_study(three_peer_pruner(), [])
+    study = make_study(PlateauPruner(), [])
     actions, decision = run_trial(study, values, warmup_step=10_000)
     assert actions == ["continue"] * (len(values) - 1) + ["prune"]
     assert decision.reason.startswith("diverged")
@@ -248,7 +248,7 @@ def test_diverged_is_pruned_even_in_warmup(values):
 def test_above_start_within_noise_is_not_divergence():
     # Early in a long warmup the loss has barely moved; an evaluation 0.03 above the start
     # with SE 0.02 (noise 0.04) is not divergence, 0.05 above is.
-    study = make_study(three_peer_pruner(z=2.0), [])
+    study = make_study(PlateauPruner(z=2.0), [])
     actions, _ = run_trial(study, [START, START + 0.03, START - 0.2], se=0.02, warmup_step=500)
     assert actions == ["continue"] * 3
     actions, decision = run_trial(study, [START, START + 0.05], se=0.02, warmup_step=500)
@@ -440,7 +440,7 @@ def test_within_noise_of_the_peers_is_not_a_loser():
 
 
 def test_decide_does_not_record_and_last_decision_is_per_trial():
-    pruner = three_peer_pruner()
+    pruner = PlateauPruner()
     study = make_study(pruner, [SMOOTH] * 3)
     assert pruner.last_decision(12345) is None
     t = study.ask()
@@ -479,7 +479,7 @@ def test_bad_arguments_are_rejected(kwargs, name):
 
 
 def test_edge_arguments_are_accepted():
-    p = three_peer_pruner(percentile=0, patience=1, min_evals=1, z=0, n_startup_trials=1)
+    p = PlateauPruner(percentile=0, patience=1, min_evals=1, z=0, n_startup_trials=1)
     assert (p.percentile, p.patience, p.min_evals, p.z, p.n_startup_trials) == (0, 1, 1, 0, 1)
 
 
