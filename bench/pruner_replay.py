@@ -40,6 +40,7 @@ allows on the curves.
 Usage::
 
     python -m bench.pruner_replay curves.json [--orders 200] [--seed 0] [--json OUT]
+    python -m bench.pruner_replay curves.json --percentiles 40,25,10 --pruners plateau
     python -m bench.pruner_replay --synthetic [--dump-curves OUT]
 """
 
@@ -526,6 +527,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--orders", type=int, default=200, help="random trial orders (default 200)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the orders")
     ap.add_argument("--pruners", help="comma-separated subset of the pruner names to run")
+    ap.add_argument("--percentiles", metavar="P,P,...",
+                    help="also run the plateau pruner at these percentiles (rows "
+                         "'plateau (percentile=P)'), e.g. 40,25,10")
     ap.add_argument("--json", metavar="OUT", help="save the scores (and per-order results)")
     ap.add_argument("--trials", type=int, metavar="N",
                     help="replay only the first N curves (the study's first N trials: a smaller study)")
@@ -535,6 +539,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ap.error("give either a curve file or --synthetic")
     if args.orders < 1:
         ap.error("--orders must be >= 1")
+    levels = []
+    for raw in (args.percentiles or "").split(","):
+        if raw.strip():
+            try:
+                levels.append(float(raw))
+                PlateauPruner(percentile=levels[-1])
+            except ValueError:
+                ap.error(f"--percentiles: {raw.strip()!r} is not a number in [0, 100]")
     data = synthetic_curves(args.synthetic_seed) if args.synthetic else load_curves(args.curves)
     if args.trials is not None:
         if not 2 <= args.trials <= len(data["trials"]):
@@ -552,6 +564,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if unknown:
             ap.error(f"unknown pruner(s) {unknown}; choose from {list(pruners)}")
         pruners = {p: pruners[p] for p in wanted}
+    for level in levels:
+        pruners[f"plateau (percentile={level:g})"] = lambda level=level: PlateauPruner(percentile=level)
 
     scores = run_benchmark(data, args.orders, args.seed, pruners, keep_orders=bool(args.json))
     winner = curves[int(np.argmin([c.best for c in curves]))]

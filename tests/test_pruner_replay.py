@@ -125,6 +125,14 @@ def test_main_prints_a_table_and_saves_json(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(curves_out), "--trials", "25"])
     assert "--trials 25: the file holds 24 curves" in capsys.readouterr().err
+    # Extra percentile rows; at the default median one repeats the plateau row exactly.
+    rc = main([str(curves_out), "--orders", "2", "--pruners", "plateau", "--percentiles", "50,10"])
+    rows = [line.split("|")[2:] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| plateau")]
+    assert rc == 0 and len(rows) == 3 and rows[0] == rows[1]
+    with pytest.raises(SystemExit):
+        main([str(curves_out), "--percentiles", "25,101"])
+    assert "--percentiles: '101' is not a number in [0, 100]" in capsys.readouterr().err
 
 
 def test_default_pruners_are_fresh_each_time(data):
