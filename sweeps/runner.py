@@ -293,7 +293,8 @@ RUN_NEUTRAL = {"data.cache_dir"}  # where the tokens are cached, not which token
 # these (the seed only adds noise).
 STUDY_DEFINING = tuple(key for key in RUN_DEFINING if key != "seed")
 STUDY_SETTINGS_ATTR = "fixed_settings"  # study user attr: the settings its trials share
-# A searched share overrides the absolute setting it sets (trainer.config), so that one is unused.
+# A searched share replaces the absolute setting it stands for (trainer.schedule's min_lr_of,
+# warmup_iters_of, lr_decay_iters_of), so that setting is unused and may differ between runs.
 OVERRIDDEN_BY = {"schedule.min_lr_ratio": "schedule.min_lr", "schedule.warmup_fraction": "schedule.warmup_iters",
                  "schedule.lr_decay_fraction": "schedule.lr_decay_iters"}
 
