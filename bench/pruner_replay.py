@@ -543,10 +543,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for raw in (args.percentiles or "").split(","):
         if raw.strip():
             try:
-                levels.append(float(raw))
-                PlateauPruner(percentile=levels[-1])
+                level = float(raw)
+                PlateauPruner(percentile=level)  # its own check of the range
             except ValueError:
                 ap.error(f"--percentiles: {raw.strip()!r} is not a number in [0, 100]")
+            levels.append(level)
     data = synthetic_curves(args.synthetic_seed) if args.synthetic else load_curves(args.curves)
     if args.trials is not None:
         if not 2 <= args.trials <= len(data["trials"]):
