@@ -59,7 +59,7 @@ def test_attention_is_causal():
 
 
 def test_indivisible_heads_fail_with_the_values():
-    with pytest.raises(ValueError, match="n_embd=100 is not divisible by n_head=3"):
+    with pytest.raises(ValueError, match="model.n_embd=100 is invalid: must be divisible by model.n_head=3"):
         GPT(GPTConfig(n_layer=1, n_head=3, n_embd=100, block_size=8, vocab_size=64))
 
 

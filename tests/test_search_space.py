@@ -148,7 +148,7 @@ def test_against_a_hydra_composed_config():
     """The runner passes Hydra's composed (struct, typed) config: checks work on it too."""
     from hydra import compose, initialize_config_dir
 
-    from trainer.config import register_configs
+    from trainer.__main__ import register_configs
 
     register_configs()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
@@ -305,7 +305,7 @@ def test_override_round_trip_is_exact(value):
 def test_override_round_trip_through_hydra_compose():
     from hydra import compose, initialize_config_dir
 
-    from trainer.config import register_configs
+    from trainer.__main__ import register_configs
 
     register_configs()
     space = parse_search_space({"schedule.lr": "tag(log, interval(1e-4, 3e-3))", "model": "choice(nano, mini)",

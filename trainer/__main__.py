@@ -3,13 +3,17 @@
 import sys
 
 import hydra
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from trainer.config import ConfigError, register_configs
+from trainer.config import ConfigError, TrainConfig
 from trainer.data import DataError
 from trainer.train import train
 
-register_configs()
+
+def register_configs() -> None:
+    """The schema of conf/train.yaml (`train_schema` in its defaults list)."""
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -26,4 +30,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register_configs()
     main()

@@ -1,16 +1,29 @@
 """Typed configuration of a training run.
 
-The dataclasses are registered in Hydra's ConfigStore as the schema of `conf/train.yaml`, so a
-mistyped override (`schedule.lrr=1e-3`) fails at once instead of being silently ignored. Key
-names follow nanoGPT's train.py (`n_layer`, `lr`, `min_lr`, `warmup_iters`, ...).
+The CLIs register these dataclasses in Hydra's ConfigStore as the schema of `conf/train.yaml`
+(`trainer/__main__.py`, `study_runner.py`), so a mistyped override (`schedule.lrr=1e-3`) fails at
+once instead of being silently ignored; the library itself needs no Hydra. Key names follow
+nanoGPT's train.py (`n_layer`, `lr`, `min_lr`, `warmup_iters`, ...).
+
+Enum-like fields are typed `str` because OmegaConf's structured configs reject `Literal`; each
+names its `Literal` alias, whose values `check_config` accepts and nothing else re-lists.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Literal, Optional, get_args
 
-from hydra.core.config_store import ConfigStore
+ScheduleName = Literal["cosine", "constant", "wsd"]
+OptimName = Literal["adamw"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+CheckpointPolicy = Literal["best", "last", "none"]
+InitFrom = Literal["scratch", "resume"]
+SCHEDULE_NAMES = get_args(ScheduleName)
+OPTIM_NAMES = get_args(OptimName)
+DTYPES = get_args(DType)
+CHECKPOINT_POLICIES = get_args(CheckpointPolicy)
+INIT_FROM = get_args(InitFrom)
 
 
 @dataclass
@@ -38,7 +51,7 @@ class DataConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: str = "cosine"  # cosine | constant | wsd
+    name: str = "cosine"  # ScheduleName
     lr: float = 6e-4  # peak learning rate (nanoGPT's learning_rate)
     min_lr: float = 6e-5
     min_lr_ratio: Optional[float] = None  # when set, min_lr = lr * min_lr_ratio
@@ -52,7 +65,7 @@ class ScheduleConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"
+    name: str = "adamw"  # OptimName
     weight_decay: float = 0.1  # applied to 2-D weights only
     beta1: float = 0.9
     beta2: float = 0.95
@@ -72,40 +85,28 @@ class TrainConfig:
     eval_iters: int = 20  # batches per evaluation
     log_interval: int = 10
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    dtype: str = "auto"  # DType
     compile: bool = False
     seed: int = 1337
     out_dir: str = "outputs/runs/default"
-    checkpoint: str = "best"  # best: on val improvement (nanoGPT) | last: every eval | none
-    init_from: str = "scratch"  # scratch | resume (from out_dir/ckpt.pt)
+    checkpoint: str = "best"  # CheckpointPolicy; best: on val improvement (nanoGPT) | last: every eval
+    init_from: str = "scratch"  # InitFrom; resume: from out_dir/ckpt.pt
     mfu_peak_flops: float = 312e12  # the GPU's peak for MFU; nanoGPT's A100 bf16 figure
-
-
-def register_configs() -> None:
-    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names it and what would be valid."""
 
 
-SCHEDULE_NAMES = ("cosine", "constant", "wsd")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-CHECKPOINT_POLICIES = ("best", "last", "none")
-INIT_FROM = ("scratch", "resume")
-
-
 def as_train_config(cfg) -> TrainConfig:
     """A TrainConfig from a TrainConfig, a DictConfig or a dict holding (at least) its keys.
 
     Keys of a larger config (a study's `study`, `sweep`, `mode`) are dropped; every kept key is
-    type-checked against the schema."""
+    type-checked against the schema. Always a new object: the caller's config is never changed."""
     from dataclasses import fields
 
     from omegaconf import DictConfig, OmegaConf
 
-    if type(cfg) is TrainConfig:
-        return cfg
     if isinstance(cfg, TrainConfig):
         container = OmegaConf.structured(cfg)
     elif isinstance(cfg, DictConfig):
@@ -118,22 +119,29 @@ def as_train_config(cfg) -> TrainConfig:
     return OmegaConf.to_object(merged)
 
 
+def _need(ok: bool, key: str, value, valid: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: {valid}")
+
+
+def check_model(m: ModelConfig) -> None:
+    """Raise ConfigError for an architecture that cannot be built (the GPT checks with this too)."""
+    for key in ("n_layer", "n_head", "n_embd", "block_size"):
+        _need(getattr(m, key) > 0, f"model.{key}", getattr(m, key), "must be a positive integer")
+    _need(m.n_embd % m.n_head == 0, "model.n_embd", m.n_embd, f"must be divisible by model.n_head={m.n_head}")
+    _need(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
+
+
 def check_config(cfg: TrainConfig) -> None:
     """Raise ConfigError for values that cannot work, before any data or model is touched."""
-
-    def need(ok: bool, key: str, value, valid: str) -> None:
-        if not ok:
-            raise ConfigError(f"{key}={value!r} is invalid: {valid}")
-
+    need = _need
     m, s, o = cfg.model, cfg.schedule, cfg.optim
-    for key, value in [("model.n_layer", m.n_layer), ("model.n_head", m.n_head), ("model.n_embd", m.n_embd),
-                       ("model.block_size", m.block_size), ("batch_size", cfg.batch_size),
+    check_model(m)
+    for key, value in [("batch_size", cfg.batch_size),
                        ("gradient_accumulation_steps", cfg.gradient_accumulation_steps),
                        ("eval_interval", cfg.eval_interval), ("eval_iters", cfg.eval_iters),
                        ("log_interval", cfg.log_interval), ("schedule.max_iters", s.max_iters)]:
         need(value > 0, key, value, "must be a positive integer")
-    need(m.n_embd % m.n_head == 0, "model.n_embd", m.n_embd, f"must be divisible by model.n_head={m.n_head}")
-    need(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
     need(s.name in SCHEDULE_NAMES, "schedule.name", s.name, f"valid: {', '.join(SCHEDULE_NAMES)}")
     need(s.lr > 0, "schedule.lr", s.lr, "must be > 0")
     need(s.min_lr >= 0, "schedule.min_lr", s.min_lr, "must be >= 0")
@@ -150,7 +158,7 @@ def check_config(cfg: TrainConfig) -> None:
     need(0.0 <= o.beta1 < 1.0, "optim.beta1", o.beta1, "must be in [0, 1)")
     need(0.0 <= o.beta2 < 1.0, "optim.beta2", o.beta2, "must be in [0, 1)")
     need(o.grad_clip >= 0, "optim.grad_clip", o.grad_clip, "must be >= 0 (0 disables clipping)")
-    need(o.name == "adamw", "optim.name", o.name, "valid: adamw")
+    need(o.name in OPTIM_NAMES, "optim.name", o.name, f"valid: {', '.join(OPTIM_NAMES)}")
     need(cfg.dtype in DTYPES, "dtype", cfg.dtype, f"valid: {', '.join(DTYPES)}")
     need(cfg.checkpoint in CHECKPOINT_POLICIES, "checkpoint", cfg.checkpoint,
          f"valid: {', '.join(CHECKPOINT_POLICIES)}")

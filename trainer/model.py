@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from trainer.config import ModelConfig
+from trainer.config import ModelConfig, check_model
 
 # nanoGPT's GPTConfig: exactly its seven keys, which checkpoints store as `model_args`
 GPTConfig = ModelConfig
@@ -79,11 +79,7 @@ class Block(nn.Module):
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        if config.n_embd % config.n_head != 0:
-            raise ValueError(
-                f"n_embd={config.n_embd} is not divisible by n_head={config.n_head}; "
-                f"choose n_head among the divisors of n_embd"
-            )
+        check_model(config)
         self.config = config
         self.transformer = nn.ModuleDict(
             dict(
