@@ -1,5 +1,6 @@
 """Real training steps of tiny GPTs on the embedded sample corpus (CPU, seeded)."""
 
+import copy
 import json
 import math
 import shutil
@@ -152,6 +153,19 @@ def test_compiled_run_matches_eager_and_saves_plain_weights(tmp_path):
     resumed = train(tiny_config(tmp_path / "compiled", compile=True, init_from="resume",
                                 **{"schedule.max_iters": 30}))
     assert resumed.status == "completed" and resumed.iters == 30
+
+
+def test_resume_takes_the_checkpoints_architecture_without_changing_the_callers_config(tmp_path):
+    train(tiny_config(tmp_path))
+    mine = tiny_config(tmp_path, **{"model.n_embd": 64, "model.n_head": 4, "model.dropout": 0.1,
+                                    "init_from": "resume", "schedule.max_iters": 50})
+    before = copy.deepcopy(mine)
+    resumed = train(mine)
+    assert resumed.status == "completed" and resumed.iters == 50
+    assert mine == before  # the caller's object, untouched
+    saved = load_checkpoint(resumed.checkpoint_path)
+    assert saved["model_args"]["n_embd"] == 32 and saved["model_args"]["n_head"] == 2  # nanoGPT's rule
+    assert saved["model_args"]["dropout"] == 0.1 and saved["config"]["model"]["n_embd"] == 32
 
 
 def test_resumes_from_a_nanogpt_checkpoint_saved_by_torch_compile(tmp_path):

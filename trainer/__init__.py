@@ -1,11 +1,18 @@
 """nanoGPT-compatible GPT pretraining: `train(cfg, on_eval)` and `load_model(path)`.
 
-This package never imports Optuna: sweeps drive it through `on_eval` alone.
+This package never imports Optuna or Hydra: sweeps drive it through `on_eval` alone, and use
+only the names below.
 """
 
-from trainer.checkpoint import load_model
-from trainer.config import ConfigError, TrainConfig
-from trainer.train import EvalMetrics, TrainResult, eval_points, release_freed_memory, tokens_per_iter, train
+from trainer.checkpoint import checkpoint_config, load_model
+from trainer.config import ConfigError, TrainConfig, as_train_config, check_config
+from trainer.data import DataError, prepare_data
+from trainer.memory import release_freed_memory
+from trainer.schedule import SHARES, Share, share_of, warmup_iters_of
+from trainer.train import (CHECKPOINT_NAME, EvalMetrics, TrainResult, eval_points, lr_area, resolve_device,
+                           resolve_dtype, tokens_per_iter, train)
 
-__all__ = ["ConfigError", "EvalMetrics", "TrainConfig", "TrainResult", "eval_points", "load_model",
-           "release_freed_memory", "tokens_per_iter", "train"]
+__all__ = ["CHECKPOINT_NAME", "SHARES", "ConfigError", "DataError", "EvalMetrics", "Share", "TrainConfig",
+           "TrainResult", "as_train_config", "check_config", "checkpoint_config", "eval_points", "load_model",
+           "lr_area", "prepare_data", "release_freed_memory", "resolve_device", "resolve_dtype", "share_of",
+           "tokens_per_iter", "train", "warmup_iters_of"]

@@ -60,3 +60,9 @@ def load_model(path, device: str = "cpu") -> GPT:
     """The GPT stored in a checkpoint (ours or nanoGPT's), on `device`, in eval mode."""
     model = model_from_checkpoint(load_checkpoint(path, device))
     return model.to(device).eval()
+
+
+def checkpoint_config(path) -> dict:
+    """The training config a checkpoint of ours records (empty for nanoGPT's), read without
+    loading the weights into memory."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("config", {})

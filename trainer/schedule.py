@@ -1,30 +1,95 @@
-"""Learning-rate schedules, in plain Python floats: the one place the LR at an iteration is computed."""
+"""Learning-rate schedules, in plain Python floats: the one place the LR at an iteration is computed.
+
+Three knobs may be given as an absolute value or as a share of another (`SHARES`): sweeps search
+the shares (a sampled min_lr then never exceeds lr, and a warmup keeps its meaning when a run gets
+longer); `resolve` turns either form into the value the schedule uses.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from trainer.config import SCHEDULE_NAMES, ScheduleConfig
+from trainer.config import ScheduleConfig
+
+
+@dataclass(frozen=True)
+class Share:
+    """A ScheduleConfig knob `absolute` that may instead be given as `share` x `of` (field names)."""
+
+    share: str
+    absolute: str
+    of: str
+
+    @property
+    def counts_iterations(self) -> bool:
+        """A share of max_iters: the value is an iteration count (rounded, scaled with run length)."""
+        return self.of == "max_iters"
+
+
+MIN_LR = Share("min_lr_ratio", "min_lr", "lr")
+WARMUP = Share("warmup_fraction", "warmup_iters", "max_iters")
+LR_DECAY = Share("lr_decay_fraction", "lr_decay_iters", "max_iters")
+SHARES = (MIN_LR, WARMUP, LR_DECAY)
+
+
+def absolute_value(cfg: ScheduleConfig, knob: Share):
+    """The absolute setting as configured (lr_decay_iters: None follows max_iters)."""
+    value = getattr(cfg, knob.absolute)
+    return cfg.max_iters if knob is LR_DECAY and value is None else value
+
+
+def resolve(cfg: ScheduleConfig, knob: Share):
+    """The value the schedule uses: share x its base when the share is set, else the absolute one."""
+    share = getattr(cfg, knob.share)
+    if share is None:
+        return absolute_value(cfg, knob)
+    value = getattr(cfg, knob.of) * share
+    return round(value) if knob.counts_iterations else value
+
+
+def share_of(cfg: ScheduleConfig, knob: Share) -> float:
+    """The knob as a share of its base: the set share, or the absolute value divided by the base."""
+    share = getattr(cfg, knob.share)
+    return share if share is not None else absolute_value(cfg, knob) / getattr(cfg, knob.of)
 
 
 def min_lr_of(cfg: ScheduleConfig) -> float:
-    """min_lr as configured, or lr * min_lr_ratio when the ratio is set (how sweeps search it,
-    so a sampled min_lr can never exceed lr)."""
-    return cfg.lr * cfg.min_lr_ratio if cfg.min_lr_ratio is not None else cfg.min_lr
+    return resolve(cfg, MIN_LR)
 
 
 def warmup_iters_of(cfg: ScheduleConfig) -> int:
-    """warmup_iters, or its share of max_iters when warmup_fraction is set (so a swept warmup
-    keeps its meaning when the run gets longer)."""
-    if cfg.warmup_fraction is not None:
-        return round(cfg.max_iters * cfg.warmup_fraction)
-    return cfg.warmup_iters
+    return resolve(cfg, WARMUP)
 
 
 def lr_decay_iters_of(cfg: ScheduleConfig) -> int:
-    if cfg.lr_decay_fraction is not None:
-        return round(cfg.max_iters * cfg.lr_decay_fraction)
-    return cfg.max_iters if cfg.lr_decay_iters is None else cfg.lr_decay_iters
+    return resolve(cfg, LR_DECAY)
+
+
+def _constant(it: int, cfg: ScheduleConfig) -> float:
+    return cfg.lr
+
+
+def _wsd(it: int, cfg: ScheduleConfig) -> float:
+    decay_iters = round(cfg.decay_fraction * cfg.max_iters)
+    decay_start = cfg.max_iters - decay_iters
+    if it < decay_start or decay_iters == 0:
+        return cfg.lr
+    progress = min(1.0, (it - decay_start) / decay_iters)
+    return cfg.lr + progress * (min_lr_of(cfg) - cfg.lr)
+
+
+def _cosine(it: int, cfg: ScheduleConfig) -> float:
+    lr, min_lr, warmup_iters, decay_iters = cfg.lr, min_lr_of(cfg), warmup_iters_of(cfg), lr_decay_iters_of(cfg)
+    if it >= decay_iters:  # nanoGPT's value at and after the end (and no 0/0 when decay <= warmup)
+        return min_lr
+    decay_ratio = (it - warmup_iters) / (decay_iters - warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))
+    return min_lr + coeff * (lr - min_lr)
+
+
+# The LR after warmup, per schedule name (trainer.config.ScheduleName lists the same names).
+AFTER_WARMUP = {"cosine": _cosine, "constant": _constant, "wsd": _wsd}
 
 
 def get_lr(it: int, cfg: ScheduleConfig) -> float:
@@ -36,26 +101,13 @@ def get_lr(it: int, cfg: ScheduleConfig) -> float:
     - constant: lr;
     - wsd: lr until the last decay_fraction of max_iters, then linear down to min_lr at max_iters.
     """
-    if cfg.name not in SCHEDULE_NAMES:
-        raise ValueError(f"unknown schedule.name={cfg.name!r}; valid: {', '.join(SCHEDULE_NAMES)}")
-    lr, min_lr, warmup_iters = cfg.lr, min_lr_of(cfg), warmup_iters_of(cfg)
+    after_warmup = AFTER_WARMUP.get(cfg.name)
+    if after_warmup is None:
+        raise ValueError(f"unknown schedule.name={cfg.name!r}; valid: {', '.join(AFTER_WARMUP)}")
+    warmup_iters = warmup_iters_of(cfg)
     if it < warmup_iters:
-        return lr * (it + 1) / (warmup_iters + 1)
-    if cfg.name == "constant":
-        return lr
-    if cfg.name == "wsd":
-        decay_iters = round(cfg.decay_fraction * cfg.max_iters)
-        decay_start = cfg.max_iters - decay_iters
-        if it < decay_start or decay_iters == 0:
-            return lr
-        progress = min(1.0, (it - decay_start) / decay_iters)
-        return lr + progress * (min_lr - lr)
-    decay_iters = lr_decay_iters_of(cfg)  # cosine
-    if it >= decay_iters:  # nanoGPT's value at and after the end (and no 0/0 when decay <= warmup)
-        return min_lr
-    decay_ratio = (it - warmup_iters) / (decay_iters - warmup_iters)
-    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))
-    return min_lr + coeff * (lr - min_lr)
+        return cfg.lr * (it + 1) / (warmup_iters + 1)
+    return after_warmup(it, cfg)
 
 
 def lr_sum(cfg: ScheduleConfig, start: int, stop: int) -> float:

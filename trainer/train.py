@@ -1,13 +1,14 @@
 """The training loop: nanoGPT's train.py as a function that can run many times in one process.
 
 `train(cfg, on_eval)` returns a TrainResult instead of exiting, and calls `on_eval` after every
-evaluation so a caller (a sweep) can stop the run early without this package knowing why.
+evaluation so a caller (a sweep) can stop the run early without this package knowing why. It
+reads top to bottom in named stages: `setup` (config, device, data, model, optimizer, resume),
+then per iteration `evaluate` (and `write_checkpoint`) and `train_step`, then `result_of`.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
+import dataclasses
 import hashlib
 import json
 import math
@@ -15,15 +16,16 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
 from trainer.checkpoint import MODEL_ARG_KEYS, load_checkpoint, model_from_checkpoint, save_checkpoint
-from trainer.config import ConfigError, TrainConfig, as_train_config, check_config
+from trainer.config import ConfigError, ModelConfig, TrainConfig, as_train_config, check_config
 from trainer.data import PreparedData, prepare_data
+from trainer.memory import keep_freed_memory_mapped
 from trainer.model import GPT
-from trainer.schedule import get_lr
+from trainer.schedule import get_lr, lr_sum
 
 CHECKPOINT_NAME = "ckpt.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -44,6 +46,9 @@ class EvalMetrics:
     # compared batch by batch (a paired difference has a far smaller standard error).
     val_batch_losses: list = field(default_factory=list)
     val_batches: str = ""  # names the eval batches: data, seed, batch_size, block_size, eval_iters
+    # The LR summed over the training tokens before this evaluation (lr x tokens, see lr_area):
+    # how much learning the run has done, since Adam moves the weights in proportion to the LR.
+    lr_area: float = 0.0
 
 
 @dataclass
@@ -81,6 +86,11 @@ def eval_points(cfg: TrainConfig) -> list[int]:
     return every + [cfg.schedule.max_iters]
 
 
+def lr_area(cfg: TrainConfig, iters: int) -> float:
+    """The LR summed over the training tokens of iterations 0 .. iters - 1 (lr x tokens)."""
+    return lr_sum(cfg.schedule, 0, iters) * tokens_per_iter(cfg)
+
+
 def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -99,33 +109,6 @@ def resolve_dtype(name: str, device: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-@functools.cache
-def _glibc() -> Optional[ctypes.CDLL]:
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: nothing to tune
-        return None
-
-
-def keep_freed_memory_mapped() -> None:
-    """On glibc, keep freed blocks mapped instead of returning them to the OS. On CPU every step
-    allocates and frees logits of batch x block x vocab floats (hundreds of MB); by default each is
-    a fresh mmap the kernel must zero again, which took ~40% of a CPU step (bench/README.md)."""
-    libc = _glibc()
-    if libc is not None:
-        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve blocks up to 1 GiB from the heap
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap
-
-
-def release_freed_memory() -> None:
-    """Give the freed heap back to the OS (glibc's malloc_trim), for a process that runs one
-    training after another (a sweep's trials): the heap kept mapped during a run otherwise
-    fragments and the process grows by a logits buffer every few runs."""
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
 def _batch_generator(seed: int, stream: int) -> torch.Generator:
     # every iteration and every eval split gets its own stream, so resuming needs no RNG state
     return torch.Generator().manual_seed(seed * 1_000_003 + stream)
@@ -136,6 +119,34 @@ def _to_device(x: torch.Tensor, device: str) -> torch.Tensor:
         return x.pin_memory().to(device, non_blocking=True)
     return x.to(device)
 
+
+@dataclass
+class Run:
+    """A run once set up: what the stages read, and the counters they advance."""
+
+    cfg: TrainConfig  # this run's own config (on resume, with the checkpoint's architecture)
+    device: str
+    autocast: Any  # a context manager: autocast to the run's dtype, or nothing in float32
+    data: PreparedData
+    raw_model: GPT
+    model: torch.nn.Module  # raw_model, or its torch.compile wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    out_dir: Path
+    val_batches: str
+    iter_num: int = 0
+    start_iter: int = 0  # the iteration this call started at (> 0 when resumed)
+    best_val_loss: float = math.inf
+    best_iter: int = 0
+    lr_summed_to: int = 0  # get_lr is summed over iterations 0 .. lr_summed_to - 1 ...
+    lr_summed: float = 0.0  # ... into this
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_NAME
+
+
+# -- setup ---------------------------------------------------------------------------------------
 
 def _print_plan(cfg: TrainConfig, model: GPT, data: PreparedData, start_iter: int) -> None:
     per_iter = tokens_per_iter(cfg)
@@ -156,8 +167,26 @@ def _print_plan(cfg: TrainConfig, model: GPT, data: PreparedData, start_iter: in
               f"stops tracking train loss (more data or a shorter run will help more than tuning)")
 
 
-def train(cfg, on_eval: Optional[OnEval] = None) -> TrainResult:
-    cfg = as_train_config(cfg)
+def _prepare_data(cfg: TrainConfig) -> PreparedData:
+    data = prepare_data(cfg.data)
+    data.check_fits(cfg.model.block_size)
+    n_vocab = data.meta["vocab_size"]  # the tokenizer's, recorded when the data was tokenized
+    if cfg.model.vocab_size < n_vocab:
+        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
+                          f"{n_vocab} tokens; use at least {n_vocab} (50304 pads GPT-2's for speed)")
+    return data
+
+
+def _with_checkpoint_architecture(cfg: TrainConfig, checkpoint: dict) -> TrainConfig:
+    """`cfg` with the checkpoint's architecture, as nanoGPT resumes; dropout stays this run's."""
+    args = {k: checkpoint["model_args"][k] for k in MODEL_ARG_KEYS if k != "dropout"}
+    return dataclasses.replace(cfg, model=ModelConfig(**args, dropout=cfg.model.dropout))
+
+
+def setup(cfg) -> Run:
+    """Check the config, pick device and dtype, prepare the data, and build (or resume) the model
+    and optimizer. Every bad setting fails here, before a step is trained."""
+    cfg = as_train_config(cfg)  # a copy: the caller's config is never changed
     check_config(cfg)
     device = resolve_device(cfg.device)
     device_type = "cuda" if device.startswith("cuda") else "cpu"
@@ -168,184 +197,218 @@ def train(cfg, on_eval: Optional[OnEval] = None) -> TrainResult:
     ckpt_path = out_dir / CHECKPOINT_NAME
     if cfg.init_from == "resume" and not ckpt_path.is_file():
         raise ConfigError(f"init_from=resume but there is no checkpoint at {ckpt_path}; use init_from=scratch")
-
-    data = prepare_data(cfg.data)
-    data.check_fits(cfg.model.block_size)
-    n_vocab = data.meta["vocab_size"]  # the tokenizer's, recorded when the data was tokenized
-    if cfg.model.vocab_size < n_vocab:
-        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
-                          f"{n_vocab} tokens; use at least {n_vocab} (50304 pads GPT-2's for speed)")
+    data = _prepare_data(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(cfg.seed)
-    iter_num, best_val_loss, best_iter, checkpoint = 0, math.inf, 0, None
-    if cfg.init_from == "resume":
-        checkpoint = load_checkpoint(ckpt_path, device)
-        for key in MODEL_ARG_KEYS:  # architecture comes from the checkpoint, as in nanoGPT
-            if key != "dropout":
-                setattr(cfg.model, key, checkpoint["model_args"][key])
-        model = model_from_checkpoint({**checkpoint, "model_args": {**checkpoint["model_args"],
-                                                                    "dropout": cfg.model.dropout}})
-        iter_num = int(checkpoint["iter_num"])
-        best_val_loss = float(checkpoint["best_val_loss"])
-        best_iter = int(checkpoint.get("best_iter", iter_num))
+    checkpoint = load_checkpoint(ckpt_path, device) if cfg.init_from == "resume" else None
+    if checkpoint is not None:
+        cfg = _with_checkpoint_architecture(cfg, checkpoint)
+        model = model_from_checkpoint({**checkpoint, "model_args": asdict(cfg.model)})
     else:
         model = GPT(cfg.model)
     model.to(device)
-    start_iter = iter_num
     o = cfg.optim
     optimizer = model.configure_optimizer(o.weight_decay, cfg.schedule.lr, (o.beta1, o.beta2), o.eps, device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=ptdtype == torch.float16)
+    val_batches = hashlib.sha256(json.dumps(
+        [data.meta["key"], cfg.seed, cfg.batch_size, cfg.model.block_size, cfg.eval_iters]).encode()).hexdigest()[:16]
+    run = Run(cfg=cfg, device=device, data=data, raw_model=model, model=model, optimizer=optimizer,
+              scaler=scaler, out_dir=out_dir, val_batches=val_batches,
+              autocast=(nullcontext() if ptdtype == torch.float32
+                        else torch.autocast(device_type=device_type, dtype=ptdtype)))
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
         if "scaler" in checkpoint and scaler.is_enabled():
             scaler.load_state_dict(checkpoint["scaler"])
+        run.iter_num = run.start_iter = int(checkpoint["iter_num"])
+        run.best_val_loss = float(checkpoint["best_val_loss"])
+        run.best_iter = int(checkpoint.get("best_iter", run.iter_num))
         del checkpoint  # free the state dicts before training
-    _print_plan(cfg, model, data, start_iter)
-
-    raw_model = model
+    _print_plan(cfg, model, data, run.start_iter)
     if cfg.compile:
         print("compiling the model (takes a minute)...")
-        model = torch.compile(model)
-    autocast = (nullcontext() if ptdtype == torch.float32
-                else torch.autocast(device_type=device_type, dtype=ptdtype))
+        run.model = torch.compile(model)
+    return run
+
+
+# -- evaluate ------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def _split_losses(run: Run) -> dict:
+    """Mean loss of each eval batch of both splits; the same batches at every evaluation."""
+    cfg, out = run.cfg, {}
+    run.model.eval()
+    for stream, name, split in ((-1, "train", run.data.train), (-2, "val", run.data.val)):
+        gen = _batch_generator(cfg.seed, stream)
+        losses = torch.empty(cfg.eval_iters)
+        for k in range(cfg.eval_iters):
+            x, y = split.sample_batch(cfg.batch_size, cfg.model.block_size, gen)
+            with run.autocast:
+                _, loss = run.model(_to_device(x, run.device), _to_device(y, run.device))
+            losses[k] = loss.item()
+        out[name] = losses
+    run.model.train()
+    return out
+
+
+def evaluate(run: Run, lr: float) -> Optional[EvalMetrics]:
+    """Measure train and val loss at the current iteration and update the best; None when a loss
+    is not finite (the run diverged)."""
+    cfg = run.cfg
+    losses = _split_losses(run)
+    train_loss, val_loss = losses["train"].mean().item(), losses["val"].mean().item()
+    val_se = losses["val"].std().item() / math.sqrt(cfg.eval_iters) if cfg.eval_iters > 1 else 0.0
+    if not all(math.isfinite(x) for x in (train_loss, val_loss, val_se)):
+        return None
+    if val_loss < run.best_val_loss:
+        run.best_val_loss, run.best_iter = val_loss, run.iter_num
+    run.lr_summed += lr_sum(cfg.schedule, run.lr_summed_to, run.iter_num)
+    run.lr_summed_to = run.iter_num
     per_iter = tokens_per_iter(cfg)
-    eval_at = set(eval_points(cfg))
-    unique_tokens = data.train.num_tokens
-    flops_per_iter = raw_model.flops_per_token() * per_iter
+    tokens = run.iter_num * per_iter
+    return EvalMetrics(run.iter_num, tokens, tokens / run.data.train.num_tokens, lr, train_loss, val_loss,
+                       val_se, run.best_val_loss, losses["val"].tolist(), run.val_batches,
+                       run.lr_summed * per_iter)
+
+
+# -- checkpoint ----------------------------------------------------------------------------------
+
+def write_checkpoint(run: Run) -> None:
+    """nanoGPT's checkpoint keys (plus the whole config and best_iter), replaced atomically."""
+    save_checkpoint({
+        "model": run.raw_model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "model_args": {k: getattr(run.cfg.model, k) for k in MODEL_ARG_KEYS},
+        "iter_num": run.iter_num,
+        "best_val_loss": run.best_val_loss,
+        "config": asdict(run.cfg),
+        "best_iter": run.best_iter,
+        **({"scaler": run.scaler.state_dict()} if run.scaler.is_enabled() else {}),
+    }, run.checkpoint_path)
+
+
+def _checkpoint_due(run: Run, improved: bool) -> bool:
+    policy = run.cfg.checkpoint
+    return run.iter_num > 0 and (policy == "last" or (policy == "best" and improved))
+
+
+# -- step ----------------------------------------------------------------------------------------
+
+def train_step(run: Run) -> torch.Tensor:
+    """One optimizer step of gradient_accumulation_steps micro-batches; returns the last
+    micro-batch's loss (divided by the accumulation), still on the device."""
+    cfg = run.cfg
     accum = cfg.gradient_accumulation_steps
-    model_args = {k: getattr(cfg.model, k) for k in MODEL_ARG_KEYS}
-    config_dict = asdict(cfg)
-    val_batches = hashlib.sha256(json.dumps(
-        [data.meta["key"], cfg.seed, cfg.batch_size, cfg.model.block_size, cfg.eval_iters]).encode()).hexdigest()[:16]
+    torch.manual_seed(cfg.seed * 1_000_003 + run.iter_num)  # dropout masks, reproducible on resume
+    gen = _batch_generator(cfg.seed, run.iter_num)
+    for _ in range(accum):
+        x, y = run.data.train.sample_batch(cfg.batch_size, cfg.model.block_size, gen)
+        with run.autocast:
+            _, loss = run.model(_to_device(x, run.device), _to_device(y, run.device))
+            loss = loss / accum
+        run.scaler.scale(loss).backward()
+    if cfg.optim.grad_clip > 0:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.optim.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.iter_num += 1
+    return loss
 
-    @torch.no_grad()
-    def estimate_loss() -> dict:
-        model.eval()
-        out = {}
-        for stream, split in ((-1, data.train), (-2, data.val)):
-            gen = _batch_generator(cfg.seed, stream)  # the same batches at every evaluation
-            losses = torch.empty(cfg.eval_iters)
-            for k in range(cfg.eval_iters):
-                x, y = split.sample_batch(cfg.batch_size, cfg.model.block_size, gen)
-                with autocast:
-                    _, loss = model(_to_device(x, device), _to_device(y, device))
-                losses[k] = loss.item()
-            out[stream] = losses
-        model.train()
-        train_losses, val_losses = out[-1], out[-2]
-        se = val_losses.std().item() / math.sqrt(cfg.eval_iters) if cfg.eval_iters > 1 else 0.0
-        return {"train": train_losses.mean().item(), "val": val_losses.mean().item(), "val_se": se,
-                "val_batch_losses": val_losses.tolist()}
 
-    def write_checkpoint() -> None:
-        save_checkpoint({
-            "model": raw_model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "model_args": model_args,
-            "iter_num": iter_num,
-            "best_val_loss": best_val_loss,
-            "config": config_dict,
-            "best_iter": best_iter,
-            **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
-        }, ckpt_path)
+# -- result --------------------------------------------------------------------------------------
 
-    status, stop_reason, evals = "completed", "", []
-    iter_times = []
-    t_start = time.time()
+def result_of(run: Run, status: str, stop_reason: str, evals: list, iter_times: list,
+              wall_time_s: float) -> TrainResult:
+    timed = iter_times[1:] or iter_times  # the first timing includes warm-up and compilation
+    tokens_seen = run.iter_num * tokens_per_iter(run.cfg)
+    model = run.raw_model
+    n_total = model.get_num_params(non_embedding=False)
+    n_embeddings = model.transformer.wte.weight.numel() + model.transformer.wpe.weight.numel()
+    ckpt = run.checkpoint_path
+    return TrainResult(
+        status=status,
+        stop_reason=stop_reason,
+        best_val_loss=run.best_val_loss,
+        best_iter=run.best_iter,
+        iters=run.iter_num,
+        tokens_seen=tokens_seen,
+        epochs=tokens_seen / run.data.train.num_tokens,
+        wall_time_s=wall_time_s,
+        ms_per_iter=1000 * sum(timed) / len(timed) if timed else float("nan"),
+        num_params=n_total,
+        num_params_non_embedding=n_total - n_embeddings,
+        tokens_per_iter=tokens_per_iter(run.cfg),
+        unique_train_tokens=run.data.train.num_tokens,
+        out_dir=str(run.out_dir),
+        checkpoint_path=str(ckpt) if run.cfg.checkpoint != "none" and ckpt.is_file() else None,
+        last_eval=evals[-1] if evals else None,
+        evals=evals,
+    )
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+def train(cfg, on_eval: Optional[OnEval] = None) -> TrainResult:
+    run = setup(cfg)
+    cfg = run.cfg
+    max_iters = cfg.schedule.max_iters
+    eval_at = set(eval_points(cfg))
+    flops_per_iter = run.raw_model.flops_per_token() * tokens_per_iter(cfg)
+    status, stop_reason, evals, iter_times = "completed", "", [], []
     mfu = -1.0
-    with open(out_dir / METRICS_NAME, "a") as metrics_file:
+    t_start = time.time()
+    with open(run.out_dir / METRICS_NAME, "a") as metrics_file:
         def log(record: dict) -> None:
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
 
-        model.train()
+        run.model.train()
         while True:
-            lr = get_lr(iter_num, cfg.schedule)
-            for group in optimizer.param_groups:
+            lr = get_lr(run.iter_num, cfg.schedule)
+            for group in run.optimizer.param_groups:
                 group["lr"] = lr
-            tokens = iter_num * per_iter
 
-            if iter_num in eval_at and not (iter_num == start_iter and start_iter > 0):  # a resume point was evaluated
-                losses = estimate_loss()
-                if not all(math.isfinite(losses[k]) for k in ("train", "val", "val_se")):
-                    status, stop_reason = "diverged", f"non-finite loss at evaluation, iteration {iter_num}"
-                    print(f"step {iter_num}: {stop_reason}; stopping")
+            resumed_here = run.iter_num == run.start_iter and run.start_iter > 0  # evaluated before
+            if run.iter_num in eval_at and not resumed_here:
+                best_before = run.best_val_loss
+                metrics = evaluate(run, lr)
+                if metrics is None:
+                    status, stop_reason = "diverged", f"non-finite loss at evaluation, iteration {run.iter_num}"
+                    print(f"step {run.iter_num}: {stop_reason}; stopping")
                     break
-                improved = losses["val"] < best_val_loss
-                if improved:
-                    best_val_loss, best_iter = losses["val"], iter_num
-                metrics = EvalMetrics(iter_num, tokens, tokens / unique_tokens, lr, losses["train"],
-                                      losses["val"], losses["val_se"], best_val_loss,
-                                      losses["val_batch_losses"], val_batches)
                 evals.append(metrics)
-                print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
-                      f"(se {losses['val_se']:.4f}), epochs {metrics.epochs:.2f}")
+                print(f"step {run.iter_num}: train loss {metrics.train_loss:.4f}, val loss {metrics.val_loss:.4f} "
+                      f"(se {metrics.val_loss_se:.4f}), epochs {metrics.epochs:.2f}")
                 log({"type": "eval", **asdict(metrics)})
-                if iter_num > 0 and (cfg.checkpoint == "last" or (cfg.checkpoint == "best" and improved)):
-                    write_checkpoint()
-                if on_eval is not None:
-                    reason = on_eval(metrics)
-                    if reason:
-                        status, stop_reason = "stopped", str(reason)
-                        break
-            if iter_num >= cfg.schedule.max_iters:
+                if _checkpoint_due(run, improved=metrics.val_loss < best_before):
+                    write_checkpoint(run)
+                reason = on_eval(metrics) if on_eval is not None else None
+                if reason:
+                    status, stop_reason = "stopped", str(reason)
+                    break
+            if run.iter_num >= max_iters:
                 break
 
             t0 = time.time()
-            torch.manual_seed(cfg.seed * 1_000_003 + iter_num)  # dropout masks, reproducible on resume
-            gen = _batch_generator(cfg.seed, iter_num)
-            for _ in range(accum):
-                x, y = data.train.sample_batch(cfg.batch_size, cfg.model.block_size, gen)
-                with autocast:
-                    _, loss = model(_to_device(x, device), _to_device(y, device))
-                    loss = loss / accum
-                scaler.scale(loss).backward()
-            if o.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            iter_num += 1
+            loss = train_step(run)
 
-            if iter_num % cfg.log_interval == 0 or iter_num == cfg.schedule.max_iters:
-                loss_value = loss.item() * accum  # a sync point, so only at log intervals
+            if run.iter_num % cfg.log_interval == 0 or run.iter_num == max_iters:
+                loss_value = loss.item() * cfg.gradient_accumulation_steps  # a sync point: only here
                 dt = time.time() - t0
                 iter_times.append(dt)
                 if not math.isfinite(loss_value):
-                    status, stop_reason = "diverged", f"non-finite training loss at iteration {iter_num}"
-                    print(f"iter {iter_num}: {stop_reason}; stopping (the last good checkpoint is kept)")
+                    status, stop_reason = "diverged", f"non-finite training loss at iteration {run.iter_num}"
+                    print(f"iter {run.iter_num}: {stop_reason}; stopping (the last good checkpoint is kept)")
                     break
                 if len(iter_times) > 1:  # the first timing includes warm-up and compilation
                     step_mfu = flops_per_iter / dt / cfg.mfu_peak_flops
                     mfu = step_mfu if mfu < 0 else 0.9 * mfu + 0.1 * step_mfu
-                tokens = iter_num * per_iter
-                print(f"iter {iter_num}: loss {loss_value:.4f}, time {dt * 1000:.2f}ms, mfu {mfu * 100:.2f}%")
-                log({"type": "train", "iter": iter_num, "loss": loss_value, "lr": lr, "tokens": tokens,
-                     "epochs": tokens / unique_tokens, "ms_per_iter": dt * 1000, "mfu": mfu})
+                tokens = run.iter_num * tokens_per_iter(cfg)
+                print(f"iter {run.iter_num}: loss {loss_value:.4f}, time {dt * 1000:.2f}ms, mfu {mfu * 100:.2f}%")
+                log({"type": "train", "iter": run.iter_num, "loss": loss_value, "lr": lr, "tokens": tokens,
+                     "epochs": tokens / run.data.train.num_tokens, "ms_per_iter": dt * 1000, "mfu": mfu})
 
-    wall = time.time() - t_start
-    timed = iter_times[1:] or iter_times
-    tokens_seen = iter_num * per_iter
-    n_total = raw_model.get_num_params(non_embedding=False)
-    n_embeddings = raw_model.transformer.wte.weight.numel() + raw_model.transformer.wpe.weight.numel()
-    return TrainResult(
-        status=status,
-        stop_reason=stop_reason,
-        best_val_loss=best_val_loss,
-        best_iter=best_iter,
-        iters=iter_num,
-        tokens_seen=tokens_seen,
-        epochs=tokens_seen / unique_tokens,
-        wall_time_s=wall,
-        ms_per_iter=1000 * sum(timed) / len(timed) if timed else float("nan"),
-        num_params=n_total,
-        num_params_non_embedding=n_total - n_embeddings,
-        tokens_per_iter=per_iter,
-        unique_train_tokens=unique_tokens,
-        out_dir=str(out_dir),
-        checkpoint_path=str(ckpt_path) if cfg.checkpoint != "none" and ckpt_path.is_file() else None,
-        last_eval=evals[-1] if evals else None,
-        evals=evals,
-    )
+    return result_of(run, status, stop_reason, evals, iter_times, time.time() - t_start)
