@@ -9,12 +9,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from sweeps.config import register_configs
-from sweeps.runner import StudyError, run
+from sweeps.config import StudyError, register_configs
+from sweeps.runner import run
 from sweeps.search_space import SearchSpaceError
 from sweeps.storage import StorageError
-from trainer.config import ConfigError
-from trainer.data import DataError
+from trainer import ConfigError, DataError
 
 register_configs()
 

@@ -3,7 +3,7 @@
     python bench/trial_memory.py                       # 60 trials of the nano model, 20 iterations
     python bench/trial_memory.py --keep-freed-heap     # the same without returning the freed heap
 
-Runs `sweeps.runner.run_sweep` on `+sweep=lr_warmup` with short trials (a fresh SQLite study under
+Runs `sweeps.sweep.run_sweep` on `+sweep=lr_warmup` with short trials (a fresh SQLite study under
 --workdir, its sampler and pruner as the sweep sets them) and reads VmRSS from
 /proc/self/status after each trial. On CPU the trainer keeps freed heap mapped during a run (a
 fresh mmap per step's logits costs a page-zeroing pass); the objective gives it back after each
@@ -28,7 +28,8 @@ os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(REPO.parent / "shared" / "tiktok
 import optuna  # noqa: E402
 
 import sweeps.objective  # noqa: E402
-from sweeps.runner import compose_study_config, run_sweep  # noqa: E402
+from sweeps.compose import compose_study_config  # noqa: E402
+from sweeps.sweep import run_sweep  # noqa: E402
 
 
 def rss_mb() -> float:

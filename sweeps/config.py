@@ -7,11 +7,24 @@ override (`study.n_trial=5`) fails before any training starts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, Literal, Optional, get_args
 
 from hydra.core.config_store import ConfigStore
 
-from trainer.config import TrainConfig
+from trainer import TrainConfig
+
+# A trial's value is its best val loss, so a study minimizes it (OmegaConf rejects Literal
+# fields, so the fields are str and these aliases hold the valid values).
+Direction = Literal["minimize"]
+Mode = Literal["sweep", "best"]
+DIRECTIONS = get_args(Direction)
+MODES = get_args(Mode)
+HEARTBEAT_INTERVAL_S = 10  # a running trial's worker records a heartbeat this often ...
+GRACE_PERIOD_S = 30  # ... and one silent this long is marked FAIL by the next worker to start
+
+
+class StudyError(ValueError):
+    """A study that cannot be run as asked; the message says what would work."""
 
 
 @dataclass
@@ -39,12 +52,12 @@ class StudyConfig:
     name: Optional[str] = None  # null: the sweep's name
     storage: str = "sqlite:///outputs/optuna.db"  # any SQLAlchemy URL
     n_trials: int = 12  # finished trials the study should hold; a resumed study runs only the rest
-    direction: str = "minimize"  # a trial's value is its best val loss: only minimize is valid
+    direction: str = "minimize"  # Direction
     baseline: bool = True  # a new study's trial 0 is the config as given, unswept (not with grid)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
-    heartbeat_interval: int = 10  # seconds; a trial whose worker went silent ...
-    grace_period: int = 30  # ... this long is marked FAIL by the next worker to start
+    heartbeat_interval: int = HEARTBEAT_INTERVAL_S  # seconds
+    grace_period: int = GRACE_PERIOD_S  # seconds
 
 
 @dataclass
@@ -57,10 +70,19 @@ class SweepConfig:
 
 @dataclass
 class RunnerConfig(TrainConfig):
-    mode: str = "sweep"  # sweep: run the study | best: re-run its best trial as a long run
+    mode: str = "sweep"  # Mode; sweep: run the study | best: re-run its best trial as a long run
     study: StudyConfig = field(default_factory=StudyConfig)
     sweep: Optional[SweepConfig] = None
 
 
 def register_configs() -> None:
     ConfigStore.instance().store(name="study_runner_schema", node=RunnerConfig)
+
+
+def check_study(study: StudyConfig) -> None:
+    """StudyError for study settings that cannot work, before anything is opened or trained."""
+    if study.n_trials <= 0:
+        raise StudyError(f"study.n_trials={study.n_trials} is invalid: must be a positive integer")
+    if study.direction not in DIRECTIONS:
+        raise StudyError(f"study.direction={study.direction!r} is invalid: a trial's value is its best "
+                         f"val loss, which the study minimizes; valid: {', '.join(DIRECTIONS)}")

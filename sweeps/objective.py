@@ -15,9 +15,8 @@ from omegaconf import DictConfig
 
 from sweeps.retries import first_of_series
 from sweeps.search_space import SearchSpace
-from trainer import EvalMetrics, eval_points, release_freed_memory, tokens_per_iter, train
-from trainer.config import ConfigError, as_train_config, check_config
-from trainer.schedule import lr_sum, warmup_iters_of
+from trainer import (ConfigError, EvalMetrics, as_train_config, check_config, eval_points, lr_area,
+                     release_freed_memory, tokens_per_iter, train, warmup_iters_of)
 
 
 class TrialFailed(RuntimeError):
@@ -91,30 +90,26 @@ class Objective:
         trial.set_user_attr(BUDGET_STEP, train_cfg.schedule.max_iters * per_iter)
         # The LR summed over the tokens trained (lr x tokens): the pruner projects gains over
         # the learning a trial has left, not over raw steps, so a decaying LR counts as less.
-        trial.set_user_attr(LR_AREA_BUDGET, lr_sum(train_cfg.schedule, 0, train_cfg.schedule.max_iters) * per_iter)
+        trial.set_user_attr(LR_AREA_BUDGET, lr_area(train_cfg, train_cfg.schedule.max_iters))
         trial.set_user_attr("run_dir", train_cfg.out_dir)
         trial.set_user_attr("config", json.dumps(asdict(train_cfg)))
         pruner = trial.study.pruner
         val_loss_se: dict = {}
         val_batch_losses: dict = {}
         groups = batch_groups(train_cfg.eval_iters, len(eval_points(train_cfg)))
-        lr_area: dict = {}
-        summed_to, summed = 0, 0.0  # the LR summed over iterations 0 .. summed_to - 1
+        lr_areas: dict = {}
         decision: dict = {}
 
         def on_eval(m: EvalMetrics) -> Optional[str]:
-            nonlocal summed_to, summed
             val_loss_se[str(m.tokens)] = m.val_loss_se
-            summed += lr_sum(train_cfg.schedule, summed_to, m.iter)
-            summed_to = m.iter
-            lr_area[str(m.tokens)] = summed * per_iter
+            lr_areas[str(m.tokens)] = m.lr_area
             trial.set_user_attr(VAL_LOSS_SE, val_loss_se)
             if groups:
                 if not val_batch_losses:  # the same batches at every evaluation
                     trial.set_user_attr(VAL_BATCHES, m.val_batches)
                 val_batch_losses[str(m.tokens)] = batch_group_means(m.val_batch_losses, groups)
                 trial.set_user_attr(VAL_BATCH_LOSSES, val_batch_losses)
-            trial.set_user_attr(LR_AREA, lr_area)
+            trial.set_user_attr(LR_AREA, lr_areas)
             trial.report(m.val_loss, m.tokens)
             if not trial.should_prune():
                 return None

@@ -41,3 +41,22 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
         system_attrs={**trial.system_attrs, "failed_trial": first, "retry_history": history},
     ))
     return True
+
+
+def frozen_trial(trial: optuna.Trial) -> FrozenTrial:
+    """The stored record of a running trial (its params and system attrs, for `requeue`)."""
+    return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+
+
+def requeued_when_interrupted(objective):
+    """`objective`, whose trial is queued to run again when Ctrl-C or SIGTERM interrupts it
+    (Optuna then records it FAIL and the interrupt ends the process)."""
+    def run_trial(trial: optuna.Trial) -> float:
+        try:
+            return objective(trial)
+        except KeyboardInterrupt:
+            queued = requeue(trial.study, frozen_trial(trial))
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM); " + (
+                "queued to run again" if queued else f"interrupted {MAX_RETRIES + 1} times, not queued again"))
+            raise
+    return run_trial

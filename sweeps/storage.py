@@ -31,11 +31,13 @@ import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 
+from sweeps.config import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S
 from sweeps.retries import requeue
 
 SQLITE_TIMEOUT_S = 60  # how long a connection waits for a lock before "database is locked"
 CONNECT_TIMEOUT_S = 5  # network databases: give up connecting after this long
-DIRECTIONS = ("minimize", "maximize")
+# Optuna's own directions: this module serves any study (a sweep's is checked by sweeps.config)
+DIRECTIONS = tuple(d.name.lower() for d in optuna.study.StudyDirection if d != optuna.study.StudyDirection.NOT_SET)
 CREATE_ATTEMPTS = 5  # workers starting together on a new database race to create the tables
 
 
@@ -173,8 +175,8 @@ def _lost_creation_race(exc: BaseException) -> bool:
     return isinstance(exc, sqlalchemy.exc.SQLAlchemyError) and "already exists" in str(exc).lower()
 
 
-def open_storage(url: str, heartbeat_interval: Optional[int] = 10,
-                 grace_period: Optional[int] = 30) -> optuna.storages.RDBStorage:
+def open_storage(url: str, heartbeat_interval: Optional[int] = HEARTBEAT_INTERVAL_S,
+                 grace_period: Optional[int] = GRACE_PERIOD_S) -> optuna.storages.RDBStorage:
     """An Optuna RDBStorage for the SQLAlchemy `url`; StorageError when it cannot be opened."""
     redacted = redact_url(url)
     parsed = _parse_url(url)
@@ -223,8 +225,8 @@ def create_or_load_study(study_cfg: Any, study_name: str, sampler: optuna.sample
         raise ValueError(f"study.direction={direction!r} is invalid; valid: {', '.join(DIRECTIONS)}")
     storage = open_storage(
         study_cfg.storage,
-        heartbeat_interval=getattr(study_cfg, "heartbeat_interval", 10),
-        grace_period=getattr(study_cfg, "grace_period", 30),
+        heartbeat_interval=study_cfg.heartbeat_interval,
+        grace_period=study_cfg.grace_period,
     )
     message = None
     try:

@@ -18,11 +18,14 @@ from optuna.trial import TrialState
 
 from bench.pruner_replay import parse_curves
 from bench.record_curves import curves_of, lr_areas
+from sweeps.budget import grid_done, within_budget
+from sweeps.compose import compose_study_config
+from sweeps.config import StudyError
 from sweeps.objective import (BASELINE_ATTR, BATCH_LOSSES_CHARS, MAX_BATCH_GROUPS, TrialFailed,
                               batch_group_means, batch_groups)
 from sweeps.report import study_report
 from sweeps.retries import MAX_RETRIES, requeue
-from sweeps.runner import StudyError, compose_study_config, grid_done, run, within_budget
+from sweeps.runner import run
 from sweeps.search_space import SearchSpaceError
 from sweeps.storage import StorageError
 from trainer.config import ScheduleConfig

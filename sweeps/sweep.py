@@ -1,0 +1,114 @@
+"""`mode=sweep`: create or resume the study, then run trials until it holds `study.n_trials`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import optuna
+from omegaconf import DictConfig
+from optuna.trial import TrialState
+
+from sweeps.budget import grid_done, trials_taken, within_budget
+from sweeps.compose import (CONF_DIR, Composer, baseline_config, group_choices, require_sweep, study_dir_of,
+                            study_name_of)
+from sweeps.config import StudyError, check_study
+from sweeps.objective import BASELINE_AS_GIVEN, BASELINE_IN_SPACE, Objective, TrialFailed
+from sweeps.pruners import build_pruner
+from sweeps.report import study_report
+from sweeps.resume_checks import check_settings_fit_study, check_space_fits_study
+from sweeps.retries import MAX_RETRIES, requeued_when_interrupted
+from sweeps.samplers import build_sampler
+from sweeps.search_space import SearchSpace, SearchSpaceError, parse_search_space
+from sweeps.storage import create_or_load_study, open_storage, redact_url
+from trainer import as_train_config, check_config, prepare_data, resolve_device, resolve_dtype
+
+MAX_CONSECUTIVE_FAILURES = 5
+
+
+@dataclass
+class PreparedStudy:
+    study: optuna.Study
+    sampler: optuna.samplers.BaseSampler
+    objective: Callable[[optuna.Trial], float]
+
+
+def _baseline(cfg: DictConfig, overrides: list[str], space: SearchSpace) -> tuple[Optional[str], Optional[dict]]:
+    """Trial 0 of a new study is the baseline (a grid's trials are its points: none there): how it
+    is run, and its values when they are a point of the space."""
+    if not cfg.study.baseline or str(cfg.study.sampler.name).lower() == "grid":
+        return None, None
+    values = space.baseline_values(baseline_config(cfg), group_choices(overrides))
+    return (BASELINE_AS_GIVEN if values is None else BASELINE_IN_SPACE), values
+
+
+def _sampler_and_pruner(cfg: DictConfig, space: SearchSpace, baseline_values: Optional[dict]):
+    # an unknown name or a bad setting is a StudyError, which the entry point prints plainly
+    try:
+        sampler = build_sampler(cfg.study.sampler, space, first_trial=baseline_values)
+    except SearchSpaceError:
+        raise
+    except ValueError as e:
+        raise StudyError(str(e)) from None
+    try:
+        pruner = build_pruner(cfg.study.pruner)
+    except ValueError as e:
+        raise StudyError(f"study.pruner: {e}") from None
+    return sampler, pruner
+
+
+def prepare_study(cfg: DictConfig, overrides: list[str]) -> PreparedStudy:
+    """Check everything that can be checked before training (the sweep, the study settings, the
+    baseline run, the search space, sampler, pruner, storage and data), then open the study."""
+    require_sweep(cfg)
+    check_study(cfg.study)
+    baseline = as_train_config(cfg)
+    check_config(baseline)  # the baseline itself must be a valid run on this machine
+    resolve_dtype(baseline.dtype, resolve_device(baseline.device))
+    space = parse_search_space(cfg.sweep.params, cfg, CONF_DIR)
+    baseline_kind, baseline_values = _baseline(cfg, overrides, space)
+    sampler, pruner = _sampler_and_pruner(cfg, space, baseline_values)
+    open_storage(cfg.study.storage)  # an unreachable database fails before the data is read
+    data = prepare_data(cfg.data)  # data errors surface now, and trials reuse the cache
+    data.check_fits(cfg.model.block_size)
+    study = create_or_load_study(cfg.study, study_name_of(cfg), sampler, pruner)
+    check_space_fits_study(study, space, cfg.study.storage)
+    check_settings_fit_study(study, baseline, space, cfg.study.storage)
+    objective = requeued_when_interrupted(within_budget(
+        Objective(space, Composer(overrides), study_dir_of(cfg), baseline_kind), cfg.study.n_trials))
+    return PreparedStudy(study, sampler, objective)
+
+
+def run_trials(prepared: PreparedStudy, n_trials: int, callbacks: Sequence[Callable] = ()) -> None:
+    """One trial at a time until the study holds `n_trials` (or a grid is done); StudyError after
+    MAX_CONSECUTIVE_FAILURES failed trials of this worker in a row."""
+    study, failures = prepared.study, 0
+    while trials_taken(study) < n_trials:
+        if grid_done(study, prepared.sampler):
+            print(f"every point of the grid has been tried; study.n_trials={n_trials} "
+                  f"asks for more, but another trial would only repeat one")
+            return
+        ran: list[optuna.trial.FrozenTrial] = []  # this worker's trial (others may have finished since)
+        study.optimize(prepared.objective, n_trials=1, catch=(TrialFailed,),
+                       callbacks=[*callbacks, lambda _, t: ran.append(t)])
+        last = ran[-1]
+        failures = failures + 1 if last.state == TrialState.FAIL else 0
+        if failures >= MAX_CONSECUTIVE_FAILURES:
+            raise StudyError(f"{failures} trials in a row failed (last: "
+                             f"{last.user_attrs.get('fail_reason', 'see the log')}); fix the sweep's params")
+
+
+def run_sweep(cfg: DictConfig, overrides: list[str], callbacks: Sequence[Callable] = ()) -> optuna.Study:
+    """Create or resume the study and run trials until it holds `study.n_trials` finished ones;
+    `callbacks(study, frozen_trial)` run after each of this worker's trials, as in `optimize`."""
+    prepared = prepare_study(cfg, overrides)
+    name, url = prepared.study.study_name, redact_url(cfg.study.storage)
+    print(f"study {name!r} in {url}; watch it live with:\n  optuna-dashboard {url}")
+    try:
+        run_trials(prepared, cfg.study.n_trials, callbacks)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the running trial is marked FAIL and queued to run again (unless it was "
+              f"interrupted {MAX_RETRIES + 1} times); run the same command to resume study {name!r}")
+        raise
+    print(study_report(prepared.study))
+    return prepared.study
