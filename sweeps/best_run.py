@@ -3,6 +3,7 @@ command again resumes it from its last checkpoint."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import optuna
@@ -21,8 +22,8 @@ ITERATION_KEYS = tuple(f"schedule.{knob.absolute}" for knob in SHARES if knob.co
 
 
 def best_trial_of(cfg: DictConfig) -> optuna.trial.FrozenTrial:
-    storage = open_storage(cfg.study.storage)
     name = study_name_of(cfg)
+    storage = open_storage(cfg.study.storage, create=False)  # reading a study never creates a database
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     if name not in names:
         raise StudyError(f"no study {name!r} in {redact_url(cfg.study.storage)}; "
@@ -70,7 +71,8 @@ def write_best_config(train_cfg, path: Path, best: optuna.trial.FrozenTrial, stu
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         f"# Best trial {best.number} of study {study_name!r} (val loss {best.value:.4f}), as a long run.\n"
-        f"# Reproduce: python -m trainer --config-path={path.parent.resolve()} --config-name={path.stem}\n"
+        f"# Reproduce: python -m trainer --config-path={shlex.quote(str(path.parent.resolve()))} "
+        f"--config-name={path.stem}\n"
         "defaults:\n  - train_schema\n  - _self_\n\n" + body +
         "\nhydra:\n  run:\n    dir: ${out_dir}\n  job:\n    chdir: false\n"
     )

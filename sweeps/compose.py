@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps.config import StudyError, register_configs
+from sweeps.config import StudyError, check_study_name, register_configs
 from trainer import SHARES, share_of
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -46,7 +46,8 @@ class Composer:
 
 
 def study_name_of(cfg: DictConfig) -> str:
-    return cfg.study.name or cfg.sweep.name
+    """The study's name (study.name, else the sweep's), checked: it names the study's folder."""
+    return check_study_name(cfg.study.name or cfg.sweep.name)
 
 
 def study_dir_of(cfg: DictConfig) -> Path:

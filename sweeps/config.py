@@ -6,6 +6,7 @@ override (`study.n_trial=5`) fails before any training starts.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Dict, Literal, Optional, get_args
 
@@ -25,6 +26,19 @@ GRACE_PERIOD_S = 30  # ... and one silent this long is marked FAIL by the next w
 
 class StudyError(ValueError):
     """A study that cannot be run as asked; the message says what would work."""
+
+
+# A study's name is also its folder (outputs/studies/NAME) and a Hydra override value (mode=best
+# passes out_dir=...), so it is one plain path component that Hydra's grammar reads as is.
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def check_study_name(name: str) -> str:
+    """`name`, or StudyError unless it is 1-100 letters, digits, '_', '-' or '.' (not first), without '..'."""
+    if not isinstance(name, str) or not STUDY_NAME.fullmatch(name) or ".." in name:
+        raise StudyError(f"study name {name!r} is invalid: use 1-100 letters, digits, '_', '-' and '.', "
+                         f"starting with a letter or digit (it names the folder outputs/studies/NAME)")
+    return name
 
 
 @dataclass

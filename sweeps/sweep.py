@@ -62,6 +62,7 @@ def prepare_study(cfg: DictConfig, overrides: list[str]) -> PreparedStudy:
     baseline run, the search space, sampler, pruner, storage and data), then open the study."""
     require_sweep(cfg)
     check_study(cfg.study)
+    name = study_name_of(cfg)
     baseline = as_train_config(cfg)
     check_config(baseline)  # the baseline itself must be a valid run on this machine
     resolve_dtype(baseline.dtype, resolve_device(baseline.device))
@@ -71,7 +72,7 @@ def prepare_study(cfg: DictConfig, overrides: list[str]) -> PreparedStudy:
     open_storage(cfg.study.storage)  # an unreachable database fails before the data is read
     data = prepare_data(cfg.data)  # data errors surface now, and trials reuse the cache
     data.check_fits(cfg.model.block_size)
-    study = create_or_load_study(cfg.study, study_name_of(cfg), sampler, pruner)
+    study = create_or_load_study(cfg.study, name, sampler, pruner)
     check_space_fits_study(study, space, cfg.study.storage)
     check_settings_fit_study(study, baseline, space, cfg.study.storage)
     objective = requeued_when_interrupted(within_budget(
