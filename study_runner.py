@@ -4,6 +4,7 @@ mode=sweep (default) creates or resumes the study; mode=best re-runs its best tr
 """
 
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -12,18 +13,25 @@ from omegaconf import DictConfig
 from sweeps.config import StudyError, register_configs
 from sweeps.runner import run
 from sweeps.search_space import SearchSpaceError
-from sweeps.storage import StorageError
-from trainer import ConfigError, DataError
+from sweeps.storage import StorageError, scrub_password_from_files
+from trainer import ConfigError, DataError, Interrupted
 
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="study_runner")
 def main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.output_subdir is not None:  # Hydra saved the config, URL and all, before this call
+        saved = Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir
+        scrub_password_from_files([saved / f for f in ("config.yaml", "hydra.yaml", "overrides.yaml")],
+                                  str(cfg.study.storage))
     try:
-        run(cfg, list(HydraConfig.get().overrides.task))
+        run(cfg, list(hydra_cfg.overrides.task))
     except (StudyError, SearchSpaceError, StorageError, ConfigError, DataError) as e:
         sys.exit(f"error: {e}")
+    except Interrupted as e:  # the study said how to resume it
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
+import os
 import sqlite3
 import time
 import warnings
@@ -71,6 +72,24 @@ def _scrub(text: str, url: str) -> str:
     for secret in _secrets(url):
         text = text.replace(secret, "***")
     return text
+
+
+def scrub_password_from_files(paths, url: str) -> list[Path]:
+    """Replace the password of `url` with *** in each existing file of `paths` (the configs Hydra
+    saves under `.hydra/`), each rewritten atomically; returns the files that held it."""
+    secrets = _secrets(url)
+    changed = []
+    for path in map(Path, paths):
+        if not secrets or not path.is_file():
+            continue
+        text = path.read_text()
+        scrubbed = _scrub(text, url)
+        if scrubbed != text:
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(scrubbed)
+            os.replace(tmp, path)
+            changed.append(path)
+    return changed
 
 
 def redact_url(url: str) -> str:
@@ -128,6 +147,17 @@ def _one_opener_at_a_time(url: URL) -> Iterator[None]:
         yield
 
 
+def _check_sqlite_path(path: Path, create: bool) -> Optional[str]:
+    """Why the SQLite file cannot be opened as asked, or None. A relative path's folders are made
+    (outputs/ on a first run); an absolute one needs its folder to exist, so a typo does not
+    create folders elsewhere. `create=False`: the file must exist (reading never creates one)."""
+    if not create and not path.is_file():
+        return f"there is no database file {path}; run mode=sweep first, or give its study.storage URL"
+    if path.is_absolute() and not path.parent.is_dir():
+        return f"the folder {path.parent} does not exist; create it first, or use another path"
+    return None
+
+
 def _prepare_sqlite(path: Path) -> None:
     """Creates the parent directory and puts the database into WAL mode (persistent)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,22 +206,25 @@ def _lost_creation_race(exc: BaseException) -> bool:
 
 
 def open_storage(url: str, heartbeat_interval: Optional[int] = HEARTBEAT_INTERVAL_S,
-                 grace_period: Optional[int] = GRACE_PERIOD_S) -> optuna.storages.RDBStorage:
-    """An Optuna RDBStorage for the SQLAlchemy `url`; StorageError when it cannot be opened."""
+                 grace_period: Optional[int] = GRACE_PERIOD_S, create: bool = True) -> optuna.storages.RDBStorage:
+    """An Optuna RDBStorage for the SQLAlchemy `url`; StorageError when it cannot be opened.
+    `create=False` for readers: a SQLite file that does not exist is an error, not a new database."""
     redacted = redact_url(url)
     parsed = _parse_url(url)
     if parsed is None:
         raise StorageError(f"cannot open Optuna storage {redacted!r}: not a valid SQLAlchemy URL; "
-                           f"e.g. sqlite:///outputs/optuna.db or postgresql://user:password@host:5432/db")
+                           f"e.g. sqlite:///outputs/optuna.db or postgresql://user@host:5432/db")
+    sqlite_path = _sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    problem = _check_sqlite_path(sqlite_path, create) if sqlite_path is not None else None
+    if problem is not None:
+        raise StorageError(f"cannot open Optuna storage {redacted!r}: {problem}")
     parsed = _with_installed_driver(parsed)
     message = None
     for attempt in range(CREATE_ATTEMPTS):
         try:
             with _one_opener_at_a_time(parsed):
-                if parsed.get_backend_name() == "sqlite":
-                    path = _sqlite_file(parsed)
-                    if path is not None:
-                        _prepare_sqlite(path)
+                if sqlite_path is not None:
+                    _prepare_sqlite(sqlite_path)
                 with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     storage = optuna.storages.RDBStorage(
