@@ -1,6 +1,7 @@
 """`python -m trainer [group=option] [key=value ...]`: one training run from conf/train.yaml."""
 
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.config_store import ConfigStore
@@ -8,7 +9,8 @@ from omegaconf import DictConfig
 
 from trainer.config import ConfigError, TrainConfig
 from trainer.data import DataError
-from trainer.train import train
+from trainer.interrupt import Interrupted, signals_interrupt
+from trainer.train import CHECKPOINT_NAME, train
 
 
 def register_configs() -> None:
@@ -18,10 +20,19 @@ def register_configs() -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
+    out_dir = str(cfg.out_dir)
     try:
-        result = train(cfg)
+        with signals_interrupt():
+            result = train(cfg)
     except (ConfigError, DataError) as e:
         sys.exit(f"error: {e}")
+    except Interrupted as e:
+        ckpt = Path(out_dir) / CHECKPOINT_NAME
+        print(f"\ninterrupted ({e}): " + (
+            f"{ckpt} holds the last checkpoint written, intact; continue with the same command plus "
+            f"init_from=resume out_dir={out_dir}" if ckpt.is_file() else "no checkpoint was written yet"),
+            file=sys.stderr)
+        sys.exit(e.exit_code)
     print(f"{result.status}: best val loss {result.best_val_loss:.4f} at iteration {result.best_iter}, "
           f"{result.tokens_seen:,} tokens ({result.epochs:.2f} epochs) in {result.wall_time_s:.0f}s; "
           f"run dir {result.out_dir}")

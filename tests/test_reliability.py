@@ -1,0 +1,141 @@
+"""What a user must never lose or leak: study names stay inside outputs/, the storage password stays
+off disk, and SIGINT/SIGTERM stop the runner and the trainer cleanly with the shell's exit codes."""
+
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweeps.compose import compose_study_config
+from sweeps.config import StudyError
+from sweeps.runner import run
+from tests.test_storage import PASSWORD, PG_URL, _postgres_unreachable_reason
+from tests.test_study_runner import TINY, run_cli, runner, sqlite_url, trials_of, wait_for, workdir  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["../../../escaped", "a/b", "with space", "a,b", "f(x)", ".hidden", "x" * 101])
+def test_a_bad_study_name_fails_first_in_every_mode(workdir, name):
+    cwd, common = workdir
+    for mode in ("sweep", "best"):
+        overrides = ["+sweep=lr_warmup", *TINY, f"study.storage={sqlite_url(cwd)}", f"mode={mode}", *common]
+        cfg = compose_study_config(overrides)
+        cfg.study.name = name  # as Hydra would pass it, whatever the shell quoting
+        with pytest.raises(StudyError, match="study name .* is invalid: use 1-100 letters, digits"):
+            run(cfg, overrides)
+    assert not (cwd / "outputs").exists() and not (cwd.parent / "escaped").exists()  # nothing written
+
+
+def test_names_with_dots_dashes_and_underscores_work_in_sweep_and_best(workdir):
+    cwd, common = workdir
+    base = ["+sweep=lr_warmup", *TINY, "study.n_trials=1", "study.name=lr-1e-3_v2.1", f"study.storage={sqlite_url(cwd)}",
+            *common]
+    code, out = run_cli(base, cwd)
+    assert code == 0, out
+    code, out = run_cli(base + ["mode=best", "schedule.max_iters=30"], cwd)
+    assert code == 0, out
+    best = cwd / "outputs" / "studies" / "lr-1e-3_v2.1"
+    assert (best / "best_run" / "ckpt.pt").is_file() and (best / "best_config.yaml").is_file()
+
+
+def saved_hydra_files(cwd: Path) -> list[Path]:
+    return sorted((cwd / "outputs" / "study_runner").glob("*/.hydra/*.yaml"))
+
+
+def test_a_rejected_run_leaves_no_password_in_what_hydra_saved(tmp_path):
+    url = f"postgresql://someone:{PASSWORD}@127.0.0.1:1/db"
+    code, out = run_cli(["+sweep=lr_warmup", f"study.storage={url}", "study.n_trials=0"], tmp_path)
+    assert code == 1 and "study.n_trials=0 is invalid" in out
+    files = saved_hydra_files(tmp_path)
+    assert {f.name for f in files} == {"config.yaml", "hydra.yaml", "overrides.yaml"}
+    for f in files:
+        text = f.read_text()
+        assert PASSWORD not in text and "someone:***@127.0.0.1:1/db" in text, f
+
+
+@pytest.mark.skipif(_postgres_unreachable_reason() is not None, reason=f"PostgreSQL: {_postgres_unreachable_reason()}")
+def test_a_study_on_postgresql_with_a_password_keeps_it_off_disk(workdir):
+    cwd, common = workdir
+    from sqlalchemy.engine import make_url
+
+    url = make_url(PG_URL).set(password=PASSWORD).render_as_string(hide_password=False)  # trust auth accepts it
+    name = f"pw_{uuid.uuid4().hex[:8]}"
+    try:
+        code, out = run_cli(["+sweep=lr_warmup", *TINY, "study.n_trials=1", f"study.name={name}",
+                             f"study.storage={url}", *common], cwd)
+        assert code == 0, out
+        assert PASSWORD not in out
+        written = [p for p in cwd.rglob("*") if p.is_file() and p.suffix in (".yaml", ".json", ".jsonl", ".log")]
+        assert len(saved_hydra_files(cwd)) == 3
+        assert not [p for p in written if PASSWORD in p.read_text(errors="replace")]
+    finally:
+        optuna.delete_study(study_name=name, storage=PG_URL)
+
+
+def test_sigterm_stops_a_study_with_143_and_queues_the_running_trial(workdir):
+    cwd, common = workdir
+    url = sqlite_url(cwd)
+    proc = runner(["+sweep=lr_warmup", *TINY, "schedule.max_iters=200", "eval_interval=10", f"study.storage={url}",
+                   "study.n_trials=2", *common], cwd)
+
+    def reporting():
+        try:
+            trials = trials_of(url, "lr_warmup")
+        except KeyError:
+            return False
+        return bool(trials) and len(trials[0].intermediate_values) >= 2
+
+    try:
+        wait_for(reporting, timeout=300, what="trial 0 to report")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, out
+    assert "run the same command to resume" in out
+    trials = trials_of(url, "lr_warmup")
+    assert trials[0].state == TrialState.FAIL and "interrupted" in trials[0].user_attrs["fail_reason"]
+    assert trials[1].state == TrialState.WAITING and trials[1].user_attrs["retry_of"] == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_the_trainer_cli_stops_cleanly_on_a_signal_and_resumes(tmp_path, sig):
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "trainer", "model=nano", "schedule.max_iters=400", "eval_interval=10",
+            "eval_iters=2", "batch_size=4", "checkpoint=last", f"out_dir={run_dir}",
+            f"data.cache_dir={tmp_path.parent / 'data_cache'}"]
+    proc = subprocess.Popen(args, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: (run_dir / "ckpt.pt").is_file(), timeout=300, what="the first checkpoint")
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + sig, out
+    assert "Traceback" not in out
+    assert f"{run_dir / 'ckpt.pt'} holds the last checkpoint written, intact" in out
+    assert "init_from=resume" in out
+    resumed = subprocess.run(args[:4] + ["schedule.max_iters=30", *args[5:], "init_from=resume"], cwd=ROOT,
+                             text=True, capture_output=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming at iteration" in resumed.stdout
+
+
+def test_sqlite_in_a_folder_that_does_not_exist_is_refused_not_created(tmp_path):
+    missing = tmp_path / "no_such_dir" / "deeper"
+    code, out = run_cli(["+sweep=lr_warmup", f"study.storage=sqlite:///{missing}/x.db"], tmp_path)
+    assert code == 1 and f"the folder {missing} does not exist; create it first" in out
+    assert not (tmp_path / "no_such_dir").exists()
+
+
+def test_mode_best_on_a_missing_database_creates_nothing(tmp_path):
+    db = tmp_path / "nothing_here.db"
+    code, out = run_cli(["+sweep=lr_warmup", "mode=best", f"study.storage=sqlite:///{db}"], tmp_path)
+    assert code == 1 and f"there is no database file {db}; run mode=sweep first" in out
+    assert not db.exists()
