@@ -48,6 +48,43 @@ def frozen_trial(trial: optuna.Trial) -> FrozenTrial:
     return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
 
 
+def requeue_lost_baseline(study: optuna.Study) -> bool:
+    """Queue the baseline (trial 0) again when every run of it failed and none waits or runs: a
+    resumed study then still compares with it, even after it was retried MAX_RETRIES times (the
+    cause, say a full disk, has been fixed since). True when it queued one."""
+    trials = study.get_trials(deepcopy=False)
+    series = [t for t in trials if first_of_series(t) == 0]
+    if not series or any(t.state != TrialState.FAIL for t in series):
+        return False
+    last = series[-1]
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=last.params, distributions=last.distributions,
+        user_attrs={RETRY_OF: 0},
+        system_attrs={**last.system_attrs, "failed_trial": 0, "retry_history": []},
+    ))
+    return True
+
+
+def recorded_when_crashed(objective, failure: type[Exception]):
+    """`objective`, whose unexpected exception (an error in the data or on the disk, a bug) is
+    recorded instead of ending the study: the trial is FAIL with the reason, queued to run again as
+    an interrupted one is (its params are not at fault), and `failure` is raised for the study's
+    loop to count. Pruning, `failure` itself and interrupts pass through."""
+    def run_trial(trial: optuna.Trial) -> float:
+        try:
+            return objective(trial)
+        except (optuna.TrialPruned, failure):
+            raise
+        except Exception as e:  # noqa: BLE001 - any crash: recorded, and the study goes on
+            first_line = (str(e).strip().splitlines() or [""])[0]
+            queued = requeue(trial.study, frozen_trial(trial))
+            reason = f"crashed: {type(e).__name__}: {first_line}"
+            trial.set_user_attr("fail_reason", reason + (
+                "; queued to run again" if queued else f"; crashed {MAX_RETRIES + 1} times, not queued again"))
+            raise failure(reason) from e
+    return run_trial
+
+
 def requeued_when_interrupted(objective):
     """`objective`, whose trial is queued to run again when Ctrl-C or SIGTERM interrupts it
     (Optuna then records it FAIL and the interrupt ends the process)."""

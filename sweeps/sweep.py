@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -17,13 +18,27 @@ from sweeps.objective import BASELINE_AS_GIVEN, BASELINE_IN_SPACE, Objective, Tr
 from sweeps.pruners import build_pruner
 from sweeps.report import study_report
 from sweeps.resume_checks import check_settings_fit_study, check_space_fits_study
-from sweeps.retries import MAX_RETRIES, requeued_when_interrupted
+from sweeps.retries import MAX_RETRIES, recorded_when_crashed, requeue_lost_baseline, requeued_when_interrupted
 from sweeps.samplers import build_sampler
 from sweeps.search_space import SearchSpace, SearchSpaceError, parse_search_space
 from sweeps.storage import create_or_load_study, open_storage, redact_url
 from trainer import as_train_config, check_config, prepare_data, resolve_device, resolve_dtype
 
 MAX_CONSECUTIVE_FAILURES = 5
+
+
+class OneLineTrialFailures(logging.Filter):
+    """Optuna logs every failed trial at WARNING with its stack trace; the trial's user attr
+    `fail_reason` already says why, so the console gets Optuna's one line and the trace goes only
+    to the run's log files (Hydra's `<run dir>/study_runner.log`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and "failed with parameters" in record.getMessage():
+            for handler in logging.getLogger().handlers:
+                if isinstance(handler, logging.FileHandler):
+                    handler.handle(record)
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 @dataclass
@@ -75,8 +90,11 @@ def prepare_study(cfg: DictConfig, overrides: list[str]) -> PreparedStudy:
     study = create_or_load_study(cfg.study, name, sampler, pruner)
     check_space_fits_study(study, space, cfg.study.storage)
     check_settings_fit_study(study, baseline, space, cfg.study.storage)
-    objective = requeued_when_interrupted(within_budget(
-        Objective(space, Composer(overrides), study_dir_of(cfg), baseline_kind), cfg.study.n_trials))
+    if baseline_kind is not None and requeue_lost_baseline(study):
+        print("the baseline (trial 0) failed every time it ran; it is queued to run again")
+    objective = Objective(space, Composer(overrides), study_dir_of(cfg), baseline_kind)
+    objective = requeued_when_interrupted(within_budget(recorded_when_crashed(objective, TrialFailed),
+                                                        cfg.study.n_trials))
     return PreparedStudy(study, sampler, objective)
 
 
@@ -105,11 +123,18 @@ def run_sweep(cfg: DictConfig, overrides: list[str], callbacks: Sequence[Callabl
     prepared = prepare_study(cfg, overrides)
     name, url = prepared.study.study_name, redact_url(cfg.study.storage)
     print(f"study {name!r} in {url}; watch it live with:\n  optuna-dashboard {url}")
+    one_line = OneLineTrialFailures()
+    console = logging.getLogger("optuna").handlers  # Optuna's own (its records do not propagate)
+    for handler in console:
+        handler.addFilter(one_line)
     try:
         run_trials(prepared, cfg.study.n_trials, callbacks)
     except KeyboardInterrupt:
         print(f"\ninterrupted: the running trial is marked FAIL and queued to run again (unless it was "
               f"interrupted {MAX_RETRIES + 1} times); run the same command to resume study {name!r}")
         raise
+    finally:
+        for handler in console:
+            handler.removeFilter(one_line)
     print(study_report(prepared.study))
     return prepared.study

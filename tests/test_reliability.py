@@ -139,3 +139,31 @@ def test_mode_best_on_a_missing_database_creates_nothing(tmp_path):
     code, out = run_cli(["+sweep=lr_warmup", "mode=best", f"study.storage=sqlite:///{db}"], tmp_path)
     assert code == 1 and f"there is no database file {db}; run mode=sweep first" in out
     assert not db.exists()
+
+
+def test_a_trial_that_crashes_is_recorded_and_the_study_keeps_its_baseline(workdir):
+    """A full disk (here a file-size limit: every checkpoint write fails) crashes each trial: the
+    trials are FAIL with the reason, the study stops after five in a row with that reason in one
+    line, and once the disk has room the rerun still trains the baseline."""
+    import resource
+
+    cwd, common = workdir
+    url = sqlite_url(cwd)
+    args = ["+sweep=lr_warmup", *TINY, f"study.storage={url}", "study.n_trials=2", *common]
+    limit = 8 << 20  # above the data cache and the database, below a checkpoint (~19 MB)
+    proc = runner(args, cwd, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 1, out
+    assert "5 trials in a row failed (last: crashed: " in out and "Traceback" not in out
+    trials = trials_of(url, "lr_warmup")
+    assert [t.state for t in trials[:5]] == [TrialState.FAIL] * 5
+    assert all(t.user_attrs["fail_reason"].startswith("crashed: ") for t in trials[:5])
+    assert trials[1].user_attrs["retry_of"] == 0 and trials[0].user_attrs["baseline"]
+
+    code, out = run_cli(args, cwd)
+    assert code == 0, out
+    assert "the baseline (trial 0) failed every time it ran; it is queued to run again" in out
+    done = [t for t in trials_of(url, "lr_warmup") if t.state == TrialState.COMPLETE]
+    baseline = [t for t in done if t.user_attrs.get("baseline")]
+    assert len(baseline) == 1 and baseline[0].user_attrs["retry_of"] == 0
+    assert "no completed baseline trial" not in out
