@@ -446,3 +446,35 @@ def format_value(value: Any) -> str:
     if hasattr(value, "item"):  # a numpy scalar
         return format_value(value.item())
     raise ValueError(f"cannot write {value!r} ({type(value).__name__}) as a Hydra override value")
+
+
+def _values_to_check(dist: BaseDistribution) -> list[Any]:
+    """The values whose field checks decide a param: a range's ends, every choice."""
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    return [dist.low, dist.high]
+
+
+def check_values_allowed(space: SearchSpace, cfg: DictConfig) -> None:
+    """SearchSpaceError when a param's range or choices reach a value its own field rejects
+    (`model.dropout: interval(0.5, 1.5)`), checked with the trainer's checks on the study's config
+    before any trial runs. A value rejected only in combination with another setting (n_head that
+    does not divide this n_embd) is left to the trial, which fails with the reason: another
+    searched param may make it valid."""
+    from trainer import ConfigError, as_train_config, check_config
+
+    base = OmegaConf.to_container(cfg, resolve=True)
+    written = cfg.sweep.params if cfg.get("sweep") is not None else {}
+    for key, dist in space.distributions.items():
+        if key in space.groups:
+            continue
+        for value in _values_to_check(dist):
+            trial_cfg = OmegaConf.create(copy.deepcopy(base))
+            OmegaConf.update(trial_cfg, key, value, merge=False)
+            try:
+                check_config(as_train_config(trial_cfg))
+            except ConfigError as e:
+                if e.key == key:
+                    raise SearchSpaceError(
+                        f"sweep param {key!r}: {written.get(key, dist)} includes {format_value(value)}, "
+                        f"but {e}; narrow it to values the field accepts") from None

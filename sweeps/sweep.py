@@ -20,9 +20,9 @@ from sweeps.report import study_report
 from sweeps.resume_checks import check_settings_fit_study, check_space_fits_study
 from sweeps.retries import MAX_RETRIES, recorded_when_crashed, requeue_lost_baseline, requeued_when_interrupted
 from sweeps.samplers import build_sampler
-from sweeps.search_space import SearchSpace, SearchSpaceError, parse_search_space
+from sweeps.search_space import SearchSpace, SearchSpaceError, check_values_allowed, parse_search_space
 from sweeps.storage import create_or_load_study, open_storage, redact_url
-from trainer import as_train_config, check_config, prepare_data, resolve_device, resolve_dtype
+from trainer import as_train_config, check_config, prepare_data, resolve_device, resolve_dtype, schedule_warnings
 
 MAX_CONSECUTIVE_FAILURES = 5
 
@@ -81,7 +81,10 @@ def prepare_study(cfg: DictConfig, overrides: list[str]) -> PreparedStudy:
     baseline = as_train_config(cfg)
     check_config(baseline)  # the baseline itself must be a valid run on this machine
     resolve_dtype(baseline.dtype, resolve_device(baseline.device))
+    for warning in schedule_warnings(baseline.schedule):
+        print(f"WARNING: the baseline's {warning}")
     space = parse_search_space(cfg.sweep.params, cfg, CONF_DIR)
+    check_values_allowed(space, cfg)
     baseline_kind, baseline_values = _baseline(cfg, overrides, space)
     sampler, pruner = _sampler_and_pruner(cfg, space, baseline_values)
     open_storage(cfg.study.storage)  # an unreachable database fails before the data is read

@@ -1,6 +1,7 @@
 """What a user must never lose or leak: study names stay inside outputs/, the storage password stays
 off disk, and SIGINT/SIGTERM stop the runner and the trainer cleanly with the shell's exit codes."""
 
+import re
 import signal
 import subprocess
 import sys
@@ -167,3 +168,54 @@ def test_a_trial_that_crashes_is_recorded_and_the_study_keeps_its_baseline(workd
     baseline = [t for t in done if t.user_attrs.get("baseline")]
     assert len(baseline) == 1 and baseline[0].user_attrs["retry_of"] == 0
     assert "no completed baseline trial" not in out
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"model.dropout": "interval(0.5, 1.5)"},
+     "sweep param 'model.dropout': interval(0.5, 1.5) includes 1.5, but model.dropout=1.5 is invalid: must be in [0, 1)"),
+    ({"schedule.warmup_fraction": "choice(0.1, 1.2)"},
+     "includes 1.2, but schedule.warmup_fraction=1.2 is invalid: must be in [0, 1] or null"),
+    ({"optim.weight_decay": "interval(-0.1, 0.1)"}, "includes -0.1, but optim.weight_decay=-0.1 is invalid"),
+])
+def test_a_searched_range_outside_its_fields_valid_values_fails_before_any_trial(workdir, params, message):
+    from sweeps.search_space import SearchSpaceError
+
+    cwd, common = workdir
+    overrides = ["+sweep=lr_warmup", *TINY, f"study.storage={sqlite_url(cwd)}", *common]
+    cfg = compose_study_config(overrides)
+    cfg.sweep.params = params
+    with pytest.raises(SearchSpaceError, match=re.escape(message)):
+        run(cfg, overrides)
+    assert not (cwd / "study.db").exists()  # nothing opened, nothing trained
+
+
+@pytest.mark.parametrize("override,message", [
+    ("schedule.lr=inf", "schedule.lr=inf is invalid: must be a finite number > 0"),
+    ("schedule.lr=nan", "schedule.lr=nan is invalid: must be a finite number > 0"),
+    ("optim.grad_clip=inf", "optim.grad_clip=inf is invalid: must be a finite number >= 0"),
+])
+def test_non_finite_settings_fail_before_training(tmp_path, override, message):
+    code, out = run_cli(["+sweep=lr_warmup", override, f"study.storage={sqlite_url(tmp_path)}"], tmp_path)
+    assert code == 1 and message in out and "Traceback" not in out
+
+
+def test_a_schedule_that_never_reaches_its_peak_is_named_before_training():
+    from trainer import schedule_warnings
+    from trainer.config import ScheduleConfig
+
+    [long_warmup] = schedule_warnings(ScheduleConfig(lr=1e-3, max_iters=20, warmup_iters=100))
+    assert "warmup is 100 iterations but the run has max_iters=20, so the LR never reaches its peak" in long_warmup
+    assert "(it ends at 0.000198)" in long_warmup  # 1e-3 * 20 / 101
+    [early_decay] = schedule_warnings(ScheduleConfig(max_iters=400, warmup_iters=200, lr_decay_iters=100))
+    assert "the cosine decay ends at lr_decay_iters=100, before warmup ends at iteration 200" in early_decay
+    assert schedule_warnings(ScheduleConfig(max_iters=400, warmup_iters=40)) == []
+    assert schedule_warnings(ScheduleConfig(name="constant", max_iters=400, warmup_iters=200,
+                                            lr_decay_iters=100)) == []
+
+
+def test_the_runner_prints_the_baselines_schedule_warning(workdir):
+    cwd, common = workdir
+    code, out = run_cli(["+sweep=lr_warmup", *TINY, "study.n_trials=1", f"study.storage={sqlite_url(cwd)}", *common],
+                        cwd)
+    assert code == 0, out
+    assert "WARNING: the baseline's schedule: warmup is 100 iterations but the run has max_iters=20" in out

@@ -11,6 +11,7 @@ names its `Literal` alias, whose values `check_config` accepts and nothing else 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import List, Literal, Optional, get_args
 
@@ -95,7 +96,12 @@ class TrainConfig:
 
 
 class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names it and what would be valid."""
+    """A configuration value that cannot work; the message names it and what would be valid.
+    `key` is the setting whose own check failed ("model.dropout"), when one did."""
+
+    def __init__(self, message: str, key: Optional[str] = None):
+        super().__init__(message)
+        self.key = key
 
 
 def as_train_config(cfg) -> TrainConfig:
@@ -121,7 +127,7 @@ def as_train_config(cfg) -> TrainConfig:
 
 def _need(ok: bool, key: str, value, valid: str) -> None:
     if not ok:
-        raise ConfigError(f"{key}={value!r} is invalid: {valid}")
+        raise ConfigError(f"{key}={value!r} is invalid: {valid}", key=key)
 
 
 def check_model(m: ModelConfig) -> None:
@@ -143,8 +149,8 @@ def check_config(cfg: TrainConfig) -> None:
                        ("log_interval", cfg.log_interval), ("schedule.max_iters", s.max_iters)]:
         need(value > 0, key, value, "must be a positive integer")
     need(s.name in SCHEDULE_NAMES, "schedule.name", s.name, f"valid: {', '.join(SCHEDULE_NAMES)}")
-    need(s.lr > 0, "schedule.lr", s.lr, "must be > 0")
-    need(s.min_lr >= 0, "schedule.min_lr", s.min_lr, "must be >= 0")
+    need(math.isfinite(s.lr) and s.lr > 0, "schedule.lr", s.lr, "must be a finite number > 0")
+    need(math.isfinite(s.min_lr) and s.min_lr >= 0, "schedule.min_lr", s.min_lr, "must be a finite number >= 0")
     need(s.min_lr <= s.lr or s.min_lr_ratio is not None, "schedule.min_lr", s.min_lr,
          f"must not exceed schedule.lr={s.lr}")
     need(s.min_lr_ratio is None or 0.0 <= s.min_lr_ratio <= 1.0, "schedule.min_lr_ratio", s.min_lr_ratio,
@@ -154,10 +160,12 @@ def check_config(cfg: TrainConfig) -> None:
         value = getattr(s, key)
         need(value is None or 0.0 <= value <= 1.0, f"schedule.{key}", value, "must be in [0, 1] or null")
     need(0.0 <= s.decay_fraction <= 1.0, "schedule.decay_fraction", s.decay_fraction, "must be in [0, 1]")
-    need(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
+    need(math.isfinite(o.weight_decay) and o.weight_decay >= 0, "optim.weight_decay", o.weight_decay,
+         "must be a finite number >= 0")
     need(0.0 <= o.beta1 < 1.0, "optim.beta1", o.beta1, "must be in [0, 1)")
     need(0.0 <= o.beta2 < 1.0, "optim.beta2", o.beta2, "must be in [0, 1)")
-    need(o.grad_clip >= 0, "optim.grad_clip", o.grad_clip, "must be >= 0 (0 disables clipping)")
+    need(math.isfinite(o.grad_clip) and o.grad_clip >= 0, "optim.grad_clip", o.grad_clip,
+         "must be a finite number >= 0 (0 disables clipping)")
     need(o.name in OPTIM_NAMES, "optim.name", o.name, f"valid: {', '.join(OPTIM_NAMES)}")
     need(cfg.dtype in DTYPES, "dtype", cfg.dtype, f"valid: {', '.join(DTYPES)}")
     need(cfg.checkpoint in CHECKPOINT_POLICIES, "checkpoint", cfg.checkpoint,

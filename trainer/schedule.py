@@ -114,3 +114,19 @@ def lr_sum(cfg: ScheduleConfig, start: int, stop: int) -> float:
     """Sum of get_lr over iterations start .. stop - 1: how far the optimizer can still move the
     weights in that span (Adam's steps scale with the LR), used to compare learning left."""
     return math.fsum(get_lr(it, cfg) for it in range(start, stop))
+
+
+def schedule_warnings(cfg: ScheduleConfig) -> list[str]:
+    """Schedules that run but not as meant: a warmup longer than the run (the LR never reaches its
+    peak), a cosine decay that ends before warmup does (the LR drops from its peak to min_lr at once)."""
+    found = []
+    warmup, decay = warmup_iters_of(cfg), lr_decay_iters_of(cfg)
+    if warmup > cfg.max_iters:
+        found.append(f"schedule: warmup is {warmup} iterations but the run has max_iters={cfg.max_iters}, "
+                     f"so the LR never reaches its peak lr={cfg.lr:g} (it ends at "
+                     f"{get_lr(cfg.max_iters - 1, cfg):.3g}); shorten warmup_iters or lengthen the run")
+    elif cfg.name == "cosine" and decay < warmup:
+        found.append(f"schedule: the cosine decay ends at lr_decay_iters={decay}, before warmup ends at "
+                     f"iteration {warmup}, so the LR falls from its peak to min_lr at once; make "
+                     f"lr_decay_iters >= warmup_iters")
+    return found

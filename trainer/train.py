@@ -25,7 +25,7 @@ from trainer.config import ConfigError, ModelConfig, TrainConfig, as_train_confi
 from trainer.data import PreparedData, prepare_data
 from trainer.memory import keep_freed_memory_mapped
 from trainer.model import GPT
-from trainer.schedule import get_lr, lr_sum
+from trainer.schedule import get_lr, lr_sum, schedule_warnings
 
 CHECKPOINT_NAME = "ckpt.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -165,6 +165,8 @@ def _print_plan(cfg: TrainConfig, model: GPT, data: PreparedData, start_iter: in
     if epochs > 1:
         print(f"WARNING: the run repeats its training data {epochs:.1f} times; past ~1 epoch val loss "
               f"stops tracking train loss (more data or a shorter run will help more than tuning)")
+    for warning in schedule_warnings(cfg.schedule):
+        print(f"WARNING: {warning}")
 
 
 def _prepare_data(cfg: TrainConfig) -> PreparedData:
