@@ -1,7 +1,8 @@
 """Data preparation: throughput against tiktoken alone, and peak memory on a large parquet.
 
     python bench/data_prep.py                          # both parts, a >= 1 GB generated parquet
-    python bench/data_prep.py --gb 0.05 --text-mb 5    # a quick check
+    python bench/data_prep.py --gb 0.05 --text-mb 5 --verify-gb 0.1   # a quick check
+    python bench/data_prep.py --skip-throughput --skip-memory          # (c) only
 
 (a) tokens/s of `prepare_data` (parquet in, val split, uint16 files out, cache) against tiktoken's
 own `encode_ordinary_batch` on the same texts, already in memory, with the same thread count; the
@@ -10,13 +11,20 @@ two alternate, best of --rounds, and the ratio is printed (target >= 0.8x).
 GB on disk (target < 1 GB, and it must not grow with the file). The documents are random runs of
 lines from the sample plays, so no two are alike; the file is written uncompressed by default, so
 its size on disk is about its text size (--compression zstd gives a smaller file of the same text).
+(c) what checking a reused cache costs (`prepare_data` finding its cache): a cache of at least
+--verify-gb GB of real tokens (the throughput part's, repeated) is reused with the default checks
+(below FULL_CHECK_MAX_BYTES: SHA-256 and the token checks) and with the token checks only, with the
+file in the page cache (warm) and evicted from it first (cold, posix_fadvise DONTNEED), against
+tokenizing the same tokens and against bare SHA-256 / BLAKE2b / CRC-32 passes over the file.
 Files go under --workdir (default outputs/bench); the generated parquet is kept for reruns.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -32,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(REPO.parent / "shared" / "tiktoken_cache"))
 
+import trainer.data as data_mod  # noqa: E402
 from trainer.config import DataConfig  # noqa: E402
 from trainer.data import load_tokenizer, prepare_data, sample_corpus_path  # noqa: E402
 
@@ -147,6 +156,117 @@ def peak_memory(workdir: Path, gigabytes: float, compression: str) -> None:
           f"RUSAGE_SELF: {child['maxrss_kb'] / 1024:,.0f} MB", flush=True)
 
 
+def evict(*paths: Path) -> None:
+    """Drop the files' pages from the page cache, so the next read comes from the disk."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def stream(path: Path, update) -> None:
+    buf = bytearray(data_mod.SCAN_CHUNK_BYTES)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(view):
+            update(view[:n])
+
+
+def bare_pass(path: Path, name: str) -> None:
+    if name == "crc32":
+        import zlib
+
+        crc = [0]
+        stream(path, lambda b: crc.__setitem__(0, zlib.crc32(b, crc[0])))
+    else:
+        h = hashlib.new(name)
+        stream(path, h.update)
+
+
+def verify_costs(workdir: Path, gigabytes: float, text_mb: float, rounds: int, json_out: str | None) -> None:
+    src = workdir / f"throughput_{text_mb:g}mb.parquet"  # the same documents as (a)
+    if not src.exists():
+        write_parquet(src, int(text_mb * 1e6), "zstd", seed=1, rows_per_group=512, of_text=True)
+    small_root, root = workdir / "cache_verify_small", workdir / "cache_verify"
+    shutil.rmtree(small_root, ignore_errors=True)
+    cfg = lambda r: DataConfig(name="parquet", files=[str(src)], val_fraction=0.01, cache_dir=str(r))
+    tokenize_s = []
+    for r in range(rounds):
+        shutil.rmtree(small_root, ignore_errors=True)
+        t0 = time.perf_counter()
+        small = prepare_data(cfg(small_root), progress=False)
+        tokenize_s.append(time.perf_counter() - t0)
+    small_tokens = small.meta["train_tokens"] + small.meta["val_tokens"]
+    tok_per_s = small_tokens / min(tokenize_s)
+    # the large cache: the small one's train tokens repeated, with the meta.json prepare_data would write
+    piece = small.train.path.read_bytes()
+    reps = max(1, math.ceil(gigabytes * 1e9 / len(piece)))
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(small_root, root)
+    final = root / small.train.path.parent.name
+    h = hashlib.new(data_mod.CHECKSUM)
+    with open(final / "train.bin", "wb") as f:
+        for _ in range(reps):
+            f.write(piece)
+            h.update(piece)
+    meta = dict(small.meta)
+    meta.update(train_tokens=small.meta["train_tokens"] * reps, train_documents=small.meta["train_documents"] * reps)
+    meta[f"train_{data_mod.CHECKSUM}"] = h.hexdigest()
+    (final / "meta.json").write_text(json.dumps(meta, indent=1))
+    bins = (final / "train.bin", final / "val.bin")
+    gb = sum(p.stat().st_size for p in bins) / 1e9
+    tokenize_s_per_gb = 1e9 / 2 / tok_per_s  # uint16: 5e8 tokens per GB
+    print(f"(c) checking a reused cache of {gb:.2f} GB ({meta['train_tokens'] + meta['val_tokens']:,} tokens, "
+          f"{reps} copies of (a)'s train tokens), best of {rounds}, s per GB of tokens:", flush=True)
+    print(f"    tokenizing (prepare_data, parquet -> uint16 files): {tokenize_s_per_gb:8.1f} s/GB "
+          f"({tok_per_s:,.0f} tokens/s on {small_tokens:,} tokens)")
+    results = {"cpus": os.cpu_count(), "cache_gb": gb, "tokenize_tokens_per_s": tok_per_s,
+               "tokenize_s_per_gb": tokenize_s_per_gb, "rounds": rounds}
+
+    def reuse(limit: int, cold: bool) -> float:
+        times = []
+        for _ in range(rounds):
+            data_mod._verified.clear()  # as a new process: nothing checked yet
+            if cold:
+                evict(*bins)
+            saved, data_mod.FULL_CHECK_MAX_BYTES = data_mod.FULL_CHECK_MAX_BYTES, limit
+            try:
+                t0 = time.perf_counter()
+                data = prepare_data(cfg(root), progress=False)
+                times.append(time.perf_counter() - t0)
+            finally:
+                data_mod.FULL_CHECK_MAX_BYTES = saved
+            assert data.meta["train_tokens"] == meta["train_tokens"]
+        return min(times) / gb
+
+    default = data_mod.FULL_CHECK_MAX_BYTES
+    checks = "sha256 + tokens" if gb * 1e9 <= default else "tokens only"
+    for label, limit in ((f"default ({checks}; checksum up to {default / 2**30:g} GiB)", default),
+                         ("tokens only", 0)):
+        for cold in (False, True):
+            s_per_gb = reuse(limit, cold)
+            name = f"reuse, {label}, {'cold' if cold else 'warm'}"
+            results[name] = s_per_gb
+            print(f"    {name + ':':<62} {s_per_gb:8.3f} s/GB ({s_per_gb / tokenize_s_per_gb:.2%} of tokenizing)",
+                  flush=True)
+    for algo in ("sha256", "blake2b", "crc32"):
+        times = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            bare_pass(bins[0], algo)
+            times.append(time.perf_counter() - t0)
+        s_per_gb = min(times) / (bins[0].stat().st_size / 1e9)
+        results[f"bare {algo}, warm"] = s_per_gb
+        print(f"    {'bare ' + algo + ' over train.bin, warm:':<62} {s_per_gb:8.3f} s/GB", flush=True)
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(small_root, ignore_errors=True)
+    if json_out:
+        Path(json_out).write_text(json.dumps(results, indent=1) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gb", type=float, default=1.0, help="size on disk of the large parquet, in GB (default 1)")
@@ -156,6 +276,9 @@ def main() -> None:
     ap.add_argument("--workdir", default="outputs/bench", help="generated files and caches (default %(default)s)")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--verify-gb", type=float, default=1.0, help="size of the cache checked in (c), in GB")
+    ap.add_argument("--skip-verify", action="store_true")
+    ap.add_argument("--json", help="write (c)'s numbers to this file")
     args = ap.parse_args()
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -164,6 +287,8 @@ def main() -> None:
         throughput(workdir, args.text_mb, args.rounds)
     if not args.skip_memory:
         peak_memory(workdir, args.gb, args.compression)
+    if not args.skip_verify:
+        verify_costs(workdir, args.verify_gb, args.text_mb, args.rounds, args.json)
 
 
 if __name__ == "__main__":

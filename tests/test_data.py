@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import multiprocessing as mp
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -245,6 +248,226 @@ def test_two_processes_preparing_the_same_cache(tmp_path):
     assert len(left) == 2 and sum(n.endswith(".lock") for n in left) == 1, left  # no temp dir left
     here = prepare_data(cfg, progress=False)
     assert here.meta == meta1
+
+
+# ---------------------------------------------------------------------------------------------
+# a reused cache is checked: corrupted bytes of the same size are found and rebuilt
+
+
+SAMPLE_CFG = dict(name="sample", val_fraction=0.1)
+
+
+@pytest.fixture(scope="module")
+def sample_cache(tmp_path_factory):
+    """A cache of the embedded sample, built once; tests corrupt copies of it."""
+    root = tmp_path_factory.mktemp("sample_cache")
+    data = prepare_data(DataConfig(cache_dir=str(root), **SAMPLE_CFG), progress=False)
+    return root, data.train.path.read_bytes(), data.val.path.read_bytes()
+
+
+@pytest.fixture
+def copied_cache(tmp_path, sample_cache):
+    """(config, train.bin path) of a private copy of the sample cache."""
+    root, _, _ = sample_cache
+    shutil.copytree(root, tmp_path / "cache")
+    cfg = DataConfig(cache_dir=str(tmp_path / "cache"), **SAMPLE_CFG)
+    (final,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    return cfg, final / "train.bin"
+
+
+def later_run(cfg: DataConfig, progress: bool = False):
+    """prepare_data as a new process would run it: nothing remembered as already checked."""
+    data_mod._verified.clear()
+    return prepare_data(cfg, progress=progress)
+
+
+def overwrite_tokens(path: Path, at: int, ids) -> None:
+    """Write token ids over the file at token offset `at`, in place: its size stays the same."""
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.seek(at * 2)
+        f.write(np.asarray(ids, dtype=np.uint16).tobytes())
+    assert path.stat().st_size == size
+
+
+def first_plain_token(tokens: np.ndarray, top: int) -> int:
+    """Offset of a token that is neither end-of-text nor the largest id, so +1 stays a valid id."""
+    return int(np.flatnonzero((tokens != EOT) & (tokens + 1 < top) & (tokens + 1 != EOT))[100])
+
+
+@pytest.mark.parametrize("change", ["out_of_range", "eot_removed", "valid_id"])
+def test_same_size_corruption_is_reported_and_rebuilt(copied_cache, sample_cache, capsys, change):
+    cfg, train_bin = copied_cache
+    _, train_bytes, val_bytes = sample_cache
+    tokens = np.frombuffer(train_bytes, dtype=np.uint16)
+    if change == "out_of_range":  # an id no tokenizer of 50,257 tokens has: the token check finds it
+        at = 5000
+        overwrite_tokens(train_bin, at, [0xFFFF, 0xFFFF])
+        why = rf"holds token ids up to 65535, the first out of range at token {at:,}; r50k_base's ids are 0\.\.50256"
+    elif change == "eot_removed":  # one document fewer: the end-of-text count finds it
+        at = int(np.flatnonzero(tokens == EOT)[3])
+        overwrite_tokens(train_bin, at, [11])
+        why = r"holds 37 end-of-text tokens, but 38 documents \(one each\) were recorded"
+    else:  # one valid id for another: only the checksum finds it
+        at = first_plain_token(tokens, EOT)
+        overwrite_tokens(train_bin, at, [tokens[at] + 1])
+        why = r"does not match its sha256 checksum"
+    assert train_bin.read_bytes() != train_bytes
+    capsys.readouterr()
+    data = later_run(cfg)
+    err = capsys.readouterr().err
+    assert re.fullmatch(rf"data: cache {re.escape(str(train_bin))} {why} \(corrupted\?\); rebuilding it\n", err), err
+    assert data.train.path == train_bin
+    assert train_bin.read_bytes() == train_bytes and data.val.path.read_bytes() == val_bytes
+    assert [p.name for p in train_bin.parent.parent.iterdir() if p.name.startswith(".")] == []  # no temp dir left
+    later_run(cfg)  # the rebuilt cache passes
+    assert capsys.readouterr().err == ""
+
+
+def test_intact_cache_is_checked_and_reused_once_per_process(copied_cache, sample_cache, monkeypatch, capsys):
+    cfg, train_bin = copied_cache
+
+    def no_tokenizing(*a, **k):
+        raise AssertionError("tokenized again instead of reusing the cache")
+
+    scans = []
+    real_scan, real_tokenize = data_mod.scan_tokens, data_mod._tokenize
+    monkeypatch.setattr(data_mod, "_tokenize", no_tokenizing)
+    monkeypatch.setattr(data_mod, "scan_tokens", lambda *a, **k: scans.append(k) or real_scan(*a, **k))
+    data = later_run(cfg, progress=True)
+    assert scans == [{"checksum": True}] * 2  # train and val, each read once with its checksum
+    assert re.fullmatch(r"data: reusing [\d,]+ train / [\d,]+ val tokens from 38 / 4 documents \(0 empty "
+                        rf"skipped\) in {re.escape(str(train_bin.parent))}\n", capsys.readouterr().err)
+    assert data.train.path.read_bytes() == sample_cache[1]
+    assert data.meta["checksum"] == "sha256"
+    assert data.meta["train_sha256"] == hashlib.sha256(sample_cache[1]).hexdigest()  # what sha256sum prints
+    assert data.meta["val_sha256"] == hashlib.sha256(sample_cache[2]).hexdigest()
+    assert data.meta["train_max_token"] == data.meta["val_max_token"] == EOT
+    prepare_data(cfg, progress=False)  # the same process again (a sweep's next trial): not read again
+    assert len(scans) == 2
+    monkeypatch.setattr(data_mod, "_tokenize", real_tokenize)
+    overwrite_tokens(train_bin, 10, [0xFFFF])
+    os.utime(train_bin, ns=(time.time_ns(), time.time_ns() + 10**9))  # a distinct mtime even on coarse clocks
+    prepare_data(cfg, progress=False)  # ... unless the file changed since
+    assert len(scans) > 2 and train_bin.read_bytes() == sample_cache[1]
+
+
+def test_large_cache_gets_token_checks_only(copied_cache, sample_cache, monkeypatch, capsys):
+    cfg, train_bin = copied_cache
+    _, train_bytes, _ = sample_cache
+    tokens = np.frombuffer(train_bytes, dtype=np.uint16)
+    monkeypatch.setattr(data_mod, "FULL_CHECK_MAX_BYTES", len(train_bytes))  # train + val is over it
+    at = first_plain_token(tokens, EOT)
+    overwrite_tokens(train_bin, at, [tokens[at] + 1])  # a valid id: not found without the checksum
+    capsys.readouterr()
+    later_run(cfg, progress=True)
+    err = capsys.readouterr().err
+    assert "rebuilding" not in err
+    assert re.search(r"; tokens checked, sha256 not \(over [\d.e-]+ GiB; `sha256sum` of each \.bin should "
+                     r"equal meta\.json's sha256 fields\)\n$", err), err
+    overwrite_tokens(train_bin, 7, [50257])  # the first id past the vocabulary still is
+    later_run(cfg)
+    assert "holds token ids up to 50257, the first out of range at token 7" in capsys.readouterr().err
+    assert train_bin.read_bytes() == train_bytes
+
+
+def test_cache_from_before_checksums_is_reused_on_its_tokens(copied_cache, sample_cache, monkeypatch, capsys):
+    cfg, train_bin = copied_cache
+    meta_path = train_bin.parent / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    for k in ("checksum", "train_sha256", "val_sha256", "train_max_token", "val_max_token"):
+        del meta[k]
+    meta_path.write_text(json.dumps(meta, indent=1))  # as the first format wrote it
+    real_tokenize = data_mod._tokenize
+    monkeypatch.setattr(data_mod, "_tokenize", lambda *a, **k: pytest.fail("rebuilt a sound old cache"))
+    capsys.readouterr()
+    data = later_run(cfg, progress=True)
+    err = capsys.readouterr().err
+    assert err.endswith(f"in {train_bin.parent}; made before checksums, so only its tokens were checked "
+                        f"(`rm -r {train_bin.parent}` rebuilds it with one)\n"), err
+    assert "checksum" not in json.loads(meta_path.read_text())  # nothing written into it
+    assert data.meta == meta
+    monkeypatch.setattr(data_mod, "_tokenize", real_tokenize)
+    overwrite_tokens(train_bin, 3, [0xFFFF])
+    data = later_run(cfg)
+    assert "first out of range at token 3" in capsys.readouterr().err
+    assert train_bin.read_bytes() == sample_cache[1] and data.meta["checksum"] == "sha256"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "meta_missing", "meta_garbled", "val_missing"])
+def test_cache_that_is_not_whole_is_reported_and_rebuilt(copied_cache, sample_cache, capsys, damage):
+    cfg, train_bin = copied_cache
+    final = train_bin.parent
+    if damage == "truncated":
+        with open(train_bin, "r+b") as f:
+            f.truncate(1000)
+        why = rf"{re.escape(str(train_bin))} is 1,000 bytes, but meta.json records [\d,]+ tokens \([\d,]+ bytes\)"
+    elif damage == "meta_missing":
+        (final / "meta.json").unlink()
+        why = rf"{re.escape(str(final))}/meta.json is missing or unreadable \(FileNotFoundError\)"
+    elif damage == "meta_garbled":
+        (final / "meta.json").write_text('{"train_tokens": 12')
+        why = rf"{re.escape(str(final))}/meta.json is missing or unreadable \(JSONDecodeError\)"
+    else:
+        (final / "val.bin").unlink()
+        why = rf"{re.escape(str(final))}/val.bin is missing"
+    capsys.readouterr()
+    data = later_run(cfg)
+    assert re.fullmatch(rf"data: cache {why} \(corrupted\?\); rebuilding it\n", capsys.readouterr().err)
+    assert train_bin.read_bytes() == sample_cache[1] and data.val.path.read_bytes() == sample_cache[2]
+
+
+def test_bad_cache_that_cannot_be_rebuilt_says_how_to_clear_it(copied_cache, sample_cache, monkeypatch):
+    cfg, train_bin = copied_cache
+    overwrite_tokens(train_bin, 5000, [0xFFFF])
+    corrupted = train_bin.read_bytes()
+
+    def disk_full(parquet, files, val_files, column, cfg, enc, out, progress):
+        (out / "train.bin").write_bytes(b"\0" * 4096)  # part of the new cache, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(data_mod, "_tokenize", disk_full)
+    data_mod._verified.clear()
+    with pytest.raises(DataError, match=rf"^cache {re.escape(str(train_bin))} holds token ids up to 65535.*"
+                                        r"and it cannot be rebuilt here \(OSError: \[Errno 28\] No space left on device\); "
+                                        rf"remove it with `rm -r {re.escape(str(train_bin.parent))}` and run again$"):
+        prepare_data(cfg, progress=False)
+    assert train_bin.read_bytes() == corrupted  # left as it was, for the user to look at or remove
+    assert sorted(p.name for p in train_bin.parent.parent.iterdir() if p.name.startswith(".")) == []
+    monkeypatch.undo()
+    assert later_run(cfg).train.path.read_bytes() == sample_cache[1]
+
+
+def _prepare_in_child_capturing(cfg: DataConfig, barrier, queue) -> None:
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    barrier.wait()
+    with contextlib.redirect_stderr(err):
+        d = prepare_data(cfg, progress=False)
+    queue.put((hashlib.sha256(d.train.path.read_bytes()).hexdigest(), d.meta["created_unix"], err.getvalue()))
+
+
+def test_two_processes_finding_the_same_corrupted_cache_rebuild_it_once(copied_cache, sample_cache):
+    cfg, train_bin = copied_cache
+    tokens = np.frombuffer(sample_cache[1], dtype=np.uint16)
+    at = first_plain_token(tokens, EOT)
+    overwrite_tokens(train_bin, at, [tokens[at] + 1])
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_prepare_in_child_capturing, args=(cfg, barrier, queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    (sum1, created1, err1), (sum2, created2, err2) = results
+    assert sum1 == sum2 == hashlib.sha256(sample_cache[1]).hexdigest()
+    assert created1 == created2  # one rebuilt it; the other, waiting on the lock, found it rebuilt
+    assert sorted([err1, err2]) == ["", f"data: cache {train_bin} does not match its sha256 checksum (corrupted?); "
+                                        f"rebuilding it\n"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,6 +8,13 @@ column, split). Val is a seeded choice of whole documents, or separate `val_file
 
 A cache directory is built under an exclusive lock in a temp dir and renamed into place when
 complete, so concurrent preparers and interrupted runs never leave a half cache that looks valid.
+
+Each token file's SHA-256 and largest token id are computed while it is written and recorded in
+`meta.json`. A reused cache is checked in one streamed pass per file, once per process: its
+tokens (every id below the tokenizer's vocab size, the recorded largest id, one end-of-text token
+per document, the last token one) always, and its checksum too when the cache holds at most
+FULL_CHECK_MAX_BYTES (bench/README.md has the costs). A cache that fails is rebuilt under the
+lock, with a one-line message; caches made before checksums are checked by their tokens only.
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ READ_BATCH_ROWS = 1024  # rows per record batch; also capped by READ_BATCH_BYTES
 READ_BATCH_BYTES = 16 << 20  # ~text per batch handed to tiktoken's threads
 READ_BUFFER_BYTES = 1 << 22  # buffered column-chunk reads: a whole row group is never loaded at once
 _GLOB_CHARS = set("*?[")
+CHECKSUM = "sha256"  # hashlib name; meta.json records it as "checksum" and each file's as "<split>_sha256"
+FULL_CHECK_MAX_BYTES = 2 << 30  # reused caches up to this size (train + val) get the checksum too
+SCAN_CHUNK_BYTES = 4 << 20  # what one read of a token file takes when it is checked
 
 
 class DataError(ValueError):
@@ -190,29 +200,171 @@ def _cache_key(train_fp: list, val_fp: list, column: str, tokenizer: str, cfg: D
 # the cache
 
 
-def _load(final: Path) -> PreparedData | None:
-    """The cache in `final`, or None when it is missing or not whole."""
+class _SplitSink:
+    """A token file being written, with its checksum and largest id kept as it grows."""
+
+    def __init__(self, f):
+        self.f, self.hash, self.max_token = f, hashlib.new(CHECKSUM), 0
+
+    def write(self, arr: np.ndarray) -> None:
+        arr.tofile(self.f)
+        self.hash.update(arr)
+        self.max_token = max(self.max_token, int(arr.max()))
+
+
+@dataclass(frozen=True)
+class TokenScan:
+    """What one streamed pass over a token file found."""
+
+    max_token: int
+    eot_count: int
+    last_token: int | None
+    first_out_of_range: int | None  # index of the first id >= the limit given
+    checksum: str | None  # hex digest, when asked for
+
+
+def scan_tokens(path: Path, limit: int, eot: int, checksum: bool) -> TokenScan:
+    """Read `path` once, SCAN_CHUNK_BYTES at a time (never the whole file), for the checks of a reused cache."""
+    h = hashlib.new(CHECKSUM) if checksum else None
+    buf = np.empty(SCAN_CHUNK_BYTES // 2, dtype=TOKEN_DTYPE)
+    view = memoryview(buf).cast("B")
+    max_token, eot_count, last, bad_at, done = 0, 0, None, None, 0
+    with open(path, "rb", buffering=0) as f:
+        if hasattr(os, "posix_fadvise"):  # a larger read-ahead: reading from disk overlaps the hashing
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        while n := f.readinto(view):
+            if h is not None:
+                h.update(view[:n])
+            chunk = buf[: n // 2]
+            if len(chunk):
+                top = int(chunk.max())
+                max_token = max(max_token, top)
+                if top >= limit and bad_at is None:
+                    bad_at = done + int(np.argmax(chunk >= limit))
+                eot_count += int(np.count_nonzero(chunk == eot))
+                last = int(chunk[-1])
+            done += len(chunk)
+    return TokenScan(max_token, eot_count, last, bad_at, h.hexdigest() if h is not None else None)
+
+
+_verified: set = set()  # (file state, what it was checked against) of the token files this process checked
+
+
+def _file_state(path: Path) -> tuple:
+    """Changes whenever the file is written or replaced (ctime cannot be set back by hand)."""
+    st = path.stat()
+    return (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _check_split(path: Path, split: str, meta: dict, vocab_size: int, eot: int, checksum: bool) -> str | None:
+    """Why the token file `path` does not hold what meta.json records, or None. With `checksum`
+    (and a recorded one) its checksum is compared too; a file already checked at least as fully
+    by this process, unchanged since, is not read again."""
+    want = meta.get(f"{split}_{CHECKSUM}") if checksum else None
+    recorded_max, documents = meta.get(f"{split}_max_token"), int(meta[f"{split}_documents"])
+    state = _file_state(path)
+    against = (recorded_max, documents, vocab_size, eot)
+    if (state, against, want) in _verified:
+        return None
+    scan = scan_tokens(path, vocab_size, eot, checksum=want is not None)
+    if scan.first_out_of_range is not None:
+        return (f"holds token ids up to {scan.max_token}, the first out of range at token "
+                f"{scan.first_out_of_range:,}; {meta.get('tokenizer')}'s ids are 0..{vocab_size - 1}")
+    if recorded_max is not None and scan.max_token != recorded_max:
+        return f"has largest token id {scan.max_token}, but {recorded_max} was recorded"
+    if scan.last_token != eot:
+        return f"ends with token {scan.last_token}, not the end-of-text token {eot} that ends every document"
+    if scan.eot_count != documents:
+        return (f"holds {scan.eot_count:,} end-of-text tokens, but {documents:,} documents (one each) "
+                f"were recorded")
+    if want is not None and scan.checksum != want:
+        return f"does not match its {CHECKSUM} checksum"
+    _verified.update({(state, against, want), (state, against, None)})  # checksummed covers tokens-only
+    return None
+
+
+def _checks_checksum(meta: dict) -> bool:
+    """Whether reusing this cache checks its checksum (else only its tokens)."""
+    nbytes = (meta["train_tokens"] + meta["val_tokens"]) * np.dtype(TOKEN_DTYPE).itemsize
+    return meta.get("checksum") == CHECKSUM and nbytes <= FULL_CHECK_MAX_BYTES
+
+
+def _load(final: Path, key: str, vocab_size: int, eot: int) -> tuple[PreparedData | None, str | None]:
+    """(the cache in `final`, None) when it checks out; (None, what is wrong) when it does not;
+    (None, None) when there is none."""
+    if not final.exists():
+        return None, None
     try:
         meta = json.loads((final / "meta.json").read_text())
+    except (OSError, ValueError) as e:
+        return None, f"{final}/meta.json is missing or unreadable ({type(e).__name__})"
+    try:
+        if not isinstance(meta, dict):
+            raise TypeError(f"it holds a {type(meta).__name__}, not an object")
+        if meta.get("key") != key:
+            return None, f"{final}/meta.json records key {meta.get('key')!r}, not {key!r}"
         splits = [TokenSplit(final / f"{s}.bin", int(meta[f"{s}_tokens"])) for s in ("train", "val")]
-        if any(s.path.stat().st_size != s.num_tokens * np.dtype(TOKEN_DTYPE).itemsize for s in splits):
-            return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return PreparedData(splits[0], splits[1], meta)
+        itemsize = np.dtype(TOKEN_DTYPE).itemsize
+        for split in splits:
+            if not split.path.is_file():
+                return None, f"{split.path} is missing"
+            size = split.path.stat().st_size
+            if size != split.num_tokens * itemsize:
+                return None, (f"{split.path} is {size:,} bytes, but meta.json records {split.num_tokens:,} "
+                              f"tokens ({split.num_tokens * itemsize:,} bytes)")
+        checksum = _checks_checksum(meta)
+        for name, split in zip(("train", "val"), splits):
+            problem = _check_split(split.path, name, meta, vocab_size, eot, checksum)
+            if problem:
+                return None, f"{split.path} {problem}"
+    except OSError as e:
+        return None, f"{final} cannot be read ({type(e).__name__}: {e})"
+    except (ValueError, KeyError, TypeError) as e:
+        return None, f"{final}/meta.json lacks or garbles a field ({type(e).__name__}: {e})"
+    return PreparedData(splits[0], splits[1], meta), None
 
 
 def _summary(data: PreparedData, final: Path, verb: str) -> None:
     m = data.meta
+    checked = ""
+    if verb == "reusing":
+        if m.get("checksum") != CHECKSUM:
+            checked = (f"; made before checksums, so only its tokens were checked (`rm -r {final}` "
+                       f"rebuilds it with one)")
+        elif not _checks_checksum(m):
+            checked = (f"; tokens checked, {CHECKSUM} not (over {FULL_CHECK_MAX_BYTES / 2**30:g} GiB; "
+                       f"`{CHECKSUM}sum` of each .bin should equal meta.json's {CHECKSUM} fields)")
     print(f"data: {verb} {m['train_tokens']:,} train / {m['val_tokens']:,} val tokens from "
           f"{m['train_documents']:,} / {m['val_documents']:,} documents ({m['skipped_documents']} empty "
-          f"skipped) in {final}", file=sys.stderr)
+          f"skipped) in {final}{checked}", file=sys.stderr)
+
+
+def _cannot_rebuild(problem: str, final: Path, e: BaseException) -> DataError:
+    return DataError(f"cache {problem}, and it cannot be rebuilt here ({type(e).__name__}: {e}); "
+                     f"remove it with `rm -r {final}` and run again")
+
+
+def _install(tmp: Path, final: Path) -> None:
+    """Put the complete cache in `tmp` at `final`. Over a bad cache, file by file (each an atomic
+    rename, meta.json last), so a process still reading `final` opens a whole file at every moment."""
+    if not final.exists():
+        os.rename(tmp, final)  # the cache appears whole or not at all
+        return
+    for name in ("train.bin", "val.bin", "meta.json"):
+        os.replace(tmp / name, final / name)
+    fd = os.open(final, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def prepare_data(cfg: DataConfig, progress: bool = True) -> PreparedData:
     """Tokenize the configured source into the cache (once) and return its splits.
 
-    `progress=False` silences the progress bar and the summary line.
+    `progress=False` silences the progress bar and the summary line (not the line saying that a
+    bad cache is being rebuilt).
     """
     files, val_files, column = _sources(cfg)
     parquet = {p: _open_parquet(p, column) for p in files + val_files}  # every check before tokenizing
@@ -233,25 +385,38 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> PreparedData:
     key = _cache_key(train_fp, val_fp, column, cfg.tokenizer, cfg)
     root = Path(cfg.cache_dir).expanduser().resolve()
     final = root / key[:20]
-    data = _load(final)
+    data, problem = _load(final, key, enc.n_vocab, enc.eot_token)
     if data is not None:
         if progress:
             _summary(data, final, "reusing")
         return data
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f"{key[:20]}.lock", "a") as lock:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = open(root / f"{key[:20]}.lock", "a")
+    except OSError as e:
+        if problem:
+            raise _cannot_rebuild(problem, final, e) from None
+        raise
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second preparer waits here, then finds the cache
-        data = _load(final)
+        data, problem = _load(final, key, enc.n_vocab, enc.eot_token)  # another may have rebuilt it
         if data is not None:
             if progress:
                 _summary(data, final, "reusing")
             return data
-        # holding the lock, nobody else is building this key: what is left is from a killed run
-        for stale in root.glob(f".{key[:20]}.*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        if final.exists():
-            shutil.rmtree(final)  # not whole (e.g. hand-edited): rebuild
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:20]}.", dir=root))
+        if problem:
+            print(f"data: cache {problem} (corrupted?); rebuilding it", file=sys.stderr, flush=True)
+        try:
+            # holding the lock, nobody else is building this key: what is left is from a killed run
+            for stale in root.glob(f".{key[:20]}.*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            if final.exists() and not final.is_dir():
+                final.unlink()
+            tmp = Path(tempfile.mkdtemp(prefix=f".{key[:20]}.", dir=root))
+        except OSError as e:
+            if problem:
+                raise _cannot_rebuild(problem, final, e) from None
+            raise
         try:
             meta = {"format_version": FORMAT_VERSION, "key": key}
             meta.update(_tokenize(parquet, files, val_files, column, cfg, enc, tmp, progress))
@@ -268,14 +433,19 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> PreparedData:
                 json.dump(meta, f, indent=1)
                 f.flush()
                 os.fsync(f.fileno())
-            os.rename(tmp, final)  # the cache appears whole or not at all
+            _install(tmp, final)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if problem:  # e.g. no room for the new cache next to the bad one, or no write permission
+                raise _cannot_rebuild(problem, final, e) from None
+            raise
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    data = _load(final)
+    data, problem = _load(final, key, enc.n_vocab, enc.eot_token)
     if data is None:
-        raise DataError(f"the cache just written to {final} does not read back; is {root} shared with "
-                        f"another program deleting files?")
+        raise DataError(f"the cache just written to {final} does not read back ({problem}); is {root} "
+                        f"shared with another program writing or deleting files, or is the disk failing?")
     if progress:
         _summary(data, final, "prepared")
     return data
@@ -326,7 +496,7 @@ def _tokenize(parquet, files, val_files, column, cfg, enc, out: Path, progress: 
                dynamic_ncols=True, mininterval=0.5)
     t0 = time.perf_counter()
     with open(out / "train.bin", "wb") as train_f, open(out / "val.bin", "wb") as val_f:
-        sinks = {False: train_f, True: val_f}
+        sinks = {False: _SplitSink(train_f), True: _SplitSink(val_f)}
         doc_index = 0
         for path in files + val_files:
             in_val_file = val_docs is None and path in val_files
@@ -353,7 +523,7 @@ def _tokenize(parquet, files, val_files, column, cfg, enc, out: Path, progress: 
                         itertools.chain.from_iterable(itertools.chain(d, (eot,)) for d in docs),
                         dtype=TOKEN_DTYPE, count=n,
                     )
-                    arr.tofile(sinks[goes_val])
+                    sinks[goes_val].write(arr)
                     split = "val" if goes_val else "train"
                     counts[f"{split}_tokens"] += n
                     counts[f"{split}_documents"] += len(docs)
@@ -362,10 +532,14 @@ def _tokenize(parquet, files, val_files, column, cfg, enc, out: Path, progress: 
                     done = counts["train_tokens"] + counts["val_tokens"]
                     bar.set_postfix_str(f"{done / 1e6:.1f}M tok, {done / (time.perf_counter() - t0) / 1e6:.2f}M tok/s",
                                         refresh=False)
-        for f in sinks.values():
-            f.flush()
-            os.fsync(f.fileno())
+        for sink in sinks.values():
+            sink.f.flush()
+            os.fsync(sink.f.fileno())
     bar.close()
+    counts["checksum"] = CHECKSUM
+    for goes_val, split in ((False, "train"), (True, "val")):
+        counts[f"{split}_{CHECKSUM}"] = sinks[goes_val].hash.hexdigest()
+        counts[f"{split}_max_token"] = sinks[goes_val].max_token
     if counts["train_tokens"] == 0 or counts["val_tokens"] == 0:
         raise DataError(f"after skipping {counts['skipped_documents']} null/empty texts the data has "
                         f"{counts['train_tokens']} train and {counts['val_tokens']} val tokens; both must be > 0 "
