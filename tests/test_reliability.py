@@ -219,3 +219,67 @@ def test_the_runner_prints_the_baselines_schedule_warning(workdir):
                         cwd)
     assert code == 0, out
     assert "WARNING: the baseline's schedule: warmup is 100 iterations but the run has max_iters=20" in out
+
+
+def trainer_cli(tmp_path, *extra, **popen):
+    args = [sys.executable, "-m", "trainer", "model=nano", "schedule.max_iters=20", "eval_interval=10",
+            "eval_iters=2", "batch_size=4", "checkpoint=last", f"out_dir={tmp_path / 'run'}",
+            f"data.cache_dir={tmp_path.parent / 'data_cache'}", *extra]
+    proc = subprocess.run(args, cwd=ROOT, text=True, capture_output=True, timeout=300, **popen)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_a_truncated_or_foreign_checkpoint_is_one_error_line_and_stays_as_it_was(tmp_path):
+    import torch
+
+    code, out = trainer_cli(tmp_path)
+    assert code == 0, out
+    ckpt = tmp_path / "run" / "ckpt.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    cut = ckpt.read_bytes()
+    code, out = trainer_cli(tmp_path, "init_from=resume", "schedule.max_iters=30")
+    assert code == 1 and "Traceback" not in out, out
+    assert f"error: {ckpt} is not a readable checkpoint (" in out and "move it away" in out
+    assert ckpt.read_bytes() == cut
+    torch.save({"weights": torch.zeros(2)}, ckpt)
+    code, out = trainer_cli(tmp_path, "init_from=resume", "schedule.max_iters=30")
+    assert code == 1 and f"error: {ckpt} is not a GPT checkpoint: it lacks model, model_args" in out
+
+
+def test_mode_best_with_a_truncated_long_run_checkpoint_says_so(workdir):
+    cwd, common = workdir
+    base = ["+sweep=lr_warmup", *TINY, "study.n_trials=1", f"study.storage={sqlite_url(cwd)}", *common]
+    code, out = run_cli(base, cwd)
+    assert code == 0, out
+    ckpt = cwd / "outputs" / "studies" / "lr_warmup" / "best_run" / "ckpt.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"PK\x03\x04 cut short")
+    code, out = run_cli(base + ["mode=best"], cwd)
+    assert code == 1 and "Traceback" not in out, out
+    assert "best_run/ckpt.pt is not a readable checkpoint" in out and ckpt.read_bytes() == b"PK\x03\x04 cut short"
+
+
+def test_an_out_dir_that_cannot_be_made_fails_before_the_data(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    code, out = trainer_cli(tmp_path, f"out_dir={tmp_path / 'a_file' / 'run'}")
+    assert code == 1 and "Traceback" not in out, out
+    assert f"error: out_dir='{tmp_path / 'a_file' / 'run'}' cannot be created (" in out
+    assert "data:" not in out  # nothing tokenized or reused before the error
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path):
+    import resource
+
+    import torch
+
+    code, out = trainer_cli(tmp_path)
+    assert code == 0, out
+    ckpt = tmp_path / "run" / "ckpt.pt"
+    before = ckpt.read_bytes()
+    limit = 8 << 20  # above metrics.jsonl, below a checkpoint of the nano model (~40 MB)
+    code, out = trainer_cli(tmp_path, "init_from=resume", "schedule.max_iters=40",
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert code == 1 and "Traceback" not in out, out
+    assert f"error: cannot write checkpoint {ckpt} (" in out and "is the disk full?); the previous one is intact" in out
+    assert ckpt.read_bytes() == before and torch.load(ckpt, weights_only=True)["iter_num"] == 20
+    assert not list(ckpt.parent.glob(".ckpt.pt.*.tmp"))

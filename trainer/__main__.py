@@ -5,17 +5,28 @@ from pathlib import Path
 
 import hydra
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from trainer.config import ConfigError, TrainConfig
 from trainer.data import DataError
 from trainer.interrupt import Interrupted, signals_interrupt
-from trainer.train import CHECKPOINT_NAME, train
+from trainer.train import CHECKPOINT_NAME, make_writable_dir, train
+
+
+def _writable_dir(path: str) -> str:
+    """`path`, created; Hydra makes its run dir (the run's out_dir) before the trainer starts, so an
+    out_dir that cannot be made is reported here in one line rather than by Hydra's traceback."""
+    try:
+        make_writable_dir(Path(path))
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+    return path
 
 
 def register_configs() -> None:
-    """The schema of conf/train.yaml (`train_schema` in its defaults list)."""
+    """The schema of conf/train.yaml (`train_schema` in its defaults list) and its resolver."""
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    OmegaConf.register_new_resolver("writable_dir", _writable_dir, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

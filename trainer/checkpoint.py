@@ -8,15 +8,24 @@ from pathlib import Path
 
 import torch
 
+from trainer.config import ConfigError
 from trainer.model import GPT, GPTConfig
 
 COMPILE_PREFIX = "_orig_mod."  # what torch.compile puts in front of every state-dict key
 MODEL_ARG_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")
 
 
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be written or read; the message names the file and what to do."""
+
+
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[-1]}"
+
+
 def save_checkpoint(checkpoint: dict, path: Path) -> None:
-    """Write to a temp file beside `path`, fsync, then rename over it: a crash or Ctrl-C mid-write
-    leaves the previous checkpoint intact."""
+    """Write to a temp file beside `path`, fsync, then rename over it: a crash, Ctrl-C or a full
+    disk mid-write leaves the previous checkpoint intact. A failed write is a CheckpointError."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -27,9 +36,26 @@ def save_checkpoint(checkpoint: dict, path: Path) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is an ordinary file
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, (OSError, RuntimeError)):  # torch reports a short write as "unexpected pos ..."
+            kept = "the previous one is intact" if path.is_file() else "none was written before"
+            raise CheckpointError(f"cannot write checkpoint {path} ({_first_line(e)}; is the disk full?); "
+                                  f"{kept}; free space and resume with init_from=resume") from None
         raise
+
+
+def _load(path: Path, device: str, **kwargs) -> dict:
+    """torch.load without running pickled code; CheckpointError for a file that is not one."""
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True, **kwargs)
+    except Exception as e:  # noqa: BLE001 - truncated, foreign or unreadable: one clear message
+        raise CheckpointError(f"{path} is not a readable checkpoint ({_first_line(e)}): truncated by a copy or "
+                              f"a full disk, or not a torch file; move it away (init_from=scratch starts "
+                              f"afresh) or restore it") from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path} is not a GPT checkpoint: it holds a {type(checkpoint).__name__}, not a dict")
+    return checkpoint
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> dict:
@@ -37,10 +63,10 @@ def load_checkpoint(path: Path, device: str = "cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    checkpoint = _load(path, device)
     missing = [k for k in ("model", "model_args") if k not in checkpoint]
     if missing:
-        raise ValueError(f"{path} is not a GPT checkpoint: it lacks {', '.join(missing)}")
+        raise CheckpointError(f"{path} is not a GPT checkpoint: it lacks {', '.join(missing)}")
     # nanoGPT under torch < 2 stored each block's causal mask as `attn.bias`; SDPA needs none
     checkpoint["model"] = {
         k.removeprefix(COMPILE_PREFIX): v for k, v in checkpoint["model"].items()
@@ -65,4 +91,4 @@ def load_model(path, device: str = "cpu") -> GPT:
 def checkpoint_config(path) -> dict:
     """The training config a checkpoint of ours records (empty for nanoGPT's), read without
     loading the weights into memory."""
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("config", {})
+    return _load(Path(path), "cpu", mmap=True).get("config", {})

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -179,6 +180,18 @@ def _prepare_data(cfg: TrainConfig) -> PreparedData:
     return data
 
 
+def make_writable_dir(out_dir: Path) -> None:
+    """Create `out_dir`, or ConfigError saying why it cannot be used."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"out_dir={str(out_dir)!r} cannot be created ({e.strerror or e}); give a folder "
+                          f"this user can write", key="out_dir") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"out_dir={str(out_dir)!r} is not writable by this user; give another folder",
+                          key="out_dir")
+
+
 def _with_checkpoint_architecture(cfg: TrainConfig, checkpoint: dict) -> TrainConfig:
     """`cfg` with the checkpoint's architecture, as nanoGPT resumes; dropout stays this run's."""
     args = {k: checkpoint["model_args"][k] for k in MODEL_ARG_KEYS if k != "dropout"}
@@ -199,8 +212,8 @@ def setup(cfg) -> Run:
     ckpt_path = out_dir / CHECKPOINT_NAME
     if cfg.init_from == "resume" and not ckpt_path.is_file():
         raise ConfigError(f"init_from=resume but there is no checkpoint at {ckpt_path}; use init_from=scratch")
+    make_writable_dir(out_dir)  # before the data: preparing it can take minutes
     data = _prepare_data(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(cfg.seed)
     checkpoint = load_checkpoint(ckpt_path, device) if cfg.init_from == "resume" else None
