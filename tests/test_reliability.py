@@ -16,7 +16,7 @@ from sweeps.compose import compose_study_config
 from sweeps.config import StudyError
 from sweeps.runner import run
 from tests.test_storage import PASSWORD, PG_URL, _postgres_unreachable_reason
-from tests.test_study_runner import TINY, run_cli, runner, sqlite_url, trials_of, wait_for, workdir  # noqa: F401
+from tests.test_study_runner import TINY, run_cli, runner, sqlite_url, trials_of, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 

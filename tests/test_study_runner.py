@@ -41,14 +41,6 @@ USER_ATTRS = {"num_params", "num_params_non_embedding", "tokens_seen", "epochs",
               "lr_area", "lr_area_budget", "val_batch_losses", "val_batches"}
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch, tmp_path_factory):
-    """Runs from tmp_path (outputs/ goes there) and shares one tokenized sample corpus."""
-    monkeypatch.chdir(tmp_path)
-    cache = tmp_path_factory.getbasetemp() / "data_cache"
-    return tmp_path, [f"data.cache_dir={cache}"]
-
-
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path / 'study.db'}"
 
