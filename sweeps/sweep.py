@@ -10,7 +10,7 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
-from sweeps.budget import grid_done, trials_taken, within_budget
+from sweeps.budget import FINISHED, grid_done, trials_taken, within_budget
 from sweeps.compose import (CONF_DIR, Composer, baseline_config, group_choices, require_sweep, study_dir_of,
                             study_name_of)
 from sweeps.config import StudyError, check_study
@@ -120,6 +120,19 @@ def run_trials(prepared: PreparedStudy, n_trials: int, callbacks: Sequence[Calla
                              f"{last.user_attrs.get('fail_reason', 'see the log')}); fix the sweep's params")
 
 
+def say_what_still_runs(study: optuna.Study, n_trials: int, grace_period: int) -> None:
+    """When the study is short of `n_trials` finished trials because some are still RUNNING (other
+    workers, or a killed one whose heartbeat has not gone stale yet), say so and when to rerun."""
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if finished < n_trials and running:
+        numbers = ", ".join(str(t.number) for t in running)
+        print(f"study {study.study_name!r} holds {finished} of study.n_trials={n_trials} finished trials; "
+              f"trial(s) {numbers} still run elsewhere, or ran in a worker that was killed: such a trial "
+              f"is failed and queued again once its heartbeat is {grace_period} s old "
+              f"(study.grace_period); run the same command again then to finish the study")
+
+
 def run_sweep(cfg: DictConfig, overrides: list[str], callbacks: Sequence[Callable] = ()) -> optuna.Study:
     """Create or resume the study and run trials until it holds `study.n_trials` finished ones;
     `callbacks(study, frozen_trial)` run after each of this worker's trials, as in `optimize`."""
@@ -139,5 +152,6 @@ def run_sweep(cfg: DictConfig, overrides: list[str], callbacks: Sequence[Callabl
     finally:
         for handler in console:
             handler.removeFilter(one_line)
+    say_what_still_runs(prepared.study, cfg.study.n_trials, cfg.study.grace_period)
     print(study_report(prepared.study))
     return prepared.study

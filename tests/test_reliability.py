@@ -283,3 +283,16 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path)
     assert f"error: cannot write checkpoint {ckpt} (" in out and "is the disk full?); the previous one is intact" in out
     assert ckpt.read_bytes() == before and torch.load(ckpt, weights_only=True)["iter_num"] == 20
     assert not list(ckpt.parent.glob(".ckpt.pt.*.tmp"))
+
+
+def test_a_rerun_while_a_trial_is_still_marked_running_says_so(workdir):
+    cwd, common = workdir
+    url = sqlite_url(cwd)
+    args = ["+sweep=lr_warmup", *TINY, f"study.storage={url}", "study.n_trials=1", *common]
+    code, out = run_cli(args, cwd)
+    assert code == 0, out
+    running = optuna.load_study(study_name="lr_warmup", storage=url).ask()  # as a killed worker leaves it
+    code, out = run_cli([a.replace("study.n_trials=1", "study.n_trials=2") for a in args], cwd)
+    assert code == 0, out
+    assert (f"holds 1 of study.n_trials=2 finished trials; trial(s) {running.number} still run elsewhere, or ran "
+            f"in a worker that was killed") in out and "once its heartbeat is 30 s old" in out

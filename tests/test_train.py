@@ -155,6 +155,22 @@ def test_compiled_run_matches_eager_and_saves_plain_weights(tmp_path):
     assert resumed.status == "completed" and resumed.iters == 30
 
 
+def test_metrics_hold_one_curve_after_resuming_from_an_older_checkpoint(tmp_path):
+    """A run killed after its last checkpoint logged iterations it will train again on resume."""
+    full = train(tiny_config(tmp_path / "a"))
+    cfg = tiny_config(tmp_path / "b")
+    train(cfg, on_eval=lambda m: "killed" if m.iter == 20 else None)
+    ckpt = Path(cfg.out_dir) / "ckpt.pt"
+    at_20 = ckpt.read_bytes()
+    train(tiny_config(tmp_path / "b", init_from="resume", **{"schedule.max_iters": 35}))  # logs to 35
+    ckpt.write_bytes(at_20)  # as if killed at 35 with the checkpoint of iteration 20 the last one written
+    train(tiny_config(tmp_path / "b", init_from="resume"))
+    for kind in ("train", "eval"):
+        ours = [(r["iter"], r.get("loss", r.get("val_loss"))) for r in read_metrics(cfg.out_dir, kind)]
+        theirs = [(r["iter"], r.get("loss", r.get("val_loss"))) for r in read_metrics(full.out_dir, kind)]
+        assert ours == theirs, kind
+
+
 def test_resume_takes_the_checkpoints_architecture_without_changing_the_callers_config(tmp_path):
     train(tiny_config(tmp_path))
     mine = tiny_config(tmp_path, **{"model.n_embd": 64, "model.n_head": 4, "model.dropout": 0.1,

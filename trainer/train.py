@@ -192,6 +192,26 @@ def make_writable_dir(out_dir: Path) -> None:
                           key="out_dir")
 
 
+def _trim_metrics_after(path: Path, iter_num: int) -> None:
+    """Drop the records `path` holds past `iter_num` (those after the checkpoint a run resumes
+    from: the resumed run logs those iterations again), so the file holds one curve."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["iter"] > iter_num:
+                continue
+        except (ValueError, KeyError, TypeError):  # a line cut short by a kill mid-write
+            continue
+        kept.append(line)
+    if len(kept) < len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
+
+
 def _with_checkpoint_architecture(cfg: TrainConfig, checkpoint: dict) -> TrainConfig:
     """`cfg` with the checkpoint's architecture, as nanoGPT resumes; dropout stays this run's."""
     args = {k: checkpoint["model_args"][k] for k in MODEL_ARG_KEYS if k != "dropout"}
@@ -237,6 +257,7 @@ def setup(cfg) -> Run:
         if "scaler" in checkpoint and scaler.is_enabled():
             scaler.load_state_dict(checkpoint["scaler"])
         run.iter_num = run.start_iter = int(checkpoint["iter_num"])
+        _trim_metrics_after(out_dir / METRICS_NAME, run.start_iter)
         run.best_val_loss = float(checkpoint["best_val_loss"])
         run.best_iter = int(checkpoint.get("best_iter", run.iter_num))
         del checkpoint  # free the state dicts before training
