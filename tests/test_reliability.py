@@ -15,7 +15,8 @@ from optuna.trial import TrialState
 from sweeps.compose import compose_study_config
 from sweeps.config import StudyError
 from sweeps.runner import run
-from tests.test_storage import PASSWORD, PG_URL, _postgres_unreachable_reason
+from tests.postgres import PG_URL, needs_postgres
+from tests.test_storage import PASSWORD
 from tests.test_study_runner import TINY, run_cli, runner, sqlite_url, trials_of, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +61,7 @@ def test_a_rejected_run_leaves_no_password_in_what_hydra_saved(tmp_path):
         assert PASSWORD not in text and "someone:***@127.0.0.1:1/db" in text, f
 
 
-@pytest.mark.skipif(_postgres_unreachable_reason() is not None, reason=f"PostgreSQL: {_postgres_unreachable_reason()}")
+@needs_postgres
 def test_a_study_on_postgresql_with_a_password_keeps_it_off_disk(workdir):
     cwd, common = workdir
     from sqlalchemy.engine import make_url

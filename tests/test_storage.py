@@ -20,32 +20,10 @@ from optuna.trial import TrialState
 
 from sweeps.config import StudyConfig
 from sweeps.storage import StorageError, create_or_load_study, open_storage, redact_url
+from tests.postgres import PG_URL, needs_postgres, skip_unless_required
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 PASSWORD = "s3cretpw"
-
-
-def _postgres_unreachable_reason() -> str | None:
-    """None when PG_URL accepts connections, else why not (the reason tests are skipped)."""
-    try:
-        import psycopg
-    except ImportError as e:
-        return f"psycopg not installed ({e})"
-    from sqlalchemy.engine import make_url
-
-    url = make_url(PG_URL)
-    try:
-        conn = psycopg.connect(host=url.host, port=url.port or 5432, user=url.username, password=url.password,
-                               dbname=url.database, connect_timeout=3)
-    except Exception as e:  # noqa: BLE001
-        return f"PostgreSQL not reachable at {redact_url(PG_URL)}: {str(e).strip().splitlines()[0]}"
-    conn.close()
-    return None
-
-
-PG_UNREACHABLE = _postgres_unreachable_reason()
-needs_postgres = pytest.mark.skipif(PG_UNREACHABLE is not None, reason=PG_UNREACHABLE or "")
 
 
 def study_cfg(storage: str, **kw) -> StudyConfig:
@@ -326,7 +304,7 @@ def test_workers_starting_together_on_a_new_postgres_database(tmp_path):
         conn.cursor().execute(f"CREATE DATABASE {database}")
     except Exception as e:  # noqa: BLE001
         conn.close()
-        pytest.skip(f"cannot create a scratch database: {e}")
+        skip_unless_required(f"cannot create a scratch database: {e}")
     fresh = url.set(database=database).render_as_string(hide_password=False)
     try:
         asked = run_workers(fresh, "fresh", tmp_path, n_workers=3, n_trials=3)

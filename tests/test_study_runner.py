@@ -28,11 +28,11 @@ from sweeps.retries import MAX_RETRIES, requeue
 from sweeps.runner import run
 from sweeps.search_space import SearchSpaceError
 from sweeps.storage import StorageError
+from tests.postgres import PG_URL, needs_postgres
 from trainer.config import ScheduleConfig
 from trainer.schedule import lr_sum
 
 ROOT = Path(__file__).resolve().parents[1]
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 # a 1-layer, 32-wide GPT: each trial is a couple of seconds of real training
 TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "batch_size=4",
         "eval_iters=2", "schedule.max_iters=20", "eval_interval=5", "log_interval=5"]
@@ -315,27 +315,19 @@ def test_two_workers_started_together_share_one_study(workdir):
     assert len({t.user_attrs["run_dir"] for t in trials}) == len(trials)  # no run dir shared
 
 
-def postgres_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not postgres_reachable(), reason="no PostgreSQL server on 127.0.0.1:5432")
+@needs_postgres
 def test_the_same_sweep_on_postgresql(workdir):
     cwd, common = workdir
     name = f"pg_sweep_{uuid.uuid4().hex[:8]}"
-    code, out = run_cli(["+sweep=lr_warmup", *TINY, f"study.storage={POSTGRES_URL}", f"study.name={name}",
+    code, out = run_cli(["+sweep=lr_warmup", *TINY, f"study.storage={PG_URL}", f"study.name={name}",
                          "study.n_trials=3", *common], cwd)
     try:
         assert code == 0, out
-        trials = trials_of(POSTGRES_URL, name)
+        trials = trials_of(PG_URL, name)
         assert len(trials) == 3 and trials[0].user_attrs[BASELINE_ATTR]
         assert all(t.intermediate_values for t in trials)
     finally:
-        optuna.delete_study(study_name=name, storage=POSTGRES_URL)
+        optuna.delete_study(study_name=name, storage=PG_URL)
 
 
 def compose(workdir, *extra):
