@@ -31,6 +31,8 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from sweeps import trial_record
+
 if TYPE_CHECKING:  # pragma: no cover
     from optuna.study import Study
     from optuna.trial import FrozenTrial
@@ -69,8 +71,8 @@ class _Curve:
     __slots__ = ("steps", "values", "learned", "best_so_far", "best_index", "best", "last_step",
                  "batch_losses", "batches")
 
-    def __init__(self, intermediate_values: Dict[int, float], attrs: Dict[str, Any]) -> None:
-        items = sorted(intermediate_values.items())
+    def __init__(self, trial: "FrozenTrial") -> None:
+        items = sorted(trial.intermediate_values.items())
         self.steps = np.fromiter((st for st, _ in items), dtype=np.int64, count=len(items))
         values = np.fromiter((v for _, v in items), dtype=float, count=len(items))
         values[~np.isfinite(values)] = np.nan
@@ -85,12 +87,11 @@ class _Curve:
         self.best_index = best_index
         self.best = float(self.best_so_far[-1]) if len(values) else math.nan
         self.last_step = int(self.steps[-1]) if len(items) else None
-        self.learned = np.array([_learned(attrs, int(st)) for st in self.steps], dtype=float)
-        per_step = attrs.get("val_batch_losses")
-        per_step = per_step if isinstance(per_step, dict) else {}
-        self.batch_losses = [_as_losses(per_step.get(str(st))) for st in self.steps]
-        batches = attrs.get("val_batches")
-        self.batches = batches if isinstance(batches, str) and batches else None
+        learned = trial_record.lr_area(trial)
+        self.learned = np.array([_learned(learned.get(int(st))) for st in self.steps], dtype=float)
+        per_step = trial_record.val_batch_losses(trial)
+        self.batch_losses = [_as_losses(per_step.get(int(st))) for st in self.steps]
+        self.batches = trial_record.val_batches(trial)
 
     def index_by(self, amount: float, by_learning: bool) -> int:
         """Its last evaluation at or before ``amount`` of training (learning, or steps); -1 if none."""
@@ -125,13 +126,6 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
-def _as_int(value: Any, default: int) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
-
-
 def _as_float(value: Any) -> float:
     try:
         x = float(value)
@@ -140,12 +134,9 @@ def _as_float(value: Any) -> float:
     return x if math.isfinite(x) and x > 0 else math.nan
 
 
-def _learned(attrs: Dict[str, Any], step: int) -> float:
-    """``lr_area[step]``, the LR summed over the trial's training before ``step``; NaN when the
-    trial did not record it."""
-    try:
-        learned = float(attrs["lr_area"][str(step)])
-    except (KeyError, TypeError, ValueError):
+def _learned(learned: Optional[float]) -> float:
+    """An LR sum as the rule uses it: NaN when not recorded or negative."""
+    if learned is None:
         return math.nan
     return learned if math.isfinite(learned) and learned >= 0 else math.nan
 
@@ -162,13 +153,9 @@ def _gain_kept_up(gain: float, done_before: float, done: float, left: float) -> 
     return gain * left / (done - done_before)
 
 
-def _as_se(se_map: Any, step: int) -> float:
-    if not isinstance(se_map, dict):
-        return 0.0
-    raw = se_map.get(str(step), se_map.get(step, 0.0))
-    try:
-        se = float(raw)
-    except (TypeError, ValueError):
+def _as_se(se: Optional[float]) -> float:
+    """A standard error as the rule uses it: 0 when not recorded or not a positive number."""
+    if se is None:
         return 0.0
     return se if math.isfinite(se) and se > 0.0 else 0.0
 
@@ -180,9 +167,10 @@ class PlateauPruner(optuna.pruners.BasePruner):
     first use in any other study. Steps are training tokens (any monotone unit works), and the
     objective reports after every evaluation.
 
-    The trial's user attributes are read when present: ``warmup_step`` (int, the step at which
-    its LR warmup ends; default 0), ``budget_step`` (int, its planned final step; default the
-    largest step among the COMPLETE trials, or its current step if there are none),
+    The trial's user attributes are read (through :mod:`sweeps.trial_record`) when present:
+    ``warmup_step`` (int, the step at which its LR warmup ends; default 0), ``budget_step``
+    (int, its planned final step; default the largest step among the COMPLETE trials, or its
+    current step if there are none),
     ``val_loss_se`` (dict ``str(step) -> standard error`` of that evaluation's val loss;
     default 0), ``val_batch_losses`` (dict ``str(step) -> [val loss of each eval batch, or of
     each run of batches]``) with ``val_batches`` (str, names those batches), and ``lr_area``
@@ -351,11 +339,10 @@ class PlateauPruner(optuna.pruners.BasePruner):
         k = len(trial.intermediate_values)
         if k == 0:
             return PlateauDecision(CONTINUE, "no values reported yet")
-        attrs = trial.user_attrs
-        me = _Curve(trial.intermediate_values, attrs)
+        me = _Curve(trial)
         steps, values = me.steps, me.values
         s, v_k, v_1 = int(steps[-1]), float(values[-1]), float(values[0])
-        se = _as_se(attrs.get("val_loss_se"), s)
+        se = _as_se(trial_record.val_loss_se(trial).get(s))
 
         def noise(a: _Curve, i: int, c: _Curve, j: int) -> float:
             paired = _paired_se(a, i, c, j)
@@ -374,7 +361,7 @@ class PlateauPruner(optuna.pruners.BasePruner):
             )
 
         # 2. Protected.
-        warmup_step = _as_int(attrs.get("warmup_step"), 0)
+        warmup_step = trial_record.warmup_step(trial)
         if s <= warmup_step:
             return PlateauDecision(CONTINUE, f"in warmup (step {s} <= warmup_step {warmup_step})")
         if k < self._min_evals:
@@ -384,8 +371,9 @@ class PlateauPruner(optuna.pruners.BasePruner):
 
         # 3. Peers.
         peers = self._peers(study, trial)
-        budget_step = _as_int(attrs.get("budget_step"), max(
-            (p.last_step for p in peers if p.last_step is not None), default=s))
+        budget_step = trial_record.budget_step(trial)
+        if budget_step is None:
+            budget_step = max((p.last_step for p in peers if p.last_step is not None), default=s)
         left_steps = float(max(budget_step - s, 0))
         usable, now_index = [], []
         for peer in peers:
@@ -413,7 +401,7 @@ class PlateauPruner(optuna.pruners.BasePruner):
         g = float(values[i_before]) - b if i_before >= 0 else 0.0
         if g < noise(me, i_before, me, i_b):
             g = 0.0
-        learned_budget = _as_float(attrs.get("lr_area_budget"))
+        learned_budget = _as_float(trial_record.lr_area_budget(trial))
         by_learning = not math.isnan(learned_budget) and me.learned[-1] > me.learned[w]
         done_by = me.learned if by_learning else steps.astype(float)  # at each evaluation
         done = float(done_by[-1])
@@ -502,7 +490,7 @@ class PlateauPruner(optuna.pruners.BasePruner):
             n = len(other.intermediate_values)
             cached = self._peer_cache.get(key)
             if cached is None or cached[0] != n:
-                cached = (n, _Curve(other.intermediate_values, other.user_attrs))
+                cached = (n, _Curve(other))
                 self._peer_cache[key] = cached
             peers.append(cached[1])
         return peers

@@ -17,13 +17,15 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-RETRY_OF = "retry_of"  # user attr: the number of the trial this one runs again
+from sweeps.trial_record import retry_attrs, retry_of
+
 MAX_RETRIES = 2
 
 
 def first_of_series(trial: optuna.Trial | FrozenTrial) -> int:
     """The number of the trial that `trial` runs again (its own number if it is no retry)."""
-    return int(trial.user_attrs.get(RETRY_OF, trial.number))
+    first = retry_of(trial)
+    return trial.number if first is None else first
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
@@ -37,7 +39,7 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
         state=TrialState.WAITING,
         params=trial.params,
         distributions=trial.distributions,
-        user_attrs={RETRY_OF: first},
+        user_attrs=retry_attrs(first),
         system_attrs={**trial.system_attrs, "failed_trial": first, "retry_history": history},
     ))
     return True

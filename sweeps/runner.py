@@ -16,13 +16,14 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from sweeps.config import register_configs
-from sweeps.objective import BASELINE_AS_GIVEN, BASELINE_IN_SPACE, Objective, TrialFailed
+from sweeps.objective import Objective, TrialFailed
 from sweeps.pruners import build_pruner
 from sweeps.report import study_report
 from sweeps.retries import MAX_RETRIES, requeue
 from sweeps.samplers import build_sampler
 from sweeps.search_space import SearchSpace, SearchSpaceError, parse_search_space
 from sweeps.storage import create_or_load_study, open_storage, redact_url
+from sweeps.trial_record import BASELINE_AS_GIVEN, BASELINE_IN_SPACE, config_json, fail_reason, set_fail_reason
 from trainer import TrainResult, train
 from trainer.config import as_train_config, check_config
 from trainer.data import prepare_data
@@ -153,7 +154,7 @@ def within_budget(objective, n_trials: int):
         if taken >= n_trials:
             reason = (f"not run: {taken} trials before it were finished or running, and "
                       f"study.n_trials={n_trials} (another worker took the last one)")
-            trial.set_user_attr("fail_reason", reason)
+            set_fail_reason(trial, reason)
             frozen = _frozen(trial)
             if "grid_id" in frozen.system_attrs:
                 requeue(trial.study, frozen)
@@ -170,7 +171,7 @@ def requeued_when_interrupted(objective):
             return objective(trial)
         except KeyboardInterrupt:
             queued = requeue(trial.study, _frozen(trial))
-            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM); " + (
+            set_fail_reason(trial, "interrupted (Ctrl-C or SIGTERM); " + (
                 "queued to run again" if queued else f"interrupted {MAX_RETRIES + 1} times, not queued again"))
             raise
     return run_trial
@@ -233,7 +234,7 @@ def run_sweep(cfg: DictConfig, overrides: list[str], callbacks: Sequence[Callabl
             failures = failures + 1 if last.state == TrialState.FAIL else 0
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 raise StudyError(f"{failures} trials in a row failed (last: "
-                                 f"{last.user_attrs.get('fail_reason', 'see the log')}); fix the sweep's params")
+                                 f"{fail_reason(last) or 'see the log'}); fix the sweep's params")
     except KeyboardInterrupt:
         print(f"\ninterrupted: the running trial is marked FAIL and queued to run again (unless it was "
               f"interrupted {MAX_RETRIES + 1} times); run the same command to resume study {name!r}")
@@ -264,7 +265,7 @@ def best_run_overrides(best: optuna.trial.FrozenTrial, space: SearchSpace, cfg: 
                        overrides: list[str], out_dir: Path) -> list[str]:
     """The best trial's values as overrides; the command line wins. Absolute iteration counts
     from the trial are scaled to the new run length; shares of max_iters follow it by themselves."""
-    trial_cfg = OmegaConf.create(best.user_attrs["config"]) if "config" in best.user_attrs else None
+    trial_cfg = OmegaConf.create(config_json(best)) if config_json(best) is not None else None
     cli_keys = {override_key(o) for o in overrides}
     values = {k: v for k, v in best.params.items() if k not in cli_keys}
     if trial_cfg is not None:

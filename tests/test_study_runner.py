@@ -18,13 +18,14 @@ from optuna.trial import TrialState
 
 from bench.pruner_replay import parse_curves
 from bench.record_curves import curves_of, lr_areas
-from sweeps.objective import (BASELINE_ATTR, BATCH_LOSSES_CHARS, MAX_BATCH_GROUPS, TrialFailed,
+from sweeps.objective import (BATCH_LOSSES_CHARS, MAX_BATCH_GROUPS, TrialFailed,
                               batch_group_means, batch_groups)
 from sweeps.report import study_report
 from sweeps.retries import MAX_RETRIES, requeue
 from sweeps.runner import StudyError, compose_study_config, grid_done, run, within_budget
 from sweeps.search_space import SearchSpaceError
 from sweeps.storage import StorageError
+from sweeps.trial_record import BASELINE_ATTR
 from trainer.config import ScheduleConfig
 from trainer.schedule import lr_sum
 
