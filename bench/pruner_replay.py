@@ -19,9 +19,9 @@ fresh in-memory study and a fresh pruner replay the trials one after another, as
 objective would, through the same :mod:`sweeps.trial_record` writers: ask, record the plan
 (``warmup_step``, ``budget_step``, ``lr_area_budget``), then for each evaluation record
 ``val_loss_se``, ``lr_area`` and ``val_batch_losses`` (on ``val_batches``) and report, and ask
-``should_prune()``. A PlateauPruner "stop" is told COMPLETE with the best value so far, any
-other prune is told PRUNED, and a trial that runs out is told COMPLETE with the best value of
-its curve.
+``should_prune()``. A "stop" verdict (:class:`~sweeps.plateau_pruner.StopsLeaders`) is told
+COMPLETE with the best value so far, any other prune is told PRUNED, and a trial that runs out
+is told COMPLETE with the best value of its curve.
 
 Scores per pruner, over the orders:
   steps used   training tokens actually run (from each trial's first to its last reported
@@ -62,11 +62,11 @@ from optuna.trial import TrialState
 
 try:  # runs as `python -m bench.pruner_replay` from the repo root, or as a script
     from sweeps import trial_record
-    from sweeps.plateau_pruner import PlateauPruner
+    from sweeps.plateau_pruner import PlateauPruner, StopsLeaders
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     from sweeps import trial_record
-    from sweeps.plateau_pruner import PlateauPruner
+    from sweeps.plateau_pruner import PlateauPruner, StopsLeaders
 
 __all__ = [
     "Curve",
@@ -322,7 +322,7 @@ class PlateauPrunerNoStop(PlateauPruner):
     early stops of plateaued leaders save and cost."""
 
     def prune(self, study: "optuna.study.Study", trial: "optuna.trial.FrozenTrial") -> bool:
-        return super().prune(study, trial) and self.last_decision(trial.number).action == "prune"
+        return super().prune(study, trial) and not self.last_decision(trial.number).stops
 
 
 def default_pruners(curves: Sequence[Curve]) -> Dict[str, PrunerFactory]:
@@ -401,10 +401,10 @@ def replay_order(
             if trial.should_prune():
                 decision = (
                     pruner.last_decision(trial.number)
-                    if isinstance(pruner, PlateauPruner)
+                    if isinstance(pruner, StopsLeaders)
                     else None
                 )
-                if decision is not None and decision.action == "stop":
+                if decision is not None and decision.stops:
                     n_stopped += step < c.steps[-1]  # a stop at the last evaluation saves nothing
                     value = best
                 else:

@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from sweeps import trial_record
+from sweeps.plateau_pruner import StopsLeaders
 from sweeps.retries import first_of_series
 from sweeps.search_space import SearchSpace
 from sweeps.trial_record import BASELINE_AS_GIVEN, EvalRecorder
@@ -105,9 +106,8 @@ class Objective:
             trial.report(m.val_loss, m.tokens)
             if not trial.should_prune():
                 return None
-            last = getattr(pruner, "last_decision", None)
-            verdict = last(trial.number) if last else None
-            decision["stop"] = verdict is not None and verdict.action == "stop"
+            verdict = pruner.last_decision(trial.number) if isinstance(pruner, StopsLeaders) else None
+            decision["stop"] = verdict is not None and verdict.stops
             decision["reason"] = verdict.reason if verdict else f"{type(pruner).__name__} pruned at step {m.tokens}"
             return decision["reason"]
 

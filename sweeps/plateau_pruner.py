@@ -9,18 +9,20 @@ pruned when it is behind the finished trials at the same step *and* neither its 
 nor the path of any finished trial, compared at equal learning (the LR summed over the tokens
 trained), would bring it to where they ended.
 
-The objective reads the pruner's verdict after :meth:`optuna.trial.Trial.should_prune` returns
-True, because the pruner can also ask a plateaued leader to stop early (recorded COMPLETE)::
+The pruner can also ask a plateaued leader to stop early (recorded COMPLETE): it is a
+:class:`StopsLeaders`, whose verdict the objective reads after
+:meth:`optuna.trial.Trial.should_prune` returns True::
 
     if trial.should_prune():
-        d = pruner.last_decision(trial.number)
-        if d.action == "stop":
+        verdict = pruner.last_decision(trial.number) if isinstance(pruner, StopsLeaders) else None
+        if verdict is not None and verdict.stops:
             return best_val_loss          # COMPLETE with the best value so far
-        raise optuna.TrialPruned(d.reason)
+        raise optuna.TrialPruned(verdict.reason if verdict else None)
 """
 
 from __future__ import annotations
 
+import abc
 import math
 import numbers
 from dataclasses import dataclass
@@ -37,7 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from optuna.study import Study
     from optuna.trial import FrozenTrial
 
-__all__ = ["PlateauDecision", "PlateauPruner"]
+__all__ = ["PlateauDecision", "PlateauPruner", "StopsLeaders"]
 
 CONTINUE = "continue"
 PRUNE = "prune"
@@ -60,6 +62,21 @@ class PlateauDecision:
             raise ValueError(
                 f"action must be one of 'continue', 'prune', 'stop', got {self.action!r}"
             )
+
+    @property
+    def stops(self) -> bool:
+        """End the trial now and record it COMPLETE with its best value (not PRUNED)."""
+        return self.action == STOP
+
+
+class StopsLeaders(abc.ABC):
+    """A pruner whose ``prune() -> True`` can also mean "stop": end the trial now and record it
+    COMPLETE with its best value so far, not PRUNED. After
+    :meth:`~optuna.trial.Trial.should_prune` returns True, :meth:`last_decision` says which."""
+
+    @abc.abstractmethod
+    def last_decision(self, trial_number: int) -> Optional[PlateauDecision]:
+        """The verdict of the latest :meth:`prune` call on this trial, or None if none."""
 
 
 class _Curve:
@@ -160,7 +177,7 @@ def _as_se(se: Optional[float]) -> float:
     return se if math.isfinite(se) and se > 0.0 else 0.0
 
 
-class PlateauPruner(optuna.pruners.BasePruner):
+class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
     """Prune stalled losers and stop plateaued leaders, judged against the finished trials.
 
     Works for ``direction="minimize"`` studies only (a val loss); a ``ValueError`` is raised on
@@ -247,7 +264,7 @@ class PlateauPruner(optuna.pruners.BasePruner):
     plateau has little learning left, so the peers' paths over that much learning end high.
 
     :meth:`prune` returns True for "prune" and for "stop"; the objective tells them apart with
-    :meth:`last_decision`. :meth:`decide` returns the verdict without recording it.
+    :meth:`last_decision` (:class:`StopsLeaders`). :meth:`decide` returns the verdict without recording it.
 
     Args:
         percentile: Level of the peers to compare with, in [0, 100] (50 = median).

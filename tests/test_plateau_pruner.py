@@ -11,7 +11,7 @@ import numpy as np
 import optuna
 import pytest
 
-from sweeps.plateau_pruner import PlateauDecision, PlateauPruner
+from sweeps.plateau_pruner import PlateauDecision, PlateauPruner, StopsLeaders
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -451,6 +451,13 @@ def test_decide_does_not_record_and_last_decision_is_per_trial():
     assert pruner.last_decision(t.number) is None
     assert t.should_prune() is False
     assert pruner.last_decision(t.number) == d
+
+
+def test_plateau_pruner_stops_leaders_and_says_which_verdict_stops():
+    assert isinstance(PlateauPruner(), StopsLeaders)
+    assert not isinstance(optuna.pruners.MedianPruner(), StopsLeaders)
+    assert PlateauDecision("stop", "").stops
+    assert not PlateauDecision("prune", "").stops and not PlateauDecision("continue", "").stops
 
 
 # --- arguments and direction ------------------------------------------------------------------
