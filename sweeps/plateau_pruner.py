@@ -25,9 +25,10 @@ from __future__ import annotations
 import abc
 import math
 import numbers
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import optuna
@@ -40,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from optuna.study import Study
     from optuna.trial import FrozenTrial
 
-__all__ = ["PlateauDecision", "PlateauPruner", "StopsLeaders"]
+__all__ = ["PlateauDecision", "PlateauFallbackWarning", "PlateauPruner", "StopsLeaders"]
 
 CONTINUE = "continue"
 PRUNE = "prune"
@@ -80,16 +81,39 @@ class StopsLeaders(abc.ABC):
         """The verdict of the latest :meth:`prune` call on this trial, or None if none."""
 
 
+class PlateauFallbackWarning(UserWarning):
+    """A trial is judged with less than the rule uses: it recorded no batch losses (the noise
+    comes from one evaluation's standard error) or no LR sums (learning is counted in steps)."""
+
+
+_NO_BATCH_LOSSES, _NO_LR_SUMS = "batch losses", "LR sums"
+_FALLBACK_MESSAGES = {
+    _NO_BATCH_LOSSES: (
+        "PlateauPruner: trial {trial} of study {study!r} recorded no val batch losses (user attrs "
+        f"{trial_record.VAL_BATCH_LOSSES!r}, {trial_record.VAL_BATCHES!r}), so its comparisons "
+        f"take their noise from one evaluation's standard error ({trial_record.VAL_LOSS_SE!r}), "
+        "not from the batch-by-batch difference. Warned once per study."
+    ),
+    _NO_LR_SUMS: (
+        "PlateauPruner: trial {trial} of study {study!r} recorded no LR sums (user attrs "
+        f"{trial_record.LR_AREA!r}, {trial_record.LR_AREA_BUDGET!r}), so its learning is counted "
+        "in steps, as if at a constant LR. Warned once per study."
+    ),
+}
+
+
 class _Curve:
     """A trial's reported curve, prepared for look-ups by step or by learning done: its best
     value so far at each evaluation and which evaluation that was, the LR summed up to each
     (NaN when not recorded), and each evaluation's per-batch val losses (None when not
-    recorded) with the name of the batches they were measured on."""
+    recorded) with the name of the batches they were measured on; whether it recorded batch
+    losses to pair (``pairs``) and LR sums (``counts_learning``)."""
 
-    __slots__ = ("steps", "values", "learned", "best_so_far", "best_index", "best", "last_step",
-                 "batch_losses", "batches")
+    __slots__ = ("number", "steps", "values", "learned", "best_so_far", "best_index", "best",
+                 "last_step", "batch_losses", "batches", "pairs", "counts_learning")
 
     def __init__(self, trial: "FrozenTrial") -> None:
+        self.number = trial.number
         items = sorted(trial.intermediate_values.items())
         self.steps = np.fromiter((st for st, _ in items), dtype=np.int64, count=len(items))
         values = np.fromiter((v for _, v in items), dtype=float, count=len(items))
@@ -110,6 +134,9 @@ class _Curve:
         per_step = trial_record.val_batch_losses(trial)
         self.batch_losses = [_as_losses(per_step.get(int(st))) for st in self.steps]
         self.batches = trial_record.val_batches(trial)
+        # what it recorded of what the rule uses (without it: PlateauFallbackWarning)
+        self.pairs = self.batches is not None and any(x is not None for x in self.batch_losses)
+        self.counts_learning = not bool(np.all(np.isnan(self.learned)))
 
     def index_by(self, amount: float, by_learning: bool) -> int:
         """Its last evaluation at or before ``amount`` of training (learning, or steps); -1 if none."""
@@ -279,7 +306,8 @@ class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
     ``val_loss_se`` (default 0), ``val_batch_losses`` on ``val_batches``, ``lr_area`` and
     ``lr_area_budget``. The LR sums measure *learning*: Adam moves the weights in proportion to
     the LR, so a trial late in its decay, or at a low LR, has less learning left than its steps
-    suggest. A trial without batch losses or LR sums is judged with less (below).
+    suggest. A trial without batch losses or LR sums is judged with less (below), with one
+    :class:`PlateauFallbackWarning` per study.
 
     The rule, for trial ``t`` with values ``v_1 .. v_k`` at steps ``s_1 < ... < s_k = s``, best
     ``b = min(v)`` (finite values) and standard error ``se`` at ``s``. ``noise(x, y)`` between
@@ -382,6 +410,7 @@ class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
         # (study name, trial number) and checked against the number of values.
         self._peer_cache: Dict[Tuple[str, int], Tuple[int, _Curve]] = {}
         self._checked_studies: set = set()
+        self._warned: Set[Tuple[str, str]] = set()  # (study name, fallback) warned about
 
     # -- public API -------------------------------------------------------------------------
 
@@ -420,6 +449,9 @@ class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
         if not trial.intermediate_values:
             return PlateauDecision(CONTINUE, "no values reported yet")
         me = _Latest(trial, self._z)
+        self._warn_once(study, _NO_BATCH_LOSSES, [me.curve], lambda c: not c.pairs)
+        self._warn_once(study, _NO_LR_SUMS, [me.curve],
+                        lambda c: math.isnan(me.learning_budget) or not c.counts_learning)
         # Each stage returns a verdict or None (pass on to the next).
         early = self._diverged(trial, me) or self._protected(me)
         if early is not None:
@@ -432,6 +464,9 @@ class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
                 f"{len(usable)} finished peers at step {me.step} < n_startup_trials "
                 f"{self._n_startup_trials}",
             )
+        peer_curves = [peer for peer, _ in usable]
+        self._warn_once(study, _NO_BATCH_LOSSES, peer_curves, lambda c: not c.pairs)
+        self._warn_once(study, _NO_LR_SUMS, peer_curves, lambda c: not c.counts_learning)
         levels = self._reference_levels(me, usable)
         projection = self._projections(me, levels, self._budget_step(trial, peers, me.step))
         return (
@@ -618,6 +653,21 @@ class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
         return None
 
     # -- internals --------------------------------------------------------------------------
+
+    def _warn_once(self, study: "Study", fallback: str, curves: Sequence[_Curve],
+                   lacks: Callable[[_Curve], bool]) -> None:
+        """A :class:`PlateauFallbackWarning`, the first time in ``study`` that one of
+        ``curves`` lacks what ``fallback`` names."""
+        key = (study.study_name, fallback)
+        if key in self._warned:
+            return
+        lacking = next((c for c in curves if lacks(c)), None)
+        if lacking is not None:
+            self._warned.add(key)
+            warnings.warn(
+                _FALLBACK_MESSAGES[fallback].format(trial=lacking.number, study=study.study_name),
+                PlateauFallbackWarning,
+            )
 
     def _check_direction(self, study: "Study") -> None:
         key = study.study_name
