@@ -1,8 +1,9 @@
 """What a trial records: the one place that names its Optuna user attrs and reads and writes them.
 
-Every attr is written by a ``set_*`` / ``record_*`` function or :class:`EvalRecorder` below and
-read by a reader of the attr's name; nothing else spells a key. The key strings and the stored
-formats are those of every study recorded so far, so old studies still read. Steps are
+Every attr is written by a ``set_*`` / ``record_*`` function or :class:`EvalRecorder` below, and
+read, where anything reads it, by the reader of the attr's name; nothing else spells a key
+(``tests/test_architecture.py`` checks). The key strings and the stored formats are those of
+every study recorded so far, so old studies still read. Steps are
 training tokens (what the objective reports); a per-step map is stored as a JSON object keyed
 by ``str(step)``.
 
@@ -46,10 +47,14 @@ Identity and failures:
 
 Bench only (``bench/pruner_replay.py``): ``curve``, int, the index of the replayed curve.
 
+(The study's own user attr ``fixed_settings``, the settings its trials share, is
+``sweeps.runner.STUDY_SETTINGS_ATTR``.)
+
 Readers take a :class:`~optuna.trial.FrozenTrial` or a live :class:`~optuna.trial.Trial`
-(anything with ``user_attrs``) and never raise on a missing or malformed attr: they return the
-default named in their docstring (the consumer decides what that means), and a per-step
-reader leaves out the entries it cannot read.
+(anything with ``user_attrs``) and never raise on a missing or malformed attr (but
+:func:`replay_curve`, which the replay always sets): they return the default named in their
+docstring (the consumer decides what that means), and a per-step reader leaves out the
+entries it cannot read.
 """
 
 from __future__ import annotations
