@@ -16,11 +16,12 @@ those batches (each pair optional).
 
 Every pruner sees the same N seeded random orders of the trials. For each (pruner, order) a
 fresh in-memory study and a fresh pruner replay the trials one after another, as the sweep's
-objective would: ask, set ``warmup_step`` / ``budget_step`` / ``lr_area_budget`` /
-``val_batches``, then for each evaluation set ``val_loss_se``, ``lr_area`` and
-``val_batch_losses`` and report, and ask ``should_prune()``. A PlateauPruner "stop" is told COMPLETE
-with the best value so far, any other prune is told PRUNED, and a trial that runs out is told
-COMPLETE with the best value of its curve.
+objective would, through the same :mod:`sweeps.trial_record` writers: ask, record the plan
+(``warmup_step``, ``budget_step``, ``lr_area_budget``), then for each evaluation record
+``val_loss_se``, ``lr_area`` and ``val_batch_losses`` (on ``val_batches``) and report, and ask
+``should_prune()``. A "stop" verdict (:class:`~sweeps.plateau_pruner.StopsLeaders`) is told
+COMPLETE with the best value so far, any other prune is told PRUNED, and a trial that runs out
+is told COMPLETE with the best value of its curve.
 
 Scores per pruner, over the orders:
   steps used   training tokens actually run (from each trial's first to its last reported
@@ -60,10 +61,12 @@ import optuna
 from optuna.trial import TrialState
 
 try:  # runs as `python -m bench.pruner_replay` from the repo root, or as a script
-    from sweeps.plateau_pruner import PlateauPruner
+    from sweeps import trial_record
+    from sweeps.plateau_pruner import PlateauFallbackWarning, PlateauPruner, StopsLeaders
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    from sweeps.plateau_pruner import PlateauPruner
+    from sweeps import trial_record
+    from sweeps.plateau_pruner import PlateauFallbackWarning, PlateauPruner, StopsLeaders
 
 __all__ = [
     "Curve",
@@ -301,14 +304,14 @@ class OraclePruner(optuna.pruners.BasePruner):
     def prune(self, study: "optuna.study.Study", trial: "optuna.trial.FrozenTrial") -> bool:
         k, step = len(trial.intermediate_values), max(trial.intermediate_values, default=0)
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if not (step > trial.user_attrs.get("warmup_step", 0) and k >= self._min_evals
+        if not (step > trial_record.warmup_step(trial) and k >= self._min_evals
                 and k > self._patience and len(complete) >= self._n_startup):
             return False
         if self._now_percentile is not None:
             peers_now = [x for x in (_best_up_to(t, step) for t in complete) if not np.isnan(x)]
             if not peers_now or _best_up_to(trial, step) <= np.percentile(peers_now, self._now_percentile):
                 return False
-        end = self._ends[trial.user_attrs["curve"]]
+        end = self._ends[trial_record.replay_curve(trial)]
         if self._end_percentile is None:
             return end > self._winner
         return end > float(np.percentile([t.value for t in complete], self._end_percentile))
@@ -319,7 +322,7 @@ class PlateauPrunerNoStop(PlateauPruner):
     early stops of plateaued leaders save and cost."""
 
     def prune(self, study: "optuna.study.Study", trial: "optuna.trial.FrozenTrial") -> bool:
-        return super().prune(study, trial) and self.last_decision(trial.number).action == "prune"
+        return super().prune(study, trial) and not self.last_decision(trial.number).stops
 
 
 def default_pruners(curves: Sequence[Curve]) -> Dict[str, PrunerFactory]:
@@ -379,28 +382,18 @@ def replay_order(
     for idx in order:
         c = curves[idx]
         trial = study.ask()
-        trial.set_user_attr("curve", int(idx))
-        trial.set_user_attr("warmup_step", int(c.warmup_step))
-        trial.set_user_attr("budget_step", int(c.budget_step))
-        if c.lr_area is not None:
-            trial.set_user_attr("lr_area_budget", c.lr_area_budget)
-        if c.val_batches is not None:
-            trial.set_user_attr("val_batches", c.val_batches)
-        se_map: Dict[str, float] = {}
-        area_map: Dict[str, float] = {}
-        batch_map: Dict[str, List[float]] = {}
+        trial_record.set_replay_curve(trial, int(idx))
+        trial_record.set_plan(trial, warmup_step=int(c.warmup_step), budget_step=int(c.budget_step),
+                              lr_area_budget=c.lr_area_budget)  # None with lr_area None
+        evals = trial_record.EvalRecorder(trial)
         best = math.inf
         last = c.steps[0]
         state, value = TrialState.COMPLETE, None
         for i, (step, v, se) in enumerate(zip(c.steps, c.values, c.se)):
-            se_map[str(step)] = float(se)
-            trial.set_user_attr("val_loss_se", dict(se_map))
-            if c.lr_area is not None:
-                area_map[str(step)] = c.lr_area[i]
-                trial.set_user_attr("lr_area", dict(area_map))
-            if c.batch_losses is not None:
-                batch_map[str(step)] = c.batch_losses[i]
-                trial.set_user_attr("val_batch_losses", dict(batch_map))
+            evals.record(step, val_loss_se=float(se),
+                         lr_area=None if c.lr_area is None else c.lr_area[i],
+                         batch_losses=None if c.batch_losses is None else c.batch_losses[i],
+                         val_batches=c.val_batches)
             trial.report(v, step)
             last = step
             if math.isfinite(v):
@@ -408,10 +401,10 @@ def replay_order(
             if trial.should_prune():
                 decision = (
                     pruner.last_decision(trial.number)
-                    if isinstance(pruner, PlateauPruner)
+                    if isinstance(pruner, StopsLeaders)
                     else None
                 )
-                if decision is not None and decision.action == "stop":
+                if decision is not None and decision.stops:
                     n_stopped += step < c.steps[-1]  # a stop at the last evaluation saves nothing
                     value = best
                 else:
@@ -475,6 +468,9 @@ def run_benchmark(
             with warnings.catch_warnings():
                 # Optuna's PatientPruner warns on an all-NaN window (a diverged curve).
                 warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+                # Each order is a study of its own; curves recorded without batch losses or LR
+                # sums (the older sets, the synthetic one) would warn in every one of them.
+                warnings.simplefilter("ignore", PlateauFallbackWarning)
                 results = [
                     replay_order(curves, order, make(), study_name=f"replay-{i}")
                     for i, order in enumerate(orders)

@@ -17,8 +17,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from sweeps.objective import (BUDGET_STEP, LR_AREA, LR_AREA_BUDGET, VAL_BATCH_LOSSES, VAL_BATCHES,
-                              VAL_LOSS_SE, WARMUP_STEP)
+from sweeps import trial_record
 from sweeps.storage import open_storage
 from trainer.config import ScheduleConfig
 from trainer.schedule import lr_sum
@@ -27,10 +26,11 @@ from trainer.schedule import lr_sum
 def lr_areas(t: optuna.trial.FrozenTrial, steps: list) -> tuple[list, float]:
     """The trial's LR sums at its steps and over its budget, as the objective records them;
     recomputed from its config for trials recorded before the objective did."""
-    if LR_AREA in t.user_attrs:
-        return [t.user_attrs[LR_AREA][str(s)] for s in steps], t.user_attrs[LR_AREA_BUDGET]
-    schedule = ScheduleConfig(**json.loads(t.user_attrs["config"])["schedule"])
-    per_iter = t.user_attrs[BUDGET_STEP] // schedule.max_iters
+    area = trial_record.lr_area(t)
+    if area:
+        return [area[s] for s in steps], trial_record.lr_area_budget(t)
+    schedule = ScheduleConfig(**json.loads(trial_record.config_json(t))["schedule"])
+    per_iter = trial_record.budget_step(t) // schedule.max_iters
     return ([lr_sum(schedule, 0, s // per_iter) * per_iter for s in steps],
             lr_sum(schedule, 0, schedule.max_iters) * per_iter)
 
@@ -39,19 +39,20 @@ def curves_of(study: optuna.Study) -> dict:
     trials = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         steps = sorted(t.intermediate_values)
-        if t.user_attrs.get("status") != "completed" or not steps or steps[-1] < t.user_attrs[BUDGET_STEP]:
+        budget = trial_record.budget_step(t)
+        if trial_record.status(t) != "completed" or not steps or steps[-1] < budget:
             continue
-        se = t.user_attrs.get(VAL_LOSS_SE, {})
+        se = trial_record.val_loss_se(t)
         area, area_budget = lr_areas(t, steps)
         batches = {}
-        if VAL_BATCHES in t.user_attrs:  # recorded since the objective pairs evaluations by batch
-            per_step = t.user_attrs[VAL_BATCH_LOSSES]
-            batches = {"batch_losses": [per_step[str(s)] for s in steps],
-                       "val_batches": t.user_attrs[VAL_BATCHES]}
+        names = trial_record.val_batches(t)
+        if names is not None:  # recorded since the objective pairs evaluations by batch
+            per_step = trial_record.val_batch_losses(t)
+            batches = {"batch_losses": [per_step[s] for s in steps], "val_batches": names}
         trials.append({"number": t.number, "params": t.params, "steps": steps,
                        "values": [t.intermediate_values[s] for s in steps],
-                       "se": [se.get(str(s), 0.0) for s in steps],
-                       "warmup_step": t.user_attrs[WARMUP_STEP], "budget_step": t.user_attrs[BUDGET_STEP],
+                       "se": [se.get(s, 0.0) for s in steps],
+                       "warmup_step": trial_record.warmup_step(t), "budget_step": budget,
                        "lr_area": area, "lr_area_budget": area_budget, **batches})
     if not trials:
         raise SystemExit(f"study {study.study_name!r} has no trial that ran its whole budget")
@@ -64,7 +65,7 @@ def main() -> None:
     ap.add_argument("--study", required=True)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    study = optuna.load_study(study_name=args.study, storage=open_storage(args.storage))
+    study = optuna.load_study(study_name=args.study, storage=open_storage(args.storage, create=False))
     data = curves_of(study)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(data, indent=1))

@@ -15,6 +15,7 @@ from sweeps.config import StudyError
 from sweeps.resume_checks import refuse_another_run_in
 from sweeps.search_space import SearchSpace, parse_search_space
 from sweeps.storage import open_storage, redact_url
+from sweeps.trial_record import config_json
 from trainer import CHECKPOINT_NAME, SHARES, TrainResult, as_train_config, check_config, train
 
 # Absolute iteration counts a trial may have searched: scaled with the long run's length.
@@ -39,7 +40,7 @@ def best_run_overrides(best: optuna.trial.FrozenTrial, space: SearchSpace, cfg: 
                        overrides: list[str], out_dir: Path) -> list[str]:
     """The best trial's values as overrides; the command line wins. Absolute iteration counts
     from the trial are scaled to the new run length; shares of max_iters follow it by themselves."""
-    trial_cfg = OmegaConf.create(best.user_attrs["config"]) if "config" in best.user_attrs else None
+    trial_cfg = OmegaConf.create(config_json(best)) if config_json(best) is not None else None
     cli_keys = {override_key(o) for o in overrides}
     values = {k: v for k, v in best.params.items() if k not in cli_keys}
     if trial_cfg is not None:

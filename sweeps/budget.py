@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 
 from sweeps.objective import TrialFailed
 from sweeps.retries import frozen_trial, requeue
+from sweeps.trial_record import set_fail_reason
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -37,7 +38,7 @@ def within_budget(objective, n_trials: int):
         if taken >= n_trials:
             reason = (f"not run: {taken} trials before it were finished or running, and "
                       f"study.n_trials={n_trials} (another worker took the last one)")
-            trial.set_user_attr("fail_reason", reason)
+            set_fail_reason(trial, reason)
             frozen = frozen_trial(trial)
             if "grid_id" in frozen.system_attrs:
                 requeue(trial.study, frozen)

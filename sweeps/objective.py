@@ -13,8 +13,11 @@ import optuna
 import torch
 from omegaconf import DictConfig
 
+from sweeps import trial_record
+from sweeps.plateau_pruner import StopsLeaders
 from sweeps.retries import first_of_series
 from sweeps.search_space import SearchSpace
+from sweeps.trial_record import BASELINE_AS_GIVEN, EvalRecorder
 from trainer import (ConfigError, EvalMetrics, as_train_config, check_config, eval_points, lr_area,
                      release_freed_memory, tokens_per_iter, train, warmup_iters_of)
 
@@ -23,19 +26,12 @@ class TrialFailed(RuntimeError):
     """A trial that could not run (impossible config, out of memory); the study goes on."""
 
 
-# user attrs the pruners read (see sweeps.plateau_pruner)
-WARMUP_STEP, BUDGET_STEP, VAL_LOSS_SE = "warmup_step", "budget_step", "val_loss_se"
-VAL_BATCH_LOSSES, VAL_BATCHES = "val_batch_losses", "val_batches"
 # Each evaluation's batch losses are recorded as the means of at most MAX_BATCH_GROUPS runs of
 # batches (a paired standard error needs a few dozen), and all of a trial's as at most
 # BATCH_LOSSES_CHARS characters: a user attr is one TEXT column (64 KB in MySQL), rewritten
 # whole at every evaluation.
 MAX_BATCH_GROUPS = 32
 BATCH_LOSSES_CHARS = 48_000
-LR_AREA, LR_AREA_BUDGET = "lr_area", "lr_area_budget"
-# the baseline trial (trial 0): the config as given, drawn with its values when they are a point of
-# the search space (so the sampler learns from it), else run unsampled
-BASELINE_ATTR, BASELINE_IN_SPACE, BASELINE_AS_GIVEN = "baseline", "in the search space", "outside the search space"
 
 
 def trial_dir(study_dir: Path, number: int) -> Path:
@@ -74,7 +70,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         baseline = self.baseline if first_of_series(trial) == 0 else None  # trial 0, or its retry
         if baseline:
-            trial.set_user_attr(BASELINE_ATTR, baseline)
+            trial_record.set_baseline(trial, baseline)
         values = {} if baseline == BASELINE_AS_GIVEN else self.space.sample(trial)
         cfg = self.compose(self.space.to_overrides(values))
         cfg.out_dir = str(trial_dir(self.study_dir, trial.number))
@@ -82,47 +78,38 @@ class Objective:
             train_cfg = as_train_config(cfg)
             check_config(train_cfg)
         except (ConfigError, ValueError) as e:
-            trial.set_user_attr("fail_reason", f"impossible config: {e}")
+            trial_record.set_fail_reason(trial, f"impossible config: {e}")
             raise TrialFailed(f"impossible config: {e}") from None
 
         per_iter = tokens_per_iter(train_cfg)
-        trial.set_user_attr(WARMUP_STEP, warmup_iters_of(train_cfg.schedule) * per_iter)
-        trial.set_user_attr(BUDGET_STEP, train_cfg.schedule.max_iters * per_iter)
         # The LR summed over the tokens trained (lr x tokens): the pruner projects gains over
         # the learning a trial has left, not over raw steps, so a decaying LR counts as less.
-        trial.set_user_attr(LR_AREA_BUDGET, lr_area(train_cfg, train_cfg.schedule.max_iters))
-        trial.set_user_attr("run_dir", train_cfg.out_dir)
-        trial.set_user_attr("config", json.dumps(asdict(train_cfg)))
+        trial_record.set_plan(
+            trial, warmup_step=warmup_iters_of(train_cfg.schedule) * per_iter,
+            budget_step=train_cfg.schedule.max_iters * per_iter,
+            lr_area_budget=lr_area(train_cfg, train_cfg.schedule.max_iters))
+        trial_record.set_run(trial, run_dir=train_cfg.out_dir, config=json.dumps(asdict(train_cfg)))
         pruner = trial.study.pruner
-        val_loss_se: dict = {}
-        val_batch_losses: dict = {}
+        evals = EvalRecorder(trial)
         groups = batch_groups(train_cfg.eval_iters, len(eval_points(train_cfg)))
-        lr_areas: dict = {}
         decision: dict = {}
 
         def on_eval(m: EvalMetrics) -> Optional[str]:
-            val_loss_se[str(m.tokens)] = m.val_loss_se
-            lr_areas[str(m.tokens)] = m.lr_area
-            trial.set_user_attr(VAL_LOSS_SE, val_loss_se)
-            if groups:
-                if not val_batch_losses:  # the same batches at every evaluation
-                    trial.set_user_attr(VAL_BATCHES, m.val_batches)
-                val_batch_losses[str(m.tokens)] = batch_group_means(m.val_batch_losses, groups)
-                trial.set_user_attr(VAL_BATCH_LOSSES, val_batch_losses)
-            trial.set_user_attr(LR_AREA, lr_areas)
+            evals.record(m.tokens, val_loss_se=m.val_loss_se, lr_area=m.lr_area,
+                         batch_losses=batch_group_means(m.val_batch_losses, groups) if groups else None,
+                         val_batches=m.val_batches)
             trial.report(m.val_loss, m.tokens)
             if not trial.should_prune():
                 return None
-            last = getattr(pruner, "last_decision", None)
-            verdict = last(trial.number) if last else None
-            decision["stop"] = verdict is not None and verdict.action == "stop"
+            verdict = pruner.last_decision(trial.number) if isinstance(pruner, StopsLeaders) else None
+            decision["stop"] = verdict is not None and verdict.stops
             decision["reason"] = verdict.reason if verdict else f"{type(pruner).__name__} pruned at step {m.tokens}"
             return decision["reason"]
 
         try:
             result = train(train_cfg, on_eval=on_eval)
         except torch.OutOfMemoryError as e:
-            trial.set_user_attr("fail_reason", f"out of memory: {str(e).splitlines()[0]}")
+            trial_record.set_fail_reason(trial, f"out of memory: {str(e).splitlines()[0]}")
             raise TrialFailed(f"out of memory: {str(e).splitlines()[0]}") from None
         finally:  # memory must not grow across trials
             gc.collect()
@@ -131,20 +118,12 @@ class Objective:
                 torch.cuda.empty_cache()
 
         gap = result.last_eval.val_loss - result.last_eval.train_loss if result.last_eval else None
-        for key, value in {
-            "status": result.status,
-            "stop_reason": result.stop_reason or "completed its budget",
-            "num_params": result.num_params,
-            "num_params_non_embedding": result.num_params_non_embedding,
-            "tokens_seen": result.tokens_seen,
-            "epochs": round(result.epochs, 4),
-            "ms_per_iter": round(result.ms_per_iter, 2),
-            "train_val_gap": None if gap is None else round(gap, 4),
-            "best_iter": result.best_iter,
-            "wall_time_s": round(result.wall_time_s, 1),
-            "checkpoint": result.checkpoint_path,
-        }.items():
-            trial.set_user_attr(key, value)
+        trial_record.record_outcome(
+            trial, status=result.status, stop_reason=result.stop_reason or "completed its budget",
+            num_params=result.num_params, num_params_non_embedding=result.num_params_non_embedding,
+            tokens_seen=result.tokens_seen, epochs=result.epochs, ms_per_iter=result.ms_per_iter,
+            train_val_gap=gap, best_iter=result.best_iter, wall_time_s=result.wall_time_s,
+            checkpoint=result.checkpoint_path)
         if result.status == "diverged":
             raise optuna.TrialPruned(f"diverged: {result.stop_reason}")
         if result.status == "stopped" and not decision.get("stop"):

@@ -9,33 +9,39 @@ pruned when it is behind the finished trials at the same step *and* neither its 
 nor the path of any finished trial, compared at equal learning (the LR summed over the tokens
 trained), would bring it to where they ended.
 
-The objective reads the pruner's verdict after :meth:`optuna.trial.Trial.should_prune` returns
-True, because the pruner can also ask a plateaued leader to stop early (recorded COMPLETE)::
+The pruner can also ask a plateaued leader to stop early (recorded COMPLETE): it is a
+:class:`StopsLeaders`, whose verdict the objective reads after
+:meth:`optuna.trial.Trial.should_prune` returns True::
 
     if trial.should_prune():
-        d = pruner.last_decision(trial.number)
-        if d.action == "stop":
+        verdict = pruner.last_decision(trial.number) if isinstance(pruner, StopsLeaders) else None
+        if verdict is not None and verdict.stops:
             return best_val_loss          # COMPLETE with the best value so far
-        raise optuna.TrialPruned(d.reason)
+        raise optuna.TrialPruned(verdict.reason if verdict else None)
 """
 
 from __future__ import annotations
 
+import abc
 import math
 import numbers
+import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import optuna
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from sweeps import trial_record
+
 if TYPE_CHECKING:  # pragma: no cover
     from optuna.study import Study
     from optuna.trial import FrozenTrial
 
-__all__ = ["PlateauDecision", "PlateauPruner"]
+__all__ = ["PlateauDecision", "PlateauFallbackWarning", "PlateauPruner", "StopsLeaders"]
 
 CONTINUE = "continue"
 PRUNE = "prune"
@@ -59,18 +65,56 @@ class PlateauDecision:
                 f"action must be one of 'continue', 'prune', 'stop', got {self.action!r}"
             )
 
+    @property
+    def stops(self) -> bool:
+        """End the trial now and record it COMPLETE with its best value (not PRUNED)."""
+        return self.action == STOP
+
+
+class StopsLeaders(abc.ABC):
+    """A pruner whose ``prune() -> True`` can also mean "stop": end the trial now and record it
+    COMPLETE with its best value so far, not PRUNED. After
+    :meth:`~optuna.trial.Trial.should_prune` returns True, :meth:`last_decision` says which."""
+
+    @abc.abstractmethod
+    def last_decision(self, trial_number: int) -> Optional[PlateauDecision]:
+        """The verdict of the latest :meth:`prune` call on this trial, or None if none."""
+
+
+class PlateauFallbackWarning(UserWarning):
+    """A trial is judged with less than the rule uses: it recorded no batch losses (the noise
+    comes from one evaluation's standard error) or no LR sums (learning is counted in steps)."""
+
+
+_NO_BATCH_LOSSES, _NO_LR_SUMS = "batch losses", "LR sums"
+_FALLBACK_MESSAGES = {
+    _NO_BATCH_LOSSES: (
+        "PlateauPruner: trial {trial} of study {study!r} recorded no val batch losses (user attrs "
+        f"{trial_record.VAL_BATCH_LOSSES!r}, {trial_record.VAL_BATCHES!r}), so its comparisons "
+        f"take their noise from one evaluation's standard error ({trial_record.VAL_LOSS_SE!r}), "
+        "not from the batch-by-batch difference. Warned once per study."
+    ),
+    _NO_LR_SUMS: (
+        "PlateauPruner: trial {trial} of study {study!r} recorded no LR sums (user attrs "
+        f"{trial_record.LR_AREA!r}, {trial_record.LR_AREA_BUDGET!r}), so its learning is counted "
+        "in steps, as if at a constant LR. Warned once per study."
+    ),
+}
+
 
 class _Curve:
     """A trial's reported curve, prepared for look-ups by step or by learning done: its best
     value so far at each evaluation and which evaluation that was, the LR summed up to each
     (NaN when not recorded), and each evaluation's per-batch val losses (None when not
-    recorded) with the name of the batches they were measured on."""
+    recorded) with the name of the batches they were measured on; whether it recorded batch
+    losses to pair (``pairs``) and LR sums (``counts_learning``)."""
 
-    __slots__ = ("steps", "values", "learned", "best_so_far", "best_index", "best", "last_step",
-                 "batch_losses", "batches")
+    __slots__ = ("number", "steps", "values", "learned", "best_so_far", "best_index", "best",
+                 "last_step", "batch_losses", "batches", "pairs", "counts_learning")
 
-    def __init__(self, intermediate_values: Dict[int, float], attrs: Dict[str, Any]) -> None:
-        items = sorted(intermediate_values.items())
+    def __init__(self, trial: "FrozenTrial") -> None:
+        self.number = trial.number
+        items = sorted(trial.intermediate_values.items())
         self.steps = np.fromiter((st for st, _ in items), dtype=np.int64, count=len(items))
         values = np.fromiter((v for _, v in items), dtype=float, count=len(items))
         values[~np.isfinite(values)] = np.nan
@@ -85,12 +129,14 @@ class _Curve:
         self.best_index = best_index
         self.best = float(self.best_so_far[-1]) if len(values) else math.nan
         self.last_step = int(self.steps[-1]) if len(items) else None
-        self.learned = np.array([_learned(attrs, int(st)) for st in self.steps], dtype=float)
-        per_step = attrs.get("val_batch_losses")
-        per_step = per_step if isinstance(per_step, dict) else {}
-        self.batch_losses = [_as_losses(per_step.get(str(st))) for st in self.steps]
-        batches = attrs.get("val_batches")
-        self.batches = batches if isinstance(batches, str) and batches else None
+        learned = trial_record.lr_area(trial)
+        self.learned = np.array([_learned(learned.get(int(st))) for st in self.steps], dtype=float)
+        per_step = trial_record.val_batch_losses(trial)
+        self.batch_losses = [_as_losses(per_step.get(int(st))) for st in self.steps]
+        self.batches = trial_record.val_batches(trial)
+        # what it recorded of what the rule uses (without it: PlateauFallbackWarning)
+        self.pairs = self.batches is not None and any(x is not None for x in self.batch_losses)
+        self.counts_learning = not bool(np.all(np.isnan(self.learned)))
 
     def index_by(self, amount: float, by_learning: bool) -> int:
         """Its last evaluation at or before ``amount`` of training (learning, or steps); -1 if none."""
@@ -125,13 +171,6 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
-def _as_int(value: Any, default: int) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
-
-
 def _as_float(value: Any) -> float:
     try:
         x = float(value)
@@ -140,14 +179,18 @@ def _as_float(value: Any) -> float:
     return x if math.isfinite(x) and x > 0 else math.nan
 
 
-def _learned(attrs: Dict[str, Any], step: int) -> float:
-    """``lr_area[step]``, the LR summed over the trial's training before ``step``; NaN when the
-    trial did not record it."""
-    try:
-        learned = float(attrs["lr_area"][str(step)])
-    except (KeyError, TypeError, ValueError):
+def _learned(learned: Optional[float]) -> float:
+    """An LR sum as the rule uses it: NaN when not recorded or negative."""
+    if learned is None:
         return math.nan
     return learned if math.isfinite(learned) and learned >= 0 else math.nan
+
+
+def _as_se(se: Optional[float]) -> float:
+    """A standard error as the rule uses it: 0 when not recorded or not a positive number."""
+    if se is None:
+        return 0.0
+    return se if math.isfinite(se) and se > 0.0 else 0.0
 
 
 def _gain_kept_up(gain: float, done_before: float, done: float, left: float) -> float:
@@ -162,104 +205,161 @@ def _gain_kept_up(gain: float, done_before: float, done: float, left: float) -> 
     return gain * left / (done - done_before)
 
 
-def _as_se(se_map: Any, step: int) -> float:
-    if not isinstance(se_map, dict):
-        return 0.0
-    raw = se_map.get(str(step), se_map.get(step, 0.0))
-    try:
-        se = float(raw)
-    except (TypeError, ValueError):
-        return 0.0
-    return se if math.isfinite(se) and se > 0.0 else 0.0
+class _Noise:
+    """``noise(x, y)`` of the rule: ``z`` times the standard error of the difference between
+    evaluation ``i`` of curve ``a`` and ``j`` of curve ``b``, paired over their batches where
+    both recorded them, else ``z`` times ``se`` (the judged trial's, at its latest step)."""
+
+    __slots__ = ("z", "se")
+
+    def __init__(self, z: float, se: float) -> None:
+        self.z, self.se = z, se
+
+    def __call__(self, a: _Curve, i: int, b: _Curve, j: int) -> float:
+        paired = _paired_se(a, i, b, j)
+        return self.z * (self.se if math.isnan(paired) else paired)
 
 
-class PlateauPruner(optuna.pruners.BasePruner):
+class _Latest:
+    """The judged trial at its latest evaluation: its curve, latest step ``s``, ``k``
+    evaluations, best value ``b`` (and its index), warmup end, LR sum over its budget (NaN when
+    not recorded) and the noise of its comparisons."""
+
+    __slots__ = ("curve", "step", "n_evals", "warmup_step", "learning_budget", "noise")
+
+    def __init__(self, trial: "FrozenTrial", z: float) -> None:
+        self.curve = _Curve(trial)
+        self.step = int(self.curve.steps[-1])
+        self.n_evals = len(self.curve.steps)
+        self.warmup_step = trial_record.warmup_step(trial)
+        self.learning_budget = _as_float(trial_record.lr_area_budget(trial))
+        self.noise = _Noise(z, _as_se(trial_record.val_loss_se(trial).get(self.step)))
+
+    @property
+    def best_index(self) -> int:
+        return int(self.curve.best_index[-1])
+
+    @property
+    def best(self) -> float:
+        return float(self.curve.values[self.best_index])
+
+
+@dataclass(frozen=True)
+class _Levels:
+    """The finished peers at the judged trial's latest step ``s``: each with the index of its
+    best evaluation at steps <= ``s`` (its ``L_j``), the levels ``ref_now`` and ``ref_end``,
+    ``noise_now``, and (when asked) each peer's gain after ``s`` (``L_j - E_j``) with its noise."""
+
+    peers: List[Tuple[_Curve, int]]
+    now: float
+    end: float
+    noise: float
+    noise_of: _Noise
+
+    @cached_property
+    def gains_after(self) -> List[Tuple[float, float]]:
+        return [(float(peer.values[i]) - peer.best,
+                 self.noise_of(peer, i, peer, int(peer.best_index[-1])))
+                for peer, i in self.peers]
+
+    @property
+    def largest_gain_after(self) -> float:
+        return max(gain for gain, _ in self.gains_after)
+
+    @property
+    def flat_after(self) -> bool:
+        """No peer improved beyond noise after ``s``."""
+        return all(gain <= noise for gain, noise in self.gains_after)
+
+
+@dataclass(frozen=True)
+class _Learning:
+    """How the judged trial's training is counted: in LR sums (``by_learning``) or in steps;
+    ``done_by`` at each evaluation, ``done`` by its latest, ``left`` after it, and the steps
+    left (``left_steps``, for the peers that recorded no LR sums)."""
+
+    by_learning: bool
+    done_by: np.ndarray
+    done: float
+    left: float
+    left_steps: float
+
+
+@dataclass(frozen=True)
+class _Projection:
+    """Where the judged trial can still get: its recent gain ``g``, where that gain kept up
+    takes it (``own``), and where the peers' paths at equal learning take it (``from_peers``)."""
+
+    recent_gain: float
+    by_learning: bool
+    own: float
+    from_peers: float
+
+
+class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
     """Prune stalled losers and stop plateaued leaders, judged against the finished trials.
 
-    Works for ``direction="minimize"`` studies only (a val loss); a ``ValueError`` is raised on
-    first use in any other study. Steps are training tokens (any monotone unit works), and the
-    objective reports after every evaluation.
+    For ``direction="minimize"`` studies (a val loss; any other raises ``ValueError`` on first
+    use). Steps are training tokens (any monotone unit works), reported after every evaluation.
+    A trial's records are read through :mod:`sweeps.trial_record`: ``warmup_step`` (default 0),
+    ``budget_step`` (default the largest step of the COMPLETE trials, or its current step),
+    ``val_loss_se`` (default 0), ``val_batch_losses`` on ``val_batches``, ``lr_area`` and
+    ``lr_area_budget``. The LR sums measure *learning*: Adam moves the weights in proportion to
+    the LR, so a trial late in its decay, or at a low LR, has less learning left than its steps
+    suggest. A trial without batch losses or LR sums is judged with less (below), with one
+    :class:`PlateauFallbackWarning` per study.
 
-    The trial's user attributes are read when present: ``warmup_step`` (int, the step at which
-    its LR warmup ends; default 0), ``budget_step`` (int, its planned final step; default the
-    largest step among the COMPLETE trials, or its current step if there are none),
-    ``val_loss_se`` (dict ``str(step) -> standard error`` of that evaluation's val loss;
-    default 0), ``val_batch_losses`` (dict ``str(step) -> [val loss of each eval batch, or of
-    each run of batches]``) with ``val_batches`` (str, names those batches), and ``lr_area``
-    (dict ``str(step) -> the LR summed over the training tokens before that step``) with
-    ``lr_area_budget`` (that sum over the whole budget). The LR sums measure *learning*: Adam
-    moves the weights in proportion to the LR, so a trial late in a cosine decay, or with a low
-    LR, has less learning left than its steps suggest. Without them, learning is counted in
-    steps (a constant LR).
+    The rule, for trial ``t`` with values ``v_1 .. v_k`` at steps ``s_1 < ... < s_k = s``, best
+    ``b = min(v)`` (finite values) and standard error ``se`` at ``s``. ``noise(x, y)`` between
+    two evaluations (of ``t`` or of a peer) is ``z`` times the standard error of their
+    difference batch by batch (``std(x_i - y_i) / sqrt(n)`` over the ``n`` batch losses) when
+    both recorded batch losses on the same ``val_batches``, else ``z * se``: a batch that is hard
+    for one model is hard for the others, so the paired error is several times smaller.
+    ``done`` and ``left`` are the learning ``t`` has done by ``s`` and has left after it (LR sums
+    when recorded, else ``s`` and ``budget_step - s``). Each stage decides or passes on:
 
-    The rule, for trial ``t`` whose reported values are ``v_1 .. v_k`` at steps
-    ``s_1 < ... < s_k = s`` (``s`` is the latest step), ``b = min(v)`` (over finite values)
-    and ``se`` the standard error at ``s``. ``noise(x, y)``, the noise in a comparison of two
-    evaluations ``x`` and ``y`` (of ``t`` or of a peer), is ``z`` times the standard error of
-    their difference batch by batch (``std(x_i - y_i) / sqrt(n)`` over the ``n`` recorded
-    batch losses) when both recorded batch losses on the same ``val_batches``, else ``z * se``.
-    Every evaluation of a sweep's trials uses the same val batches, and a batch that is hard for
-    one model is hard for the others, so the paired error is several times smaller than ``se``.
-    ``done`` is the learning ``t`` has done by ``s`` and ``left`` the learning it has left after
-    ``s`` (LR sums when recorded, else ``s`` and ``budget_step - s``):
-
-    1. **Diverged** -> prune: ``v_k`` is NaN or infinite, or ``v_k > v_1 + noise(v_k, v_1)``
-       (above its starting level beyond noise; early in a long warmup the loss has barely moved
-       and an evaluation can land just above the start by chance). Checked always, even in
+    1. **Divergence** -> prune: ``v_k`` is not finite, or ``v_k > v_1 + noise(v_k, v_1)`` (early
+       in a long warmup an evaluation can land just above the start by chance). Checked even in
        warmup.
-    2. **Protected** -> continue: ``s <= warmup_step``, or ``k < min_evals``, or
+    2. **Protection** -> continue: ``s <= warmup_step``, or ``k < min_evals``, or
        ``k <= patience``.
-    3. **Peers**: the COMPLETE trials other than ``t`` that have intermediate values. For each
-       peer ``j``, ``L_j`` is its best value at steps ``<= s`` (a peer whose curve ended before
-       ``s`` gives its overall best; a peer with no finite value at a step ``<= s`` is skipped)
-       and ``E_j`` its overall best. Fewer than ``n_startup_trials`` such peers -> continue.
-       Otherwise ``ref_now = percentile(L, percentile)`` and ``ref_end = percentile(E,
-       percentile)`` (numpy, linear interpolation), and ``noise_now`` is the median over the
-       peers of ``noise(b, L_j)``.
-    4. **Projections**. Recent gain ``g = min(v_1 .. v_w) - b`` with ``w = k - patience``, the
-       improvement over the last ``patience`` evaluations, or since its warmup ended if that is
-       later (``v_w`` the first evaluation at or after ``warmup_step``, and ``w <= k - 1``): the
-       gains made while the LR still ramps up say little about the rate after. ``g = 0`` if it
-       is less than the noise between those two evaluations (a change within noise counts as
-       none). *Own*: ``b - g * ln(1 + left / done) / ln(done / done_w)``, where ``done_w``
-       is the learning done by the start of those evaluations: its recent gain kept up for
-       every further factor of learning. A loss that falls as a power law of the learning
-       towards a floor, as LM losses do, gains less with each factor, so this is still
-       optimistic; a straight line would keep a low-LR trial that is still falling steadily for
-       half its budget. When
-       ``done_w`` is 0 (the window starts at the untrained model), the gain is kept up per unit
-       of learning instead: ``b - g * left / (done - done_w)``. A fall that is speeding up (a
-       trial leaving a plateau) is projected at its latest rate where that reaches further:
-       the same formula with the gain made by the latest evaluation (counted when it is at
-       least the noise between the two) and the learning done by the one before it. *Peers*:
-       for each peer ``j``, with ``X_j`` its best value by the evaluation at which it had done
-       ``done`` and ``Y_j`` by the one at which it had done ``done + left`` (its overall best
-       past its end), both compared at equal learning: ``Y_j + max(0, b - X_j)``, where that
-       peer got to with as much more learning, plus how far ``t`` lags it at equal learning.
-       (Learning in LR sums when both trials recorded them, else in steps.) ``projected`` is
-       the smallest of these.
-    5. **Stalled loser** -> prune: ``b > ref_now + noise_now`` (worse than the peers at the same
-       step, beyond noise) and ``projected > ref_end`` (neither its own recent rate nor the
-       path of any peer brings it to where the peers ended).
-    6. **Plateaued leader** -> stop: ``g == 0`` and ``b <= ref_now`` and every peer's
-       ``L_j - E_j <= noise(L_j, E_j)`` (no peer improved beyond noise after this step, e.g.
-       they all flattened or overfit) and the lowest of its last ``patience`` values ``v``
-       is above ``b + noise(v, b)``
-       (the trial is past its minimum: its val loss has turned up and stayed up, as when it
-       overfits). The trial should end now and be recorded COMPLETE with its best value ``b``.
-       A leader that is merely flat, or up by one noisy evaluation, goes on: on cosine or WSD
-       schedules the LR decay still to come often brings a late drop, and peers with other
-       warmups anneal at other steps, so such stops cost the eventual winner in replays.
+    3. **Peers**: the COMPLETE trials but ``t`` with a finite value at a step ``<= s``; ``L_j``
+       is peer ``j``'s best at steps ``<= s`` (its overall best if it ended before ``s``),
+       ``E_j`` its overall best. Fewer than ``n_startup_trials`` -> continue. ``ref_now =
+       percentile(L, percentile)``, ``ref_end = percentile(E, percentile)`` (numpy, linear),
+       ``noise_now`` = the median over the peers of ``noise(b, L_j)``.
+    4. **Projections**. Recent gain ``g = min(v_1 .. v_w) - b`` with ``w = k - patience``, or
+       the first evaluation at or after ``warmup_step`` if that is later (gains while the LR
+       ramps up say little about the rate after), and ``w <= k - 1``; ``g = 0`` when it is less
+       than the noise between those two evaluations. *Own*: ``b - g * ln(1 + left / done) /
+       ln(done / done_w)`` (``done_w``: the learning done by ``v_w``), the recent gain kept up
+       for every further factor of learning (still optimistic for a loss falling as a power
+       law towards a floor); per unit of learning, ``b - g * left / (done - done_w)``, when
+       ``done_w`` is 0. A fall that is speeding up (leaving a plateau) is projected at its
+       latest rate where that reaches further: the same with the gain made by ``v_k`` (counted
+       when at least the noise between the two) and the learning done by ``v_{k-1}``. *Peers*:
+       the lowest over the peers of ``Y_j + max(0, b - X_j)``, ``X_j`` and ``Y_j`` the peer's
+       best by the evaluation at which it had done ``done`` and ``done + left`` (its overall
+       best past its end): where it got with as much more learning, plus how far ``t`` lags it
+       at equal learning (LR sums when both recorded them, else steps). ``projected`` is the
+       lower of the two.
+    5. **Stalled loser** -> prune: ``b > ref_now + noise_now`` (behind the peers at the same
+       step, beyond noise) and ``projected > ref_end`` (neither its own rate nor any peer's path
+       brings it to where the peers ended); only behind -> continue.
+    6. **Plateaued leader** -> stop (COMPLETE with ``b``): ``g == 0``, ``b <= ref_now``, every
+       peer's ``L_j - E_j <= noise(L_j, E_j)`` (no peer improved beyond noise after ``s``), and
+       the lowest ``v`` of its last ``patience`` values is above ``b + noise(v, b)`` (its val
+       loss turned up and stayed up, as when it overfits). A merely flat leader goes on: the LR
+       decay still to come often brings a late drop.
     7. Otherwise continue.
 
-    Comparing with the peers at equal learning, not at equal steps, is what keeps a slow
-    starter and prunes a slow learner. A high-LR trial with a long warmup reaches a given step
-    with little learning done, so it is compared with the peers when they, too, still sat on
-    the plateau, and their drop after it says where it can get. A low-LR trial sitting on that
-    plateau has little learning left, so the peers' paths over that much learning end high.
+    Comparing with the peers at equal learning, not at equal steps, keeps a slow starter and
+    prunes a slow learner: a high-LR trial with a long warmup is compared with the peers when
+    they, too, sat on the plateau, and a low-LR trial on that plateau has little learning left.
 
-    :meth:`prune` returns True for "prune" and for "stop"; the objective tells them apart with
-    :meth:`last_decision`. :meth:`decide` returns the verdict without recording it.
+    :meth:`prune` returns True for "prune" and for "stop"; :meth:`last_decision` tells them
+    apart (:class:`StopsLeaders`). :meth:`decide` returns the verdict without recording it.
+    How the defaults were chosen: ``bench/README.md``.
 
     Args:
         percentile: Level of the peers to compare with, in [0, 100] (50 = median).
@@ -270,9 +370,7 @@ class PlateauPruner(optuna.pruners.BasePruner):
         z: Differences smaller than ``z`` standard errors (paired over the val batches where
             recorded, else of the latest evaluation) count as none; a finite number >= 0.
         n_startup_trials: Number of usable COMPLETE peers needed before a stall is judged; an
-            integer >= 1. With three, the peers' median and paths were too coarse to judge a
-            winner just leaving a long warmup: replays of recorded studies lost it in up to 1%
-            of trial orders; with four, in none (README, "Why four finished trials").
+            integer >= 1.
     """
 
     def __init__(
@@ -312,6 +410,7 @@ class PlateauPruner(optuna.pruners.BasePruner):
         # (study name, trial number) and checked against the number of values.
         self._peer_cache: Dict[Tuple[str, int], Tuple[int, _Curve]] = {}
         self._checked_studies: set = set()
+        self._warned: Set[Tuple[str, str]] = set()  # (study name, fallback) warned about
 
     # -- public API -------------------------------------------------------------------------
 
@@ -347,135 +446,228 @@ class PlateauPruner(optuna.pruners.BasePruner):
     def decide(self, study: "Study", trial: "FrozenTrial") -> PlateauDecision:
         """Apply the rule in the class docstring to ``trial`` at its latest step."""
         self._check_direction(study)
-
-        k = len(trial.intermediate_values)
-        if k == 0:
+        if not trial.intermediate_values:
             return PlateauDecision(CONTINUE, "no values reported yet")
-        attrs = trial.user_attrs
-        me = _Curve(trial.intermediate_values, attrs)
-        steps, values = me.steps, me.values
-        s, v_k, v_1 = int(steps[-1]), float(values[-1]), float(values[0])
-        se = _as_se(attrs.get("val_loss_se"), s)
-
-        def noise(a: _Curve, i: int, c: _Curve, j: int) -> float:
-            paired = _paired_se(a, i, c, j)
-            return self._z * (se if math.isnan(paired) else paired)
-
-        # 1. Diverged.
-        if math.isnan(v_k):
-            return PlateauDecision(
-                PRUNE, f"diverged: val loss {trial.intermediate_values[s]} at step {s} is not finite")
-        noise_start = noise(me, k - 1, me, 0)
-        if not math.isnan(v_1) and v_k > v_1 + noise_start:
-            return PlateauDecision(
-                PRUNE,
-                f"diverged: val loss {v_k:.4f} at step {s} is above its starting level "
-                f"{v_1:.4f} + noise {noise_start:.4f}",
-            )
-
-        # 2. Protected.
-        warmup_step = _as_int(attrs.get("warmup_step"), 0)
-        if s <= warmup_step:
-            return PlateauDecision(CONTINUE, f"in warmup (step {s} <= warmup_step {warmup_step})")
-        if k < self._min_evals:
-            return PlateauDecision(CONTINUE, f"{k} evaluations < min_evals {self._min_evals}")
-        if k <= self._patience:
-            return PlateauDecision(CONTINUE, f"{k} evaluations <= patience {self._patience}")
-
-        # 3. Peers.
+        me = _Latest(trial, self._z)
+        self._warn_once(study, _NO_BATCH_LOSSES, [me.curve], lambda c: not c.pairs)
+        self._warn_once(study, _NO_LR_SUMS, [me.curve],
+                        lambda c: math.isnan(me.learning_budget) or not c.counts_learning)
+        # Each stage returns a verdict or None (pass on to the next).
+        early = self._diverged(trial, me) or self._protected(me)
+        if early is not None:
+            return early
         peers = self._peers(study, trial)
-        budget_step = _as_int(attrs.get("budget_step"), max(
-            (p.last_step for p in peers if p.last_step is not None), default=s))
-        left_steps = float(max(budget_step - s, 0))
-        usable, now_index = [], []
-        for peer in peers:
-            i = peer.index_by(s, by_learning=False)
-            if i >= 0 and peer.best_index[i] >= 0:
-                usable.append(peer)
-                now_index.append(int(peer.best_index[i]))
+        usable = self._usable_peers(peers, me.step)
         if len(usable) < self._n_startup_trials:
             return PlateauDecision(
                 CONTINUE,
-                f"{len(usable)} finished peers at step {s} < n_startup_trials "
+                f"{len(usable)} finished peers at step {me.step} < n_startup_trials "
                 f"{self._n_startup_trials}",
             )
-        now_a = np.array([p.values[i] for p, i in zip(usable, now_index)])
-        end_a = np.array([p.best for p in usable])
-        ref_now = float(np.percentile(now_a, self._percentile))
-        ref_end = float(np.percentile(end_a, self._percentile))
-        i_b = int(me.best_index[-1])
-        b = float(values[i_b])
-        noise_now = float(np.median([noise(me, i_b, p, i) for p, i in zip(usable, now_index)]))
-
-        # 4. Recent gain, projected over what the trial has left; the peers' record.
-        w = min(max(k - self._patience - 1, int(np.searchsorted(steps, warmup_step))), k - 2)
-        i_before = int(me.best_index[w])
-        g = float(values[i_before]) - b if i_before >= 0 else 0.0
-        if g < noise(me, i_before, me, i_b):
-            g = 0.0
-        learned_budget = _as_float(attrs.get("lr_area_budget"))
-        by_learning = not math.isnan(learned_budget) and me.learned[-1] > me.learned[w]
-        done_by = me.learned if by_learning else steps.astype(float)  # at each evaluation
-        done = float(done_by[-1])
-        left = max(learned_budget - done, 0.0) if by_learning else left_steps
-        own_gain = _gain_kept_up(g, float(done_by[w]), done, left)
-        # A fall that is speeding up (leaving a plateau) is projected at its latest rate.
-        i_prev = int(me.best_index[k - 2])
-        g_last = float(values[i_prev]) - b if i_prev >= 0 else 0.0
-        if g_last > 0 and g_last >= noise(me, i_prev, me, i_b):
-            own_gain = max(own_gain, _gain_kept_up(g_last, float(done_by[-2]), done, left))
-        peer_end = math.inf
-        for peer in usable:
-            # Learning when both recorded it (a mixed study, e.g. resumed across versions: steps).
-            use_learning = by_learning and not math.isnan(peer.learned[-1])
-            at, ahead = (done, left) if use_learning else (float(s), left_steps)
-            then, later = peer.best_by(at, use_learning), peer.best_by(at + ahead, use_learning)
-            if not (math.isnan(then) or math.isnan(later)):
-                peer_end = min(peer_end, later + max(0.0, b - then))
-
-        # 5. Stalled loser.
-        if b > ref_now + noise_now:
-            projected = min(b - own_gain, peer_end)
-            if projected > ref_end:
-                unit = "learning" if by_learning else "training"
-                return PlateauDecision(
-                    PRUNE,
-                    f"stalled loser at step {s}: best {b:.4f} > peers' p{self._percentile:g} "
-                    f"{ref_now:.4f} + noise {noise_now:.4f}, and projected {projected:.4f} "
-                    f"(own recent gain kept up: {b - own_gain:.4f}; from the peers at equal "
-                    f"{unit}: {peer_end:.4f}) > peers' final p{self._percentile:g} {ref_end:.4f}",
-                )
-            return PlateauDecision(
+        peer_curves = [peer for peer, _ in usable]
+        self._warn_once(study, _NO_BATCH_LOSSES, peer_curves, lambda c: not c.pairs)
+        self._warn_once(study, _NO_LR_SUMS, peer_curves, lambda c: not c.counts_learning)
+        levels = self._reference_levels(me, usable)
+        projection = self._projections(me, levels, self._budget_step(trial, peers, me.step))
+        return (
+            self._stalled_loser(me, levels, projection)
+            or self._plateaued_leader(me, levels, projection)
+            or PlateauDecision(
                 CONTINUE,
-                f"behind at step {s} (best {b:.4f} > {ref_now:.4f}) but projected "
-                f"{projected:.4f} <= peers' final {ref_end:.4f}",
+                f"at step {me.step}: best {me.best:.4f}, peers' p{self._percentile:g} "
+                f"{levels.now:.4f}, recent gain {projection.recent_gain:.4f}, largest peer gain "
+                f"after this step {levels.largest_gain_after:.4f}",
             )
-
-        # 6. Plateaued leader.
-        recent = values[k - self._patience:]
-        i_low = k - self._patience + int(np.nanargmin(recent)) if not np.all(np.isnan(recent)) else -1
-        past_minimum = i_low >= 0 and float(values[i_low]) > b + noise(me, i_low, me, i_b)
-        peer_gains = [(float(p.values[i]) - p.best, noise(p, i, p, int(p.best_index[-1])))
-                      for p, i in zip(usable, now_index)]
-        any_peer_gain = max(gain for gain, _ in peer_gains)
-        peers_flat = all(gain <= peer_noise for gain, peer_noise in peer_gains)
-        if g == 0.0 and b <= ref_now and peers_flat and past_minimum:
-            return PlateauDecision(
-                STOP,
-                f"plateaued leader at step {s}: best {b:.4f} <= peers' p{self._percentile:g} "
-                f"{ref_now:.4f}, its last {self._patience} val losses all above it beyond noise, "
-                f"no gain beyond noise over the last {self._patience} evaluations, and no peer "
-                f"gained beyond noise after this step (largest gain {any_peer_gain:.4f})",
-            )
-
-        # 7.
-        return PlateauDecision(
-            CONTINUE,
-            f"at step {s}: best {b:.4f}, peers' p{self._percentile:g} {ref_now:.4f}, recent "
-            f"gain {g:.4f}, largest peer gain after this step {any_peer_gain:.4f}",
         )
 
+    # -- the stages -------------------------------------------------------------------------
+
+    def _diverged(self, trial: "FrozenTrial", me: _Latest) -> Optional[PlateauDecision]:
+        """1. Its latest value is not finite, or above its first beyond noise."""
+        curve, step = me.curve, me.step
+        latest, first = float(curve.values[-1]), float(curve.values[0])
+        if math.isnan(latest):
+            return PlateauDecision(
+                PRUNE,
+                f"diverged: val loss {trial.intermediate_values[step]} at step {step} is not finite",
+            )
+        noise = me.noise(curve, me.n_evals - 1, curve, 0)
+        if not math.isnan(first) and latest > first + noise:
+            return PlateauDecision(
+                PRUNE,
+                f"diverged: val loss {latest:.4f} at step {step} is above its starting level "
+                f"{first:.4f} + noise {noise:.4f}",
+            )
+        return None
+
+    def _protected(self, me: _Latest) -> Optional[PlateauDecision]:
+        """2. In warmup, or too few evaluations to judge."""
+        if me.step <= me.warmup_step:
+            return PlateauDecision(
+                CONTINUE, f"in warmup (step {me.step} <= warmup_step {me.warmup_step})")
+        if me.n_evals < self._min_evals:
+            return PlateauDecision(CONTINUE, f"{me.n_evals} evaluations < min_evals {self._min_evals}")
+        if me.n_evals <= self._patience:
+            return PlateauDecision(CONTINUE, f"{me.n_evals} evaluations <= patience {self._patience}")
+        return None
+
+    @staticmethod
+    def _usable_peers(peers: Sequence[_Curve], step: int) -> List[Tuple[_Curve, int]]:
+        """3. The peers with a finite value at a step <= ``step``, each with the index of its
+        best evaluation there (its ``L_j``)."""
+        usable = []
+        for peer in peers:
+            i = peer.index_by(step, by_learning=False)
+            if i >= 0 and peer.best_index[i] >= 0:
+                usable.append((peer, int(peer.best_index[i])))
+        return usable
+
+    def _reference_levels(self, me: _Latest, usable: List[Tuple[_Curve, int]]) -> _Levels:
+        """3. Where the peers stood at the trial's latest step and where they ended."""
+        now_values = np.array([peer.values[i] for peer, i in usable])
+        end_values = np.array([peer.best for peer, _ in usable])
+        best_index = me.best_index
+        return _Levels(
+            peers=usable,
+            now=float(np.percentile(now_values, self._percentile)),
+            end=float(np.percentile(end_values, self._percentile)),
+            noise=float(np.median([me.noise(me.curve, best_index, peer, i) for peer, i in usable])),
+            noise_of=me.noise,
+        )
+
+    @staticmethod
+    def _budget_step(trial: "FrozenTrial", peers: Sequence[_Curve], step: int) -> int:
+        """Its planned final step; else the largest step of the peers, else ``step``."""
+        budget = trial_record.budget_step(trial)
+        if budget is None:
+            budget = max((p.last_step for p in peers if p.last_step is not None), default=step)
+        return budget
+
+    def _projections(self, me: _Latest, levels: _Levels, budget_step: int) -> _Projection:
+        """4. Its recent gain, where that gain kept up takes it, and where the peers' paths
+        at equal learning take it."""
+        window_start = min(max(me.n_evals - self._patience - 1,
+                               int(np.searchsorted(me.curve.steps, me.warmup_step))),
+                           me.n_evals - 2)
+        recent_gain = self._recent_gain(me, window_start)
+        learning = self._learning(me, window_start, budget_step)
+        return _Projection(
+            recent_gain=recent_gain,
+            by_learning=learning.by_learning,
+            own=self._own_gain_kept_up(me, window_start, recent_gain, learning),
+            from_peers=self._peers_paths(me, levels, learning),
+        )
+
+    @staticmethod
+    def _recent_gain(me: _Latest, window_start: int) -> float:
+        """4. ``g``: its best before the window minus its best now; 0 within noise."""
+        curve, best_index = me.curve, me.best_index
+        i_before = int(curve.best_index[window_start])
+        gain = float(curve.values[i_before]) - me.best if i_before >= 0 else 0.0
+        if gain < me.noise(curve, i_before, curve, best_index):
+            gain = 0.0
+        return gain
+
+    @staticmethod
+    def _learning(me: _Latest, window_start: int, budget_step: int) -> _Learning:
+        """4. Its training done and left, in LR sums where recorded (and grown over the
+        window), else in steps."""
+        curve = me.curve
+        left_steps = float(max(budget_step - me.step, 0))
+        by_learning = (not math.isnan(me.learning_budget)
+                       and curve.learned[-1] > curve.learned[window_start])
+        done_by = curve.learned if by_learning else curve.steps.astype(float)
+        done = float(done_by[-1])
+        left = max(me.learning_budget - done, 0.0) if by_learning else left_steps
+        return _Learning(by_learning, done_by, done, left, left_steps)
+
+    @staticmethod
+    def _own_gain_kept_up(me: _Latest, window_start: int, recent_gain: float,
+                          learning: _Learning) -> float:
+        """4. *Own*: where its recent gain, kept up per factor of learning, takes it; a fall
+        that is speeding up is projected at its latest rate where that reaches further."""
+        curve, best, best_index = me.curve, me.best, me.best_index
+        done_by, done, left = learning.done_by, learning.done, learning.left
+        kept_up = _gain_kept_up(recent_gain, float(done_by[window_start]), done, left)
+        i_prev = int(curve.best_index[me.n_evals - 2])
+        latest_gain = float(curve.values[i_prev]) - best if i_prev >= 0 else 0.0
+        if latest_gain > 0 and latest_gain >= me.noise(curve, i_prev, curve, best_index):
+            kept_up = max(kept_up, _gain_kept_up(latest_gain, float(done_by[-2]), done, left))
+        return best - kept_up
+
+    @staticmethod
+    def _peers_paths(me: _Latest, levels: _Levels, learning: _Learning) -> float:
+        """4. *Peers*: the lowest of where a peer got with as much more learning, plus how far
+        the trial lags it at equal learning; inf if no peer can tell."""
+        best, lowest = me.best, math.inf
+        for peer, _ in levels.peers:
+            # Learning when both recorded it (a mixed study, e.g. resumed across versions: steps).
+            use_learning = learning.by_learning and not math.isnan(peer.learned[-1])
+            at, ahead = ((learning.done, learning.left) if use_learning
+                         else (float(me.step), learning.left_steps))
+            then, later = peer.best_by(at, use_learning), peer.best_by(at + ahead, use_learning)
+            if not (math.isnan(then) or math.isnan(later)):
+                lowest = min(lowest, later + max(0.0, best - then))
+        return lowest
+
+    def _stalled_loser(self, me: _Latest, levels: _Levels,
+                       projection: _Projection) -> Optional[PlateauDecision]:
+        """5. Behind the peers beyond noise, and no projection reaches where they ended."""
+        best, step = me.best, me.step
+        if not best > levels.now + levels.noise:
+            return None
+        projected = min(projection.own, projection.from_peers)
+        if projected > levels.end:
+            unit = "learning" if projection.by_learning else "training"
+            return PlateauDecision(
+                PRUNE,
+                f"stalled loser at step {step}: best {best:.4f} > peers' p{self._percentile:g} "
+                f"{levels.now:.4f} + noise {levels.noise:.4f}, and projected {projected:.4f} "
+                f"(own recent gain kept up: {projection.own:.4f}; from the peers at equal "
+                f"{unit}: {projection.from_peers:.4f}) > peers' final p{self._percentile:g} "
+                f"{levels.end:.4f}",
+            )
+        return PlateauDecision(
+            CONTINUE,
+            f"behind at step {step} (best {best:.4f} > {levels.now:.4f}) but projected "
+            f"{projected:.4f} <= peers' final {levels.end:.4f}",
+        )
+
+    def _plateaued_leader(self, me: _Latest, levels: _Levels,
+                          projection: _Projection) -> Optional[PlateauDecision]:
+        """6. A leader past its minimum, with no gain left in it or in any peer."""
+        curve, best, first_recent = me.curve, me.best, me.n_evals - self._patience
+        recent = curve.values[first_recent:]
+        i_low = first_recent + int(np.nanargmin(recent)) if not np.all(np.isnan(recent)) else -1
+        past_minimum = (i_low >= 0 and float(curve.values[i_low])
+                        > best + me.noise(curve, i_low, curve, me.best_index))
+        if projection.recent_gain == 0.0 and best <= levels.now and levels.flat_after and past_minimum:
+            return PlateauDecision(
+                STOP,
+                f"plateaued leader at step {me.step}: best {best:.4f} <= peers' "
+                f"p{self._percentile:g} {levels.now:.4f}, its last {self._patience} val losses "
+                f"all above it beyond noise, no gain beyond noise over the last "
+                f"{self._patience} evaluations, and no peer gained beyond noise after this step "
+                f"(largest gain {levels.largest_gain_after:.4f})",
+            )
+        return None
+
     # -- internals --------------------------------------------------------------------------
+
+    def _warn_once(self, study: "Study", fallback: str, curves: Sequence[_Curve],
+                   lacks: Callable[[_Curve], bool]) -> None:
+        """A :class:`PlateauFallbackWarning`, the first time in ``study`` that one of
+        ``curves`` lacks what ``fallback`` names."""
+        key = (study.study_name, fallback)
+        if key in self._warned:
+            return
+        lacking = next((c for c in curves if lacks(c)), None)
+        if lacking is not None:
+            self._warned.add(key)
+            warnings.warn(
+                _FALLBACK_MESSAGES[fallback].format(trial=lacking.number, study=study.study_name),
+                PlateauFallbackWarning,
+            )
 
     def _check_direction(self, study: "Study") -> None:
         key = study.study_name
@@ -502,7 +694,7 @@ class PlateauPruner(optuna.pruners.BasePruner):
             n = len(other.intermediate_values)
             cached = self._peer_cache.get(key)
             if cached is None or cached[0] != n:
-                cached = (n, _Curve(other.intermediate_values, other.user_attrs))
+                cached = (n, _Curve(other))
                 self._peer_cache[key] = cached
             peers.append(cached[1])
         return peers

@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-from sweeps.objective import BASELINE_ATTR
+from sweeps import trial_record
 
 
 def _fmt_params(params: dict) -> str:
@@ -16,10 +16,12 @@ def compute_of(study: optuna.Study) -> tuple[int, int]:
     """(training tokens used by all trials, tokens pruning and early stopping saved)."""
     used = saved = 0
     for t in study.get_trials(deepcopy=False):
-        seen = int(t.user_attrs.get("tokens_seen", max(t.intermediate_values, default=0)))
+        seen = trial_record.tokens_seen(t)
+        seen = int(max(t.intermediate_values, default=0)) if seen is None else seen
         used += seen
-        if t.state == TrialState.PRUNED or t.user_attrs.get("status") == "stopped":
-            saved += max(0, int(t.user_attrs.get("budget_step", seen)) - seen)
+        if t.state == TrialState.PRUNED or trial_record.status(t) == "stopped":
+            budget = trial_record.budget_step(t)
+            saved += max(0, (seen if budget is None else budget) - seen)
     return used, saved
 
 
@@ -32,14 +34,14 @@ def study_report(study: optuna.Study, top: int = 5) -> str:
     if complete:
         lines.append(f"{'trial':>5}  {'val loss':>8}  {'stop reason':<28}  params")
         for t in complete[:top]:
-            mark = f" (baseline, {t.user_attrs[BASELINE_ATTR]})" if t.user_attrs.get(BASELINE_ATTR) else ""
-            reason = str(t.user_attrs.get("stop_reason", ""))[:28]
+            mark = f" (baseline, {trial_record.baseline(t)})" if trial_record.is_baseline(t) else ""
+            reason = str(trial_record.stop_reason(t) or "")[:28]
             lines.append(f"{t.number:>5}  {t.value:>8.4f}  {reason:<28}  {_fmt_params(t.params)}{mark}")
     used, saved = compute_of(study)
     if used:
         lines.append(f"compute: {used:,} training tokens used; pruning and early stops saved {saved:,} "
                      f"({saved / (used + saved):.0%} of what running every trial to the end would cost)")
-    baseline = next((t for t in complete if t.user_attrs.get(BASELINE_ATTR)), None)
+    baseline = next((t for t in complete if trial_record.is_baseline(t)), None)
     if baseline is not None and complete[0] is baseline:
         lines.append(f"no trial beat the baseline (trial {baseline.number}, val loss {baseline.value:.4f})")
     elif baseline is not None:

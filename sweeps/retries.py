@@ -17,13 +17,15 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-RETRY_OF = "retry_of"  # user attr: the number of the trial this one runs again
+from sweeps.trial_record import retry_attrs, retry_of, set_fail_reason
+
 MAX_RETRIES = 2
 
 
 def first_of_series(trial: optuna.Trial | FrozenTrial) -> int:
     """The number of the trial that `trial` runs again (its own number if it is no retry)."""
-    return int(trial.user_attrs.get(RETRY_OF, trial.number))
+    first = retry_of(trial)
+    return trial.number if first is None else first
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
@@ -37,7 +39,7 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
         state=TrialState.WAITING,
         params=trial.params,
         distributions=trial.distributions,
-        user_attrs={RETRY_OF: first},
+        user_attrs=retry_attrs(first),
         system_attrs={**trial.system_attrs, "failed_trial": first, "retry_history": history},
     ))
     return True
@@ -59,7 +61,7 @@ def requeue_lost_baseline(study: optuna.Study) -> bool:
     last = series[-1]
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING, params=last.params, distributions=last.distributions,
-        user_attrs={RETRY_OF: 0},
+        user_attrs=retry_attrs(0),
         system_attrs={**last.system_attrs, "failed_trial": 0, "retry_history": []},
     ))
     return True
@@ -79,7 +81,7 @@ def recorded_when_crashed(objective, failure: type[Exception]):
             first_line = (str(e).strip().splitlines() or [""])[0]
             queued = requeue(trial.study, frozen_trial(trial))
             reason = f"crashed: {type(e).__name__}: {first_line}"
-            trial.set_user_attr("fail_reason", reason + (
+            set_fail_reason(trial, reason + (
                 "; queued to run again" if queued else f"; crashed {MAX_RETRIES + 1} times, not queued again"))
             raise failure(reason) from e
     return run_trial
@@ -93,7 +95,7 @@ def requeued_when_interrupted(objective):
             return objective(trial)
         except KeyboardInterrupt:
             queued = requeue(trial.study, frozen_trial(trial))
-            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM); " + (
+            set_fail_reason(trial, "interrupted (Ctrl-C or SIGTERM); " + (
                 "queued to run again" if queued else f"interrupted {MAX_RETRIES + 1} times, not queued again"))
             raise
     return run_trial

@@ -14,7 +14,7 @@ from sweeps.budget import FINISHED, grid_done, trials_taken, within_budget
 from sweeps.compose import (CONF_DIR, Composer, baseline_config, group_choices, require_sweep, study_dir_of,
                             study_name_of)
 from sweeps.config import StudyError, check_study
-from sweeps.objective import BASELINE_AS_GIVEN, BASELINE_IN_SPACE, Objective, TrialFailed
+from sweeps.objective import Objective, TrialFailed
 from sweeps.pruners import build_pruner
 from sweeps.report import study_report
 from sweeps.resume_checks import check_settings_fit_study, check_space_fits_study
@@ -22,6 +22,7 @@ from sweeps.retries import MAX_RETRIES, recorded_when_crashed, requeue_lost_base
 from sweeps.samplers import build_sampler
 from sweeps.search_space import SearchSpace, SearchSpaceError, check_values_allowed, parse_search_space
 from sweeps.storage import create_or_load_study, open_storage, redact_url
+from sweeps.trial_record import BASELINE_AS_GIVEN, BASELINE_IN_SPACE, fail_reason
 from trainer import as_train_config, check_config, prepare_data, resolve_device, resolve_dtype, schedule_warnings
 
 MAX_CONSECUTIVE_FAILURES = 5
@@ -117,7 +118,7 @@ def run_trials(prepared: PreparedStudy, n_trials: int, callbacks: Sequence[Calla
         failures = failures + 1 if last.state == TrialState.FAIL else 0
         if failures >= MAX_CONSECUTIVE_FAILURES:
             raise StudyError(f"{failures} trials in a row failed (last: "
-                             f"{last.user_attrs.get('fail_reason', 'see the log')}); fix the sweep's params")
+                             f"{fail_reason(last) or 'see the log'}); fix the sweep's params")
 
 
 def say_what_still_runs(study: optuna.Study, n_trials: int, grace_period: int) -> None:

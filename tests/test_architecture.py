@@ -79,3 +79,68 @@ def test_every_mode_has_a_runner():
     from sweeps.runner import RUN_MODE
 
     assert set(RUN_MODE) == set(MODES)
+
+
+# -- one module names the data a trial records ---------------------------------------------------
+
+RECORD_MODULE = ROOT / "sweeps" / "trial_record.py"
+ATTR_SOURCES = [*sorted((ROOT / "sweeps").glob("*.py")), *sorted((ROOT / "bench").glob("*.py")),
+                ROOT / "study_runner.py"]
+ATTR_NAMES = {"attrs", "user_attrs"}  # names that hold a user_attrs mapping by convention
+
+
+def user_attr_key_literals(source: str) -> list[tuple[int, str]]:
+    """(line, key) of each string constant `source` uses as a user-attr key: the first argument
+    of `set_user_attr`; a subscript, `.get` / `.pop` / `.setdefault` or `in` test on
+    `<x>.user_attrs`, or on a name bound to one (or called `attrs` / `user_attrs`); a key of a
+    `user_attrs={...}` argument."""
+    tree = ast.parse(source)
+    names = set(ATTR_NAMES)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Attribute) and node.value.attr == "user_attrs":
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+
+    def is_user_attrs(node: ast.AST) -> bool:
+        return ((isinstance(node, ast.Attribute) and node.attr == "user_attrs")
+                or (isinstance(node, ast.Name) and node.id in names))
+
+    keys: list[ast.AST] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Attribute) and node.args and (
+                    func.attr == "set_user_attr"
+                    or (func.attr in ("get", "pop", "setdefault") and is_user_attrs(func.value))):
+                keys.append(node.args[0])
+            keys.extend(k for kw in node.keywords if kw.arg == "user_attrs" and isinstance(kw.value, ast.Dict)
+                        for k in kw.value.keys if k is not None)
+        elif isinstance(node, ast.Subscript) and is_user_attrs(node.value):
+            keys.append(node.slice)
+        elif isinstance(node, ast.Compare) and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops) \
+                and any(is_user_attrs(c) for c in node.comparators):
+            keys.append(node.left)
+    return sorted((k.lineno, k.value) for k in keys if isinstance(k, ast.Constant) and isinstance(k.value, str))
+
+
+def test_the_key_scan_finds_every_form_of_a_literal_key():
+    source = '\n'.join([
+        't.set_user_attr("a", 1)',
+        'x = t.user_attrs["b"]',
+        'y = t.user_attrs.get("c", 0)',
+        'if "d" in t.user_attrs: pass',
+        'attrs = other.user_attrs',
+        'z = attrs.get("e")',
+        'create_trial(user_attrs={"f": 1})',
+        'w = f"{t.user_attrs.get(\'g\')}"',
+        'ok = t.user_attrs.get(KEY), cfg["config"], t.set_user_attr(KEY, 1), t.system_attrs["grid_id"]',
+    ])
+    assert user_attr_key_literals(source) == [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (6, "e"), (7, "f"),
+                                              (8, "g")]
+
+
+def test_no_user_attr_key_is_spelled_outside_trial_record():
+    assert RECORD_MODULE.is_file() and RECORD_MODULE in ATTR_SOURCES
+    found = {f"{path.relative_to(ROOT)}:{line}": key
+             for path in ATTR_SOURCES if path != RECORD_MODULE
+             for line, key in user_attr_key_literals(path.read_text())}
+    assert found == {}, f"user-attr keys spelled outside sweeps/trial_record.py: {found}"

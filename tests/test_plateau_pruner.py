@@ -6,14 +6,19 @@ Steps are 0, 100, 200, ... (stand-ins for tokens); every curve starts at the unt
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import optuna
 import pytest
 
-from sweeps.plateau_pruner import PlateauDecision, PlateauPruner
+from sweeps.plateau_pruner import PlateauDecision, PlateauFallbackWarning, PlateauPruner, StopsLeaders
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Most hand-made curves record no batch losses or LR sums: the pruner's fallbacks (one
+# evaluation's standard error, learning in steps) are what they test. The warning has its own
+# tests below.
+pytestmark = pytest.mark.filterwarnings("ignore::sweeps.plateau_pruner.PlateauFallbackWarning")
 
 START = 10.8
 DT = 100  # step interval between evaluations
@@ -451,6 +456,57 @@ def test_decide_does_not_record_and_last_decision_is_per_trial():
     assert pruner.last_decision(t.number) is None
     assert t.should_prune() is False
     assert pruner.last_decision(t.number) == d
+
+
+def test_plateau_pruner_stops_leaders_and_says_which_verdict_stops():
+    assert isinstance(PlateauPruner(), StopsLeaders)
+    assert not isinstance(optuna.pruners.MedianPruner(), StopsLeaders)
+    assert PlateauDecision("stop", "").stops
+    assert not PlateauDecision("prune", "").stops and not PlateauDecision("continue", "").stops
+
+
+# --- falling back when a trial records less -----------------------------------------------------
+
+STALLED = [START, 10.0, 9.0, 7.8, 7.8, 7.8, 7.8, 7.8, 7.8, 7.8, 7.8]
+
+
+def fallback_messages(record):
+    return [str(w.message) for w in record if issubclass(w.category, PlateauFallbackWarning)]
+
+
+def test_falling_back_warns_once_per_study():
+    pruner = three_peer_pruner()
+    for _ in range(2):  # the same pruner in a second study warns again
+        study = make_study(pruner, [SMOOTH] * 3)
+        with pytest.warns(PlateauFallbackWarning) as record:
+            run_trial(study, STALLED, budget_step=1000)
+            run_trial(study, SMOOTH, budget_step=1000)
+        messages = fallback_messages(record)
+        assert len(messages) == 2
+        assert "no val batch losses" in messages[0] and "one evaluation's standard error" in messages[0]
+        assert "no LR sums" in messages[1] and "counted in steps" in messages[1]
+        assert all(f"study {study.study_name!r}" in m for m in messages)
+
+
+def test_a_peer_without_lr_sums_warns_once():
+    # The judged trial records everything; the peers, recorded by an older version, no LR sums.
+    study = make_study(three_peer_pruner(), [SMOOTH] * 3, batches=True)
+    with pytest.warns(PlateauFallbackWarning) as record:
+        run_trial(study, STALLED, se=BATCH_SE, budget_step=1000, learned=constant_lr(1.0),
+                  batches="batches-a")
+        run_trial(study, STALLED, se=BATCH_SE, budget_step=1000, learned=constant_lr(1.0),
+                  batches="batches-a")
+    [message] = fallback_messages(record)
+    assert message.startswith("PlateauPruner: trial 0 of study") and "no LR sums" in message
+
+
+def test_no_warning_when_every_trial_records_batch_losses_and_lr_sums():
+    study = make_study(three_peer_pruner(), [SMOOTH] * 3, learned=constant_lr(1.0), batches=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PlateauFallbackWarning)
+        actions, decision = run_trial(study, STALLED, se=BATCH_SE, budget_step=1000,
+                                      learned=constant_lr(1.0), batches="batches-a")
+    assert actions[-1] == "prune" and "at equal learning" in decision.reason  # judged in full
 
 
 # --- arguments and direction ------------------------------------------------------------------

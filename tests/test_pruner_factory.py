@@ -104,6 +104,7 @@ def test_hyperband_min_resource():
     assert fixed._min_resource == 65536
 
 
+@pytest.mark.filterwarnings("ignore::sweeps.plateau_pruner.PlateauFallbackWarning")  # bare curves
 def test_built_pruners_run_in_a_study():
     """Every built pruner answers should_prune on token-sized steps without error."""
     for name in EXPECTED:

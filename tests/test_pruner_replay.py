@@ -20,6 +20,9 @@ from bench.pruner_replay import (
 )
 from sweeps.plateau_pruner import PlateauPruner
 
+# Most curves here record no batch losses or LR sums: the pruner's fallbacks are meant.
+pytestmark = pytest.mark.filterwarnings("ignore::sweeps.plateau_pruner.PlateauFallbackWarning")
+
 
 @pytest.fixture(scope="module")
 def data():

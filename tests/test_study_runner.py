@@ -21,13 +21,14 @@ from bench.record_curves import curves_of, lr_areas
 from sweeps.budget import grid_done, within_budget
 from sweeps.compose import compose_study_config
 from sweeps.config import StudyError
-from sweeps.objective import (BASELINE_ATTR, BATCH_LOSSES_CHARS, MAX_BATCH_GROUPS, TrialFailed,
+from sweeps.objective import (BATCH_LOSSES_CHARS, MAX_BATCH_GROUPS, TrialFailed,
                               batch_group_means, batch_groups)
 from sweeps.report import study_report
 from sweeps.retries import MAX_RETRIES, requeue
 from sweeps.runner import run
 from sweeps.search_space import SearchSpaceError
 from sweeps.storage import StorageError
+from sweeps.trial_record import BASELINE_ATTR
 from tests.postgres import PG_URL, needs_postgres
 from trainer.config import ScheduleConfig
 from trainer.schedule import lr_sum
