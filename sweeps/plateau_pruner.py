@@ -27,7 +27,6 @@ import math
 import numbers
 import warnings
 from dataclasses import dataclass
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
@@ -36,6 +35,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from sweeps import trial_record
+from sweeps.plateau_curves import Curve, Latest, Learning, Levels, Projection, gain_kept_up
 
 if TYPE_CHECKING:  # pragma: no cover
     from optuna.study import Study
@@ -101,199 +101,8 @@ _FALLBACK_MESSAGES = {
     ),
 }
 
-
-class _Curve:
-    """A trial's reported curve, prepared for look-ups by step or by learning done: its best
-    value so far at each evaluation and which evaluation that was, the LR summed up to each
-    (NaN when not recorded), and each evaluation's per-batch val losses (None when not
-    recorded) with the name of the batches they were measured on; whether it recorded batch
-    losses to pair (``pairs``) and LR sums (``counts_learning``)."""
-
-    __slots__ = ("number", "steps", "values", "learned", "best_so_far", "best_index", "best",
-                 "last_step", "batch_losses", "batches", "pairs", "counts_learning")
-
-    def __init__(self, trial: "FrozenTrial") -> None:
-        self.number = trial.number
-        items = sorted(trial.intermediate_values.items())
-        self.steps = np.fromiter((st for st, _ in items), dtype=np.int64, count=len(items))
-        values = np.fromiter((v for _, v in items), dtype=float, count=len(items))
-        values[~np.isfinite(values)] = np.nan
-        self.values = values
-        # fmin ignores NaN, so a NaN evaluation never becomes the best so far.
-        self.best_so_far = np.fmin.accumulate(values) if len(values) else values
-        best_index, best_i = np.empty(len(values), dtype=np.int64), -1
-        for i, v in enumerate(values):
-            if not math.isnan(v) and (best_i < 0 or v < values[best_i]):
-                best_i = i
-            best_index[i] = best_i
-        self.best_index = best_index
-        self.best = float(self.best_so_far[-1]) if len(values) else math.nan
-        self.last_step = int(self.steps[-1]) if len(items) else None
-        learned = trial_record.lr_area(trial)
-        self.learned = np.array([_learned(learned.get(int(st))) for st in self.steps], dtype=float)
-        per_step = trial_record.val_batch_losses(trial)
-        self.batch_losses = [_as_losses(per_step.get(int(st))) for st in self.steps]
-        self.batches = trial_record.val_batches(trial)
-        # what it recorded of what the rule uses (without it: PlateauFallbackWarning)
-        self.pairs = self.batches is not None and any(x is not None for x in self.batch_losses)
-        self.counts_learning = not bool(np.all(np.isnan(self.learned)))
-
-    def index_by(self, amount: float, by_learning: bool) -> int:
-        """Its last evaluation at or before ``amount`` of training (learning, or steps); -1 if none."""
-        return int(np.searchsorted(self.learned if by_learning else self.steps, amount, side="right")) - 1
-
-    def best_by(self, amount: float, by_learning: bool) -> float:
-        """Best value once it had trained ``amount`` (learning, or steps); NaN if none."""
-        i = self.index_by(amount, by_learning)
-        return float(self.best_so_far[i]) if i >= 0 else math.nan
-
-
-def _as_losses(raw: Any) -> Optional[np.ndarray]:
-    try:
-        losses = np.asarray(raw, dtype=float)
-    except (TypeError, ValueError):
-        return None
-    return losses if losses.ndim == 1 and len(losses) >= 2 and np.all(np.isfinite(losses)) else None
-
-
-def _paired_se(a: _Curve, i: int, b: _Curve, j: int) -> float:
-    """Standard error of the difference between evaluation ``i`` of ``a`` and ``j`` of ``b``,
-    batch by batch, when both were measured on the same recorded batches; NaN otherwise."""
-    if i < 0 or j < 0 or a.batches is None or a.batches != b.batches:
-        return math.nan
-    x, y = a.batch_losses[i], b.batch_losses[j]
-    if x is None or y is None or len(x) != len(y):
-        return math.nan
-    return float(np.std(x - y, ddof=1) / math.sqrt(len(x)))
-
-
 def _is_int(x: Any) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _as_float(value: Any) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return x if math.isfinite(x) and x > 0 else math.nan
-
-
-def _learned(learned: Optional[float]) -> float:
-    """An LR sum as the rule uses it: NaN when not recorded or negative."""
-    if learned is None:
-        return math.nan
-    return learned if math.isfinite(learned) and learned >= 0 else math.nan
-
-
-def _as_se(se: Optional[float]) -> float:
-    """A standard error as the rule uses it: 0 when not recorded or not a positive number."""
-    if se is None:
-        return 0.0
-    return se if math.isfinite(se) and se > 0.0 else 0.0
-
-
-def _gain_kept_up(gain: float, done_before: float, done: float, left: float) -> float:
-    """``gain`` (made between ``done_before`` and ``done`` of training) kept up per factor of
-    training over ``left`` more: ``gain * ln(1 + left / done) / ln(done / done_before)``; per
-    unit of training (``gain * left / (done - done_before)``) when ``done_before`` is 0; 0 when
-    no training was done in between."""
-    if done <= done_before:
-        return 0.0
-    if done_before > 0:
-        return gain * math.log1p(left / done) / math.log(done / done_before)
-    return gain * left / (done - done_before)
-
-
-class _Noise:
-    """``noise(x, y)`` of the rule: ``z`` times the standard error of the difference between
-    evaluation ``i`` of curve ``a`` and ``j`` of curve ``b``, paired over their batches where
-    both recorded them, else ``z`` times ``se`` (the judged trial's, at its latest step)."""
-
-    __slots__ = ("z", "se")
-
-    def __init__(self, z: float, se: float) -> None:
-        self.z, self.se = z, se
-
-    def __call__(self, a: _Curve, i: int, b: _Curve, j: int) -> float:
-        paired = _paired_se(a, i, b, j)
-        return self.z * (self.se if math.isnan(paired) else paired)
-
-
-class _Latest:
-    """The judged trial at its latest evaluation: its curve, latest step ``s``, ``k``
-    evaluations, best value ``b`` (and its index), warmup end, LR sum over its budget (NaN when
-    not recorded) and the noise of its comparisons."""
-
-    __slots__ = ("curve", "step", "n_evals", "warmup_step", "learning_budget", "noise")
-
-    def __init__(self, trial: "FrozenTrial", z: float) -> None:
-        self.curve = _Curve(trial)
-        self.step = int(self.curve.steps[-1])
-        self.n_evals = len(self.curve.steps)
-        self.warmup_step = trial_record.warmup_step(trial)
-        self.learning_budget = _as_float(trial_record.lr_area_budget(trial))
-        self.noise = _Noise(z, _as_se(trial_record.val_loss_se(trial).get(self.step)))
-
-    @property
-    def best_index(self) -> int:
-        return int(self.curve.best_index[-1])
-
-    @property
-    def best(self) -> float:
-        return float(self.curve.values[self.best_index])
-
-
-@dataclass(frozen=True)
-class _Levels:
-    """The finished peers at the judged trial's latest step ``s``: each with the index of its
-    best evaluation at steps <= ``s`` (its ``L_j``), the levels ``ref_now`` and ``ref_end``,
-    ``noise_now``, and (when asked) each peer's gain after ``s`` (``L_j - E_j``) with its noise."""
-
-    peers: List[Tuple[_Curve, int]]
-    now: float
-    end: float
-    noise: float
-    noise_of: _Noise
-
-    @cached_property
-    def gains_after(self) -> List[Tuple[float, float]]:
-        return [(float(peer.values[i]) - peer.best,
-                 self.noise_of(peer, i, peer, int(peer.best_index[-1])))
-                for peer, i in self.peers]
-
-    @property
-    def largest_gain_after(self) -> float:
-        return max(gain for gain, _ in self.gains_after)
-
-    @property
-    def flat_after(self) -> bool:
-        """No peer improved beyond noise after ``s``."""
-        return all(gain <= noise for gain, noise in self.gains_after)
-
-
-@dataclass(frozen=True)
-class _Learning:
-    """How the judged trial's training is counted: in LR sums (``by_learning``) or in steps;
-    ``done_by`` at each evaluation, ``done`` by its latest, ``left`` after it, and the steps
-    left (``left_steps``, for the peers that recorded no LR sums)."""
-
-    by_learning: bool
-    done_by: np.ndarray
-    done: float
-    left: float
-    left_steps: float
-
-
-@dataclass(frozen=True)
-class _Projection:
-    """Where the judged trial can still get: its recent gain ``g``, where that gain kept up
-    takes it (``own``), and where the peers' paths at equal learning take it (``from_peers``)."""
-
-    recent_gain: float
-    by_learning: bool
-    own: float
-    from_peers: float
 
 
 class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
@@ -408,7 +217,7 @@ class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
         self._decisions: Dict[int, PlateauDecision] = {}
         # COMPLETE trials never change, so their prepared curves are kept, keyed by
         # (study name, trial number) and checked against the number of values.
-        self._peer_cache: Dict[Tuple[str, int], Tuple[int, _Curve]] = {}
+        self._peer_cache: Dict[Tuple[str, int], Tuple[int, Curve]] = {}
         self._checked_studies: set = set()
         self._warned: Set[Tuple[str, str]] = set()  # (study name, fallback) warned about
 
@@ -448,7 +257,7 @@ class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
         self._check_direction(study)
         if not trial.intermediate_values:
             return PlateauDecision(CONTINUE, "no values reported yet")
-        me = _Latest(trial, self._z)
+        me = Latest(trial, self._z)
         self._warn_once(study, _NO_BATCH_LOSSES, [me.curve], lambda c: not c.pairs)
         self._warn_once(study, _NO_LR_SUMS, [me.curve],
                         lambda c: math.isnan(me.learning_budget) or not c.counts_learning)
@@ -482,7 +291,7 @@ class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
 
     # -- the stages -------------------------------------------------------------------------
 
-    def _diverged(self, trial: "FrozenTrial", me: _Latest) -> Optional[PlateauDecision]:
+    def _diverged(self, trial: "FrozenTrial", me: Latest) -> Optional[PlateauDecision]:
         """1. Its latest value is not finite, or above its first beyond noise."""
         curve, step = me.curve, me.step
         latest, first = float(curve.values[-1]), float(curve.values[0])
@@ -500,7 +309,7 @@ class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
             )
         return None
 
-    def _protected(self, me: _Latest) -> Optional[PlateauDecision]:
+    def _protected(self, me: Latest) -> Optional[PlateauDecision]:
         """2. In warmup, or too few evaluations to judge."""
         if me.step <= me.warmup_step:
             return PlateauDecision(
@@ -512,7 +321,7 @@ class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
         return None
 
     @staticmethod
-    def _usable_peers(peers: Sequence[_Curve], step: int) -> List[Tuple[_Curve, int]]:
+    def _usable_peers(peers: Sequence[Curve], step: int) -> List[Tuple[Curve, int]]:
         """3. The peers with a finite value at a step <= ``step``, each with the index of its
         best evaluation there (its ``L_j``)."""
         usable = []
@@ -522,12 +331,12 @@ class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
                 usable.append((peer, int(peer.best_index[i])))
         return usable
 
-    def _reference_levels(self, me: _Latest, usable: List[Tuple[_Curve, int]]) -> _Levels:
+    def _reference_levels(self, me: Latest, usable: List[Tuple[Curve, int]]) -> Levels:
         """3. Where the peers stood at the trial's latest step and where they ended."""
         now_values = np.array([peer.values[i] for peer, i in usable])
         end_values = np.array([peer.best for peer, _ in usable])
         best_index = me.best_index
-        return _Levels(
+        return Levels(
             peers=usable,
             now=float(np.percentile(now_values, self._percentile)),
             end=float(np.percentile(end_values, self._percentile)),
@@ -536,14 +345,14 @@ class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
         )
 
     @staticmethod
-    def _budget_step(trial: "FrozenTrial", peers: Sequence[_Curve], step: int) -> int:
+    def _budget_step(trial: "FrozenTrial", peers: Sequence[Curve], step: int) -> int:
         """Its planned final step; else the largest step of the peers, else ``step``."""
         budget = trial_record.budget_step(trial)
         if budget is None:
             budget = max((p.last_step for p in peers if p.last_step is not None), default=step)
         return budget
 
-    def _projections(self, me: _Latest, levels: _Levels, budget_step: int) -> _Projection:
+    def _projections(self, me: Latest, levels: Levels, budget_step: int) -> Projection:
         """4. Its recent gain, where that gain kept up takes it, and where the peers' paths
         at equal learning take it."""
         window_start = min(max(me.n_evals - self._patience - 1,
@@ -551,7 +360,7 @@ class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
                            me.n_evals - 2)
         recent_gain = self._recent_gain(me, window_start)
         learning = self._learning(me, window_start, budget_step)
-        return _Projection(
+        return Projection(
             recent_gain=recent_gain,
             by_learning=learning.by_learning,
             own=self._own_gain_kept_up(me, window_start, recent_gain, learning),
@@ -559,7 +368,7 @@ class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
         )
 
     @staticmethod
-    def _recent_gain(me: _Latest, window_start: int) -> float:
+    def _recent_gain(me: Latest, window_start: int) -> float:
         """4. ``g``: its best before the window minus its best now; 0 within noise."""
         curve, best_index = me.curve, me.best_index
         i_before = int(curve.best_index[window_start])
@@ -569,7 +378,7 @@ class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
         return gain
 
     @staticmethod
-    def _learning(me: _Latest, window_start: int, budget_step: int) -> _Learning:
+    def _learning(me: Latest, window_start: int, budget_step: int) -> Learning:
         """4. Its training done and left, in LR sums where recorded (and grown over the
         window), else in steps."""
         curve = me.curve
@@ -579,24 +388,24 @@ class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
         done_by = curve.learned if by_learning else curve.steps.astype(float)
         done = float(done_by[-1])
         left = max(me.learning_budget - done, 0.0) if by_learning else left_steps
-        return _Learning(by_learning, done_by, done, left, left_steps)
+        return Learning(by_learning, done_by, done, left, left_steps)
 
     @staticmethod
-    def _own_gain_kept_up(me: _Latest, window_start: int, recent_gain: float,
-                          learning: _Learning) -> float:
+    def _own_gain_kept_up(me: Latest, window_start: int, recent_gain: float,
+                          learning: Learning) -> float:
         """4. *Own*: where its recent gain, kept up per factor of learning, takes it; a fall
         that is speeding up is projected at its latest rate where that reaches further."""
         curve, best, best_index = me.curve, me.best, me.best_index
         done_by, done, left = learning.done_by, learning.done, learning.left
-        kept_up = _gain_kept_up(recent_gain, float(done_by[window_start]), done, left)
+        kept_up = gain_kept_up(recent_gain, float(done_by[window_start]), done, left)
         i_prev = int(curve.best_index[me.n_evals - 2])
         latest_gain = float(curve.values[i_prev]) - best if i_prev >= 0 else 0.0
         if latest_gain > 0 and latest_gain >= me.noise(curve, i_prev, curve, best_index):
-            kept_up = max(kept_up, _gain_kept_up(latest_gain, float(done_by[-2]), done, left))
+            kept_up = max(kept_up, gain_kept_up(latest_gain, float(done_by[-2]), done, left))
         return best - kept_up
 
     @staticmethod
-    def _peers_paths(me: _Latest, levels: _Levels, learning: _Learning) -> float:
+    def _peers_paths(me: Latest, levels: Levels, learning: Learning) -> float:
         """4. *Peers*: the lowest of where a peer got with as much more learning, plus how far
         the trial lags it at equal learning; inf if no peer can tell."""
         best, lowest = me.best, math.inf
@@ -610,8 +419,8 @@ class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
                 lowest = min(lowest, later + max(0.0, best - then))
         return lowest
 
-    def _stalled_loser(self, me: _Latest, levels: _Levels,
-                       projection: _Projection) -> Optional[PlateauDecision]:
+    def _stalled_loser(self, me: Latest, levels: Levels,
+                       projection: Projection) -> Optional[PlateauDecision]:
         """5. Behind the peers beyond noise, and no projection reaches where they ended."""
         best, step = me.best, me.step
         if not best > levels.now + levels.noise:
@@ -633,8 +442,8 @@ class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
             f"{projected:.4f} <= peers' final {levels.end:.4f}",
         )
 
-    def _plateaued_leader(self, me: _Latest, levels: _Levels,
-                          projection: _Projection) -> Optional[PlateauDecision]:
+    def _plateaued_leader(self, me: Latest, levels: Levels,
+                          projection: Projection) -> Optional[PlateauDecision]:
         """6. A leader past its minimum, with no gain left in it or in any peer."""
         curve, best, first_recent = me.curve, me.best, me.n_evals - self._patience
         recent = curve.values[first_recent:]
@@ -654,8 +463,8 @@ class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
 
     # -- internals --------------------------------------------------------------------------
 
-    def _warn_once(self, study: "Study", fallback: str, curves: Sequence[_Curve],
-                   lacks: Callable[[_Curve], bool]) -> None:
+    def _warn_once(self, study: "Study", fallback: str, curves: Sequence[Curve],
+                   lacks: Callable[[Curve], bool]) -> None:
         """A :class:`PlateauFallbackWarning`, the first time in ``study`` that one of
         ``curves`` lacks what ``fallback`` names."""
         key = (study.study_name, fallback)
@@ -683,9 +492,9 @@ class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
             )
         self._checked_studies.add(key)
 
-    def _peers(self, study: "Study", trial: "FrozenTrial") -> List[_Curve]:
+    def _peers(self, study: "Study", trial: "FrozenTrial") -> List[Curve]:
         completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        peers: List[_Curve] = []
+        peers: List[Curve] = []
         name = study.study_name
         for other in completed:
             if other.number == trial.number or not other.intermediate_values:
@@ -694,7 +503,7 @@ class PlateauPruner(optuna.pruners.BasePruner, StopsLeaders):
             n = len(other.intermediate_values)
             cached = self._peer_cache.get(key)
             if cached is None or cached[0] != n:
-                cached = (n, _Curve(other))
+                cached = (n, Curve(other))
                 self._peer_cache[key] = cached
             peers.append(cached[1])
         return peers
