@@ -360,14 +360,9 @@ def _install(tmp: Path, final: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def prepare_data(cfg: DataConfig, progress: bool = True) -> PreparedData:
-    """Tokenize the configured source into the cache (once) and return its splits.
-
-    `progress=False` silences the progress bar and the summary line (not the line saying that a
-    bad cache is being rebuilt).
-    """
-    files, val_files, column = _sources(cfg)
-    parquet = {p: _open_parquet(p, column) for p in files + val_files}  # every check before tokenizing
+def _check_split_and_tokenizer(cfg: DataConfig, files: list, val_files: list, parquet: dict):
+    """The tokenizer, once the split can be made (a val share of at least two documents) and its
+    ids fit the uint16 token files; DataError naming the setting otherwise."""
     if not val_files:
         if not 0.0 < cfg.val_fraction < 1.0:
             raise DataError(f"data.val_fraction={cfg.val_fraction} is invalid; it must be in (0, 1), "
@@ -380,6 +375,35 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> PreparedData:
     if enc.n_vocab > np.iinfo(TOKEN_DTYPE).max + 1:
         raise DataError(f"data.tokenizer={cfg.tokenizer!r} has {enc.n_vocab} tokens; the uint16 token "
                         f"files hold at most 65536; use r50k_base / gpt2 / p50k_base")
+    return enc
+
+
+def _write_meta(tmp: Path, meta: dict, cfg: DataConfig, enc, column: str, by_files: bool, sources: dict) -> None:
+    """meta.json of a cache being built in `tmp`: what `_tokenize` counted plus how it was made."""
+    meta.update(
+        tokenizer=cfg.tokenizer, eot_token=enc.eot_token, vocab_size=enc.n_vocab,
+        dtype=np.dtype(TOKEN_DTYPE).name, text_column=column,
+        split="val_files" if by_files else "val_fraction",
+        val_fraction=None if by_files else cfg.val_fraction,
+        split_seed=None if by_files else cfg.split_seed,
+        sources=sources,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), created_unix=time.time(),
+    )
+    with open(tmp / "meta.json", "w") as f:
+        json.dump(meta, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def prepare_data(cfg: DataConfig, progress: bool = True) -> PreparedData:
+    """Tokenize the configured source into the cache (once) and return its splits.
+
+    `progress=False` silences the progress bar and the summary line (not the line saying that a
+    bad cache is being rebuilt).
+    """
+    files, val_files, column = _sources(cfg)
+    parquet = {p: _open_parquet(p, column) for p in files + val_files}  # every check before tokenizing
+    enc = _check_split_and_tokenizer(cfg, files, val_files, parquet)
     train_fp = [_fingerprint(p, parquet[p]) for p in files]
     val_fp = [_fingerprint(p, parquet[p]) for p in val_files]
     key = _cache_key(train_fp, val_fp, column, cfg.tokenizer, cfg)
@@ -418,21 +442,9 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> PreparedData:
                 raise _cannot_rebuild(problem, final, e) from None
             raise
         try:
-            meta = {"format_version": FORMAT_VERSION, "key": key}
-            meta.update(_tokenize(parquet, files, val_files, column, cfg, enc, tmp, progress))
-            meta.update(
-                tokenizer=cfg.tokenizer, eot_token=enc.eot_token, vocab_size=enc.n_vocab,
-                dtype=np.dtype(TOKEN_DTYPE).name, text_column=column,
-                split="val_files" if val_files else "val_fraction",
-                val_fraction=None if val_files else cfg.val_fraction,
-                split_seed=None if val_files else cfg.split_seed,
-                sources={"files": train_fp, "val_files": val_fp},
-                created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), created_unix=time.time(),
-            )
-            with open(tmp / "meta.json", "w") as f:
-                json.dump(meta, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
+            meta = {"format_version": FORMAT_VERSION, "key": key,
+                    **_tokenize(parquet, files, val_files, column, cfg, enc, tmp, progress)}
+            _write_meta(tmp, meta, cfg, enc, column, bool(val_files), {"files": train_fp, "val_files": val_fp})
             _install(tmp, final)
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
