@@ -75,6 +75,8 @@ __all__ = [
     "PlateauPrunerNoStop",
     "PrunerScore",
     "default_pruners",
+    "fair_optuna_pruners",
+    "first_eval_after_warmup",
     "format_table",
     "load_curves",
     "main",
@@ -353,6 +355,33 @@ def default_pruners(curves: Sequence[Curve]) -> Dict[str, PrunerFactory]:
     }
 
 
+def first_eval_after_warmup(curves: Sequence[Curve]) -> int:
+    """The first evaluation step past the median trial's warmup: where a user who read Optuna's
+    docs would put successive halving's and Hyperband's `min_resource` (steps are tokens, so
+    Optuna's default of 1 is far below any evaluation)."""
+    typical_warmup = int(np.median([c.warmup_step for c in curves]))
+    after = [step for c in curves for step in c.steps if step > typical_warmup]
+    return min(after) if after else max(c.steps[-1] for c in curves)
+
+
+def fair_optuna_pruners(curves: Sequence[Curve]) -> Dict[str, PrunerFactory]:
+    """Optuna's rung-based pruners at settings fit for these curves (`--fair-optuna`), beside
+    their defaults: `min_resource` at the first evaluation after warmup, reduction factor 3, and
+    the median pruner with the plateau pruner's four startup trials and the median warmup."""
+    first = first_eval_after_warmup(curves)
+    budget = max(int(c.budget_step) for c in curves)
+    typical_warmup = int(np.median([c.warmup_step for c in curves]))
+    return {
+        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+        f"successive_halving(min_resource={first}; rf=3)": lambda: optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=first, reduction_factor=3),
+        f"hyperband(min_resource={first}; max_resource={budget}; rf=3)": lambda: optuna.pruners.HyperbandPruner(
+            min_resource=first, max_resource=budget, reduction_factor=3),
+        f"median(n_startup_trials=4; n_warmup_steps={typical_warmup})": lambda: optuna.pruners.MedianPruner(
+            n_startup_trials=4, n_warmup_steps=typical_warmup),
+    }
+
+
 @dataclass
 class OrderResult:
     steps_run: int  # tokens actually run, summed over trials
@@ -526,6 +555,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--percentiles", metavar="P,P,...",
                     help="also run the plateau pruner at these percentiles (rows "
                          "'plateau (percentile=P)'), e.g. 40,25,10")
+    ap.add_argument("--fair-optuna", action="store_true",
+                    help="add Optuna's successive halving and Hyperband with min_resource at the first "
+                         "evaluation after warmup (and the median pruner with four startup trials)")
     ap.add_argument("--json", metavar="OUT", help="save the scores (and per-order results)")
     ap.add_argument("--trials", type=int, metavar="N",
                     help="replay only the first N curves (the study's first N trials: a smaller study)")
@@ -555,6 +587,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     curves = parse_curves(data)
     pruners = default_pruners(curves)
+    if args.fair_optuna:
+        pruners.update(fair_optuna_pruners(curves))
     if args.pruners:
         wanted = [p.strip() for p in args.pruners.split(",") if p.strip()]
         unknown = [p for p in wanted if p not in pruners]

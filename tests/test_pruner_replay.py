@@ -12,6 +12,8 @@ from bench.pruner_replay import (
     Curve,
     OraclePruner,
     default_pruners,
+    fair_optuna_pruners,
+    first_eval_after_warmup,
     main,
     parse_curves,
     replay_order,
@@ -211,3 +213,29 @@ def test_oracle_of_the_plateau_rule_waits_until_the_trial_is_behind_at_the_same_
     rule = OraclePruner(curves, now_percentile=50.0, end_percentile=50.0, n_startup_trials=3)
     r = replay_order(curves, [0, 1, 2, 3], rule)
     assert r.n_pruned == 1 and r.steps_run == 3 * 900 + 500
+
+
+def test_fair_optuna_rows_start_their_rungs_at_the_first_evaluation_after_warmup():
+    def curve(warmup):
+        return Curve(params={}, steps=[0, 100, 200, 300, 400], values=[9, 8, 7, 6, 5], se=[0.1] * 5,
+                     warmup_step=warmup, budget_step=400)
+
+    curves = [curve(50), curve(200), curve(350)]
+    assert first_eval_after_warmup(curves) == 300  # past the median warmup, 200
+    rows = fair_optuna_pruners(curves)
+    assert list(rows) == ["successive_halving", "successive_halving(min_resource=300; rf=3)",
+                          "hyperband(min_resource=300; max_resource=400; rf=3)",
+                          "median(n_startup_trials=4; n_warmup_steps=200)"]
+    halving = rows["successive_halving(min_resource=300; rf=3)"]()
+    assert halving._min_resource == 300 and halving._reduction_factor == 3
+
+
+def test_fair_optuna_rows_replay_and_prune_less_early_than_their_defaults(data, capsys):
+    curves = parse_curves(data)
+    rows = fair_optuna_pruners(curves)
+    fair, default = f"successive_halving(min_resource={first_eval_after_warmup(curves)}; rf=3)", "successive_halving"
+    scores = {s.pruner: s for s in run_benchmark(data, 4, 0, {k: rows[k] for k in (default, fair)})}
+    # Optuna's default min_resource ("auto") sits far below the first evaluation: it prunes at once
+    assert scores[default].steps_used < scores[fair].steps_used <= 1.0
+    assert main(["--synthetic", "--orders", "1", "--fair-optuna", "--pruners", fair]) == 0
+    assert f"| {fair} |" in capsys.readouterr().out
