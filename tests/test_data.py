@@ -537,7 +537,9 @@ def test_val_fraction_outside_open_interval(tmp_path, never_tokenize, fraction):
 def test_val_fraction_is_ignored_with_val_files(tmp_path):
     src = write_parquet(tmp_path / "a.parquet", make_docs(5))
     val = write_parquet(tmp_path / "v.parquet", make_docs(2))
-    prepare_data(cfg_for(tmp_path, [src], val_files=[str(val)], val_fraction=0.0), progress=False)
+    data = prepare_data(cfg_for(tmp_path, [src], val_files=[str(val)], val_fraction=0.0), progress=False)
+    assert data.meta["split"] == "val_files" and data.meta["val_fraction"] is None
+    assert (data.meta["train_documents"], data.meta["val_documents"]) == (5, 2)  # every doc, by file
 
 
 def test_single_document_cannot_be_split(tmp_path, never_tokenize):

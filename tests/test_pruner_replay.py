@@ -67,8 +67,8 @@ def test_plateau_replay_saves_steps_and_scores_are_in_range(data):
     )
     [s] = scores
     assert 0.3 < s.steps_used < 1.0
-    assert 0.0 <= s.winner_kept <= 1.0
-    assert 0.0 <= s.mean_regret <= s.max_regret < 0.5
+    # on these curves the plateau pruner keeps the winner in both orders (bench/README: every order)
+    assert s.winner_kept == 1.0 and s.mean_regret == 0.0 and s.max_regret == 0.0
     assert s.mean_pruned >= 1  # at least the diverging trial
     assert len(s.orders) == 2 and sorted(s.orders[0]["order"]) == list(range(24))
 

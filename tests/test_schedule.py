@@ -69,7 +69,11 @@ def test_fractions_follow_the_run_length():
 def test_lr_sum_adds_the_schedule_over_a_span():
     cfg = cosine(max_iters=100, warmup_iters=10)
     assert lr_sum(cfg, 0, 0) == 0.0
-    assert lr_sum(cfg, 0, 100) == pytest.approx(sum(get_lr(it, cfg) for it in range(100)))
+    lr, min_lr = cfg.lr, cfg.min_lr
+    # warmup: lr * (it + 1) / 11 for it < 10, which add up to lr * 55 / 11
+    assert lr_sum(cfg, 0, 10) == pytest.approx(lr * 55 / 11)
+    # the cosine over 90 iterations: its cos(pi k / 90) terms add up to 1, so min_lr * 90 + (lr - min_lr) * 91 / 2
+    assert lr_sum(cfg, 10, 100) == pytest.approx(min_lr * 90 + (lr - min_lr) * 91 / 2)
     assert lr_sum(cfg, 0, 30) + lr_sum(cfg, 30, 100) == pytest.approx(lr_sum(cfg, 0, 100))
     constant = ScheduleConfig(name="constant", lr=2e-3, max_iters=50, warmup_iters=0)
     assert lr_sum(constant, 10, 20) == pytest.approx(10 * 2e-3)
