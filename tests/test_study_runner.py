@@ -474,25 +474,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_dashboard(url: str, attempts: int = 3) -> tuple[subprocess.Popen, str]:
+    """optuna-dashboard on a free loopback port, and its API's base URL. The port is free when
+    picked and may be taken before the server binds it: then the server exits and another is tried."""
+    command = Path(sys.executable).parent / "optuna-dashboard"  # the console script beside this Python
+    for _ in range(attempts):
+        port = free_port()
+        server = subprocess.Popen([str(command), url, "--host", "127.0.0.1", "--port", str(port)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        api = f"http://127.0.0.1:{port}/api"
+
+        def answered_or_exited():
+            try:
+                return requests.get(f"{api}/studies", timeout=2).ok
+            except requests.ConnectionError:
+                return server.poll() is not None
+
+        wait_for(answered_or_exited, timeout=60, what="optuna-dashboard to answer or exit")
+        if server.poll() is None:
+            return server, api
+    raise AssertionError(f"optuna-dashboard did not start on {attempts} free ports")
+
+
 def test_optuna_dashboard_shows_the_runners_study(workdir):
     cwd, common = workdir
     url = sqlite_url(cwd)
     code, out = run_cli(["+sweep=lr_warmup", *TINY, f"study.storage={url}", "study.n_trials=4", *common], cwd)
     assert code == 0, out
-    port = free_port()
-    command = Path(sys.executable).parent / "optuna-dashboard"  # the console script beside this Python
-    dashboard = subprocess.Popen([str(command), url, "--host", "127.0.0.1", "--port", str(port)],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dashboard, api = start_dashboard(url)
     try:
-        api = f"http://127.0.0.1:{port}/api"
-
-        def up():
-            try:
-                return requests.get(f"{api}/studies", timeout=2).ok
-            except requests.ConnectionError:
-                return False
-
-        wait_for(up, timeout=60, what="optuna-dashboard to answer")
         [summary] = [s for s in requests.get(f"{api}/studies", timeout=10).json()["study_summaries"]
                      if s["study_name"] == "lr_warmup"]
         detail = requests.get(f"{api}/studies/{summary['study_id']}", timeout=10).json()
