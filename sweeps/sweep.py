@@ -36,7 +36,7 @@ class OneLineTrialFailures(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and "failed with parameters" in record.getMessage():
             for handler in logging.getLogger().handlers:
-                if isinstance(handler, logging.FileHandler):
+                if isinstance(handler, logging.FileHandler) and self not in handler.filters:
                     handler.handle(record)
             record.exc_info, record.exc_text = None, None
         return True

@@ -217,10 +217,24 @@ def test_bad_values_fail_before_training(tmp_path):
 
 
 def test_plan_warns_when_the_data_repeats(tmp_path, capsys):
-    train(tiny_config(tmp_path, **{"schedule.max_iters": 1, "eval_iters": 1}))
+    train(tiny_config(tmp_path, **{"schedule.max_iters": 1, "eval_iters": 1, "schedule.warmup_iters": 0}))
     out = capsys.readouterr().out
     assert "unique training tokens" in out and "planned: 1 iterations" in out
-    assert "WARNING" not in out
+    assert "WARNING" not in out  # well under one epoch of the sample
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    small = tmp_path / "small.parquet"  # eight short documents: a few hundred tokens each split
+    pq.write_table(pa.table({"text": [f"document {i}: " + "to be or not to be, that is the question. " * 12
+                                      for i in range(8)]}), small)
+    cfg = tiny_config(tmp_path / "small", **{"schedule.max_iters": 20, "eval_interval": 20, "eval_iters": 1,
+                                             "schedule.warmup_iters": 0})
+    cfg.data = DataConfig(name="parquet", files=[str(small)], val_fraction=0.25, cache_dir=str(tmp_path / "cache"))
+    result = train(cfg)
+    out = capsys.readouterr().out
+    epochs = 20 * 4 * 32 / result.unique_train_tokens
+    assert epochs > 2 and f"WARNING: the run repeats its training data {epochs:.1f} times" in out
 
 
 def run_cli(*args, cwd):
