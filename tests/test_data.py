@@ -227,21 +227,27 @@ def _prepare_in_child(cfg: DataConfig, barrier, queue) -> None:
     queue.put((str(d.train.path), d.meta, digest(d.train), digest(d.val)))
 
 
-def test_two_processes_preparing_the_same_cache(tmp_path):
-    plays = pq.read_table(sample_corpus_path(), columns=["text"]).column(0).to_pylist()
-    docs = [p[i : i + 3000] for p in plays[:8] for i in range(0, len(p), 3000)]
-    src = write_parquet(tmp_path / "docs.parquet", docs, rows_per_group=50)
-    cfg = cfg_for(tmp_path, [src], val_fraction=0.05)
+def in_two_processes_at_once(target, cfg) -> list:
+    """What `target(cfg, barrier, queue)` puts on the queue in each of two spawned processes that
+    start preparing together (the barrier); both must exit cleanly."""
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_prepare_in_child, args=(cfg, barrier, queue)) for _ in range(2)]
+    procs = [ctx.Process(target=target, args=(cfg, barrier, queue)) for _ in range(2)]
     for p in procs:
         p.start()
     results = [queue.get(timeout=120) for _ in procs]
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
-    (path1, meta1, tr1, va1), (path2, meta2, tr2, va2) = results
+    return results
+
+
+def test_two_processes_preparing_the_same_cache(tmp_path):
+    plays = pq.read_table(sample_corpus_path(), columns=["text"]).column(0).to_pylist()
+    docs = [p[i : i + 3000] for p in plays[:8] for i in range(0, len(p), 3000)]
+    src = write_parquet(tmp_path / "docs.parquet", docs, rows_per_group=50)
+    cfg = cfg_for(tmp_path, [src], val_fraction=0.05)
+    (path1, meta1, tr1, va1), (path2, meta2, tr2, va2) = in_two_processes_at_once(_prepare_in_child, cfg)
     assert path1 == path2 and tr1 == tr2 and va1 == va2
     assert meta1 == meta2  # same created time: one process built, the other waited and loaded
     left = sorted(p.name for p in (tmp_path / "cache").iterdir())
@@ -454,16 +460,7 @@ def test_two_processes_finding_the_same_corrupted_cache_rebuild_it_once(copied_c
     tokens = np.frombuffer(sample_cache[1], dtype=np.uint16)
     at = first_plain_token(tokens, EOT)
     overwrite_tokens(train_bin, at, [tokens[at] + 1])
-    ctx = mp.get_context("spawn")
-    barrier, queue = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_prepare_in_child_capturing, args=(cfg, barrier, queue)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    results = [queue.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
-    (sum1, created1, err1), (sum2, created2, err2) = results
+    (sum1, created1, err1), (sum2, created2, err2) = in_two_processes_at_once(_prepare_in_child_capturing, cfg)
     assert sum1 == sum2 == hashlib.sha256(sample_cache[1]).hexdigest()
     assert created1 == created2  # one rebuilt it; the other, waiting on the lock, found it rebuilt
     assert sorted([err1, err2]) == ["", f"data: cache {train_bin} does not match its sha256 checksum (corrupted?); "
