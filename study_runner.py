@@ -9,6 +9,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+from omegaconf.errors import InterpolationResolutionError
 
 from sweeps.config import StudyError, register_configs
 from sweeps.runner import run
@@ -22,10 +23,13 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="conf", config_name="study_runner")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
+    try:
+        storage = str(cfg.study.storage)  # resolves ${oc.env:...}
+    except InterpolationResolutionError as e:
+        sys.exit(f"error: study.storage cannot be resolved: {e}".splitlines()[0])
     if hydra_cfg.output_subdir is not None:  # Hydra saved the config, URL and all, before this call
         saved = Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir
-        scrub_password_from_files([saved / f for f in ("config.yaml", "hydra.yaml", "overrides.yaml")],
-                                  str(cfg.study.storage))
+        scrub_password_from_files([saved / f for f in ("config.yaml", "hydra.yaml", "overrides.yaml")], storage)
     try:
         run(cfg, list(hydra_cfg.overrides.task))
     except (StudyError, SearchSpaceError, StorageError, ConfigError, DataError) as e:

@@ -12,6 +12,7 @@ from typing import Dict, Literal, Optional, get_args
 
 from hydra.core.config_store import ConfigStore
 
+from sweeps.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S
 from trainer import TrainConfig
 
 # A trial's value is its best val loss, so a study minimizes it (OmegaConf rejects Literal
@@ -20,8 +21,6 @@ Direction = Literal["minimize"]
 Mode = Literal["sweep", "best"]
 DIRECTIONS = get_args(Direction)
 MODES = get_args(Mode)
-HEARTBEAT_INTERVAL_S = 10  # a running trial's worker records a heartbeat this often ...
-GRACE_PERIOD_S = 30  # ... and one silent this long is marked FAIL by the next worker to start
 
 
 class StudyError(ValueError):

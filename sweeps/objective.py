@@ -18,7 +18,7 @@ from sweeps.plateau_pruner import StopsLeaders
 from sweeps.retries import first_of_series
 from sweeps.search_space import SearchSpace
 from sweeps.trial_record import BASELINE_AS_GIVEN, EvalRecorder
-from trainer import (ConfigError, EvalMetrics, as_train_config, check_config, eval_points, lr_area,
+from trainer import (CheckpointError, ConfigError, DataError, EvalMetrics, as_train_config, check_config, eval_points, lr_area,
                      release_freed_memory, tokens_per_iter, train, warmup_iters_of)
 
 
@@ -108,6 +108,11 @@ class Objective:
 
         try:
             result = train(train_cfg, on_eval=on_eval)
+        except CheckpointError:
+            raise  # the disk, not the params: recorded and queued again (sweeps.retries)
+        except (ConfigError, DataError) as e:  # the sampled values do not fit the data or tokenizer
+            trial_record.set_fail_reason(trial, f"impossible config: {e}")
+            raise TrialFailed(f"impossible config: {e}") from None
         except torch.OutOfMemoryError as e:
             trial_record.set_fail_reason(trial, f"out of memory: {str(e).splitlines()[0]}")
             raise TrialFailed(f"out of memory: {str(e).splitlines()[0]}") from None

@@ -82,7 +82,6 @@ def paired_se(a: Curve, i: int, b: Curve, j: int) -> float:
     return float(np.std(x - y, ddof=1) / math.sqrt(len(x)))
 
 
-
 def _as_float(value: Any) -> float:
     try:
         x = float(value)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeps.trial_record import retry_attrs, retry_of, set_fail_reason
+from sweeps.trial_record import fail_reason, is_baseline, retry_attrs, retry_of, set_fail_reason
 
 MAX_RETRIES = 2
 
@@ -51,14 +51,18 @@ def frozen_trial(trial: optuna.Trial) -> FrozenTrial:
 
 
 def requeue_lost_baseline(study: optuna.Study) -> bool:
-    """Queue the baseline (trial 0) again when every run of it failed and none waits or runs: a
-    resumed study then still compares with it, even after it was retried MAX_RETRIES times (the
-    cause, say a full disk, has been fixed since). True when it queued one."""
+    """Queue the baseline (trial 0) again when every run of it failed through no fault of its
+    values (a crash, an interruption, a killed worker) and none waits or runs: a resumed study then
+    still compares with it, even after it was retried MAX_RETRIES times (the cause, say a full
+    disk, has been fixed since). True when it queued one."""
     trials = study.get_trials(deepcopy=False)
     series = [t for t in trials if first_of_series(t) == 0]
-    if not series or any(t.state != TrialState.FAIL for t in series):
+    if not series or not is_baseline(series[0]) or any(t.state != TrialState.FAIL for t in series):
         return False
     last = series[-1]
+    reason = fail_reason(last)
+    if reason is not None and not reason.startswith(("crashed", "interrupted")):
+        return False  # e.g. out of memory: running it again would fail the same way
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING, params=last.params, distributions=last.distributions,
         user_attrs=retry_attrs(0),

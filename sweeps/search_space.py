@@ -9,7 +9,7 @@ override grammar, parsed by hydra-core's own parser:
                               ints: IntDistribution(start, last, step); floats: FloatDistribution
                               (start, last, step=step). tag(log, range(a, b)) needs ints, step 1.
     interval(a, b)         -> FloatDistribution(a, b); IntDistribution when both bounds are ints,
-                              unless the field is a float one (interval(0, 1) for dropout stays
+                              unless the field is a float one (interval(0, 1) for weight decay stays
                               continuous); tag(log, interval(a, b)) -> log scale.
     a plain value          -> fixed: a one-value categorical, applied to every trial.
 
@@ -119,7 +119,7 @@ def parse_search_space(params: Optional[Mapping[str, Any]], cfg: DictConfig, con
         value = _parse(parser, key, text)
         dist = _distribution(key, text, value, is_group)
         if isinstance(dist, IntDistribution) and isinstance(value, IntervalSweep) and _is_float_field(key, cfg):
-            # interval(0, 1) for a float field (dropout) stays continuous
+            # interval(0, 1) for a float field (weight decay) stays continuous
             dist = FloatDistribution(float(dist.low), float(dist.high), log=dist.log)
         if is_group:
             _check_group_options(key, text, dist, config_dir)

@@ -32,13 +32,14 @@ import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 
-from sweeps.config import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S
 from sweeps.retries import requeue
 
 SQLITE_TIMEOUT_S = 60  # how long a connection waits for a lock before "database is locked"
 CONNECT_TIMEOUT_S = 5  # network databases: give up connecting after this long
+HEARTBEAT_INTERVAL_S = 10  # a running trial's worker records a heartbeat this often ...
+GRACE_PERIOD_S = 30  # ... and one silent this long is marked FAIL by the next worker to start
 # Optuna's own directions: this module serves any study (a sweep's is checked by sweeps.config)
-DIRECTIONS = tuple(d.name.lower() for d in optuna.study.StudyDirection if d != optuna.study.StudyDirection.NOT_SET)
+OPTUNA_DIRECTIONS = tuple(d.name.lower() for d in optuna.study.StudyDirection if d != optuna.study.StudyDirection.NOT_SET)
 CREATE_ATTEMPTS = 5  # workers starting together on a new database race to create the tables
 
 
@@ -74,16 +75,21 @@ def _scrub(text: str, url: str) -> str:
     return text
 
 
+MIN_BARE_SECRET = 4  # a shorter password is replaced only where the whole URL stands: "1" is in "12"
+
+
 def scrub_password_from_files(paths, url: str) -> list[Path]:
     """Replace the password of `url` with *** in each existing file of `paths` (the configs Hydra
     saves under `.hydra/`), each rewritten atomically; returns the files that held it."""
-    secrets = _secrets(url)
+    secrets = [s for s in _secrets(url) if len(s) >= MIN_BARE_SECRET]
     changed = []
     for path in map(Path, paths):
-        if not secrets or not path.is_file():
+        if not _secrets(url) or not path.is_file():
             continue
         text = path.read_text()
-        scrubbed = _scrub(text, url)
+        scrubbed = text.replace(url, redact_url(url))  # the URL as given: the password, and nothing else
+        for secret in secrets:  # in any other form it was written in (quoted, escaped)
+            scrubbed = scrubbed.replace(secret, "***")
         if scrubbed != text:
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_text(scrubbed)
@@ -233,6 +239,7 @@ def open_storage(url: str, heartbeat_interval: Optional[int] = HEARTBEAT_INTERVA
                         heartbeat_interval=heartbeat_interval,
                         grace_period=grace_period,
                         heartbeat_stale_trial_callback=requeue,
+                        skip_table_creation=not create,
                     )
             break
         except Exception as e:  # noqa: BLE001 - every failure becomes one clear, password-free error
@@ -254,8 +261,8 @@ def create_or_load_study(study_cfg: Any, study_name: str, sampler: optuna.sample
     """Creates the study `study_name` in `study_cfg.storage`, or loads it when it exists (several
     workers may call this at once); then fails the stale trials of killed workers."""
     direction = str(study_cfg.direction)
-    if direction not in DIRECTIONS:
-        raise ValueError(f"study.direction={direction!r} is invalid; valid: {', '.join(DIRECTIONS)}")
+    if direction not in OPTUNA_DIRECTIONS:
+        raise ValueError(f"study.direction={direction!r} is invalid; valid: {', '.join(OPTUNA_DIRECTIONS)}")
     storage = open_storage(
         study_cfg.storage,
         heartbeat_interval=study_cfg.heartbeat_interval,

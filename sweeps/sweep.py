@@ -10,7 +10,7 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
-from sweeps.budget import FINISHED, grid_done, trials_taken, within_budget
+from sweeps.trial_quota import FINISHED, grid_done, trials_taken, within_budget
 from sweeps.compose import (CONF_DIR, Composer, baseline_config, group_choices, require_sweep, study_dir_of,
                             study_name_of)
 from sweeps.config import StudyError, check_study
@@ -94,7 +94,7 @@ def prepare_study(cfg: DictConfig, overrides: list[str]) -> PreparedStudy:
     study = create_or_load_study(cfg.study, name, sampler, pruner)
     check_space_fits_study(study, space, cfg.study.storage)
     check_settings_fit_study(study, baseline, space, cfg.study.storage)
-    if baseline_kind is not None and requeue_lost_baseline(study):
+    if baseline_kind is not None and trials_taken(study) < cfg.study.n_trials and requeue_lost_baseline(study):
         print("the baseline (trial 0) failed every time it ran; it is queued to run again")
     objective = Objective(space, Composer(overrides), study_dir_of(cfg), baseline_kind)
     objective = requeued_when_interrupted(within_budget(recorded_when_crashed(objective, TrialFailed),
@@ -141,7 +141,7 @@ def run_sweep(cfg: DictConfig, overrides: list[str], callbacks: Sequence[Callabl
     name, url = prepared.study.study_name, redact_url(cfg.study.storage)
     print(f"study {name!r} in {url}; watch it live with:\n  optuna-dashboard {url}")
     one_line = OneLineTrialFailures()
-    console = logging.getLogger("optuna").handlers  # Optuna's own (its records do not propagate)
+    console = list(logging.getLogger("optuna").handlers)  # Optuna's own (its records do not propagate)
     for handler in console:
         handler.addFilter(one_line)
     try:

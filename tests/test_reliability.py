@@ -209,6 +209,9 @@ def test_a_schedule_that_never_reaches_its_peak_is_named_before_training():
     assert "(it ends at 0.000198)" in long_warmup  # 1e-3 * 20 / 101
     [early_decay] = schedule_warnings(ScheduleConfig(max_iters=400, warmup_iters=200, lr_decay_iters=100))
     assert "the cosine decay ends at lr_decay_iters=100, before warmup ends at iteration 200" in early_decay
+    [short_run] = schedule_warnings(ScheduleConfig(lr=1e-3, min_lr=1e-4, max_iters=5000, warmup_iters=500,
+                                                   lr_decay_iters=20000))  # experiment=seed_4070 budget=gpu
+    assert "the cosine decay runs to lr_decay_iters=20000 but the run stops at max_iters=5000" in short_run
     assert schedule_warnings(ScheduleConfig(max_iters=400, warmup_iters=40)) == []
     assert schedule_warnings(ScheduleConfig(name="constant", max_iters=400, warmup_iters=200,
                                             lr_decay_iters=100)) == []
@@ -297,3 +300,54 @@ def test_a_rerun_while_a_trial_is_still_marked_running_says_so(workdir):
     assert code == 0, out
     assert (f"holds 1 of study.n_trials=2 finished trials; trial(s) {running.number} still run elsewhere, or ran "
             f"in a worker that was killed") in out and "once its heartbeat is 30 s old" in out
+
+
+def test_a_range_invalid_only_beside_another_setting_is_left_to_the_trials(workdir):
+    """min_lr <= lr and n_embd % n_head are rules between two settings: with lr searched too, a
+    min_lr range above the baseline's lr is fine, and the study opens."""
+    from sweeps.search_space import check_values_allowed, parse_search_space
+    from sweeps.compose import CONF_DIR
+
+    cwd, common = workdir
+    cfg = compose_study_config(["+sweep=lr_warmup", *TINY, *common])
+    cfg.sweep.params = {"schedule.lr": "interval(1e-3, 1e-2)", "schedule.min_lr": "interval(1e-5, 1e-3)",
+                        "model.n_head": "choice(2, 4)"}
+    check_values_allowed(parse_search_space(cfg.sweep.params, cfg, CONF_DIR), cfg)  # no error
+
+
+def test_sampled_values_the_data_rejects_fail_once_and_are_not_queued_again(workdir):
+    cwd, common = workdir
+    overrides = ["+sweep=lr_warmup", *TINY, f"study.storage={sqlite_url(cwd)}", "study.n_trials=2",
+                 "study.baseline=false", *common]
+    cfg = compose_study_config(overrides)
+    cfg.sweep.params = {"model.vocab_size": "choice(1000)"}  # below the tokenizer's 50257
+    with pytest.raises(StudyError, match="5 trials in a row failed .*impossible config: model.vocab_size=1000"):
+        run(cfg, overrides)
+    trials = trials_of(cfg.study.storage, "lr_warmup")
+    assert [t.state for t in trials] == [TrialState.FAIL] * 5 and not any("retry_of" in t.user_attrs for t in trials)
+
+
+def test_a_checkpoint_missing_what_a_resume_needs_is_named(tmp_path):
+    import torch
+
+    code, out = trainer_cli(tmp_path)
+    assert code == 0, out
+    ckpt = tmp_path / "run" / "ckpt.pt"
+    saved = torch.load(ckpt, weights_only=True)
+    torch.save({"model": saved["model"], "model_args": saved["model_args"]}, ckpt)  # weights only
+    code, out = trainer_cli(tmp_path, "init_from=resume", "schedule.max_iters=30")
+    assert code == 1 and "Traceback" not in out, out
+    assert f"error: {ckpt} holds weights but not a run to resume (it lacks optimizer, iter_num, best_val_loss)" in out
+    args = {k: v for k, v in saved["model_args"].items() if k != "bias"}  # nanoGPT before it stored bias
+    torch.save({**saved, "model_args": args}, ckpt)
+    code, out = trainer_cli(tmp_path, "init_from=resume", "schedule.max_iters=30")
+    assert code == 1 and "its model_args lack bias" in out and "Traceback" not in out
+
+
+def test_a_short_password_is_hidden_without_mangling_the_saved_config(tmp_path):
+    code, out = run_cli(["+sweep=lr_warmup", "study.storage=postgresql://u:2@127.0.0.1:1/db", "study.n_trials=0"],
+                        tmp_path)
+    assert code == 1
+    [config] = [f for f in saved_hydra_files(tmp_path) if f.name == "config.yaml"]
+    text = config.read_text()
+    assert "storage: postgresql://u:***@127.0.0.1:1/db" in text and "n_layer: 2" in text

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from bench.pruner_replay import parse_curves
 from bench.record_curves import curves_of, lr_areas
-from sweeps.budget import grid_done, within_budget
+from sweeps.trial_quota import grid_done, within_budget
 from sweeps.compose import compose_study_config
 from sweeps.config import StudyError
 from sweeps.objective import (BATCH_LOSSES_CHARS, MAX_BATCH_GROUPS, TrialFailed,

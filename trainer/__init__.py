@@ -4,7 +4,7 @@ This package never imports Optuna or Hydra: sweeps drive it through `on_eval` al
 only the names below.
 """
 
-from trainer.checkpoint import checkpoint_config, load_model
+from trainer.checkpoint import CheckpointError, checkpoint_config, load_model
 from trainer.config import ConfigError, TrainConfig, as_train_config, check_config
 from trainer.data import DataError, prepare_data
 from trainer.interrupt import Interrupted, signals_interrupt
@@ -13,7 +13,7 @@ from trainer.schedule import SHARES, Share, schedule_warnings, share_of, warmup_
 from trainer.train import (CHECKPOINT_NAME, EvalMetrics, TrainResult, eval_points, lr_area, resolve_device,
                            resolve_dtype, tokens_per_iter, train)
 
-__all__ = ["CHECKPOINT_NAME", "SHARES", "ConfigError", "DataError", "EvalMetrics", "Interrupted", "Share", "TrainConfig",
+__all__ = ["CHECKPOINT_NAME", "SHARES", "CheckpointError", "ConfigError", "DataError", "EvalMetrics", "Interrupted", "Share", "TrainConfig",
            "TrainResult", "as_train_config", "check_config", "checkpoint_config", "eval_points", "load_model",
            "lr_area", "prepare_data", "release_freed_memory", "resolve_device", "resolve_dtype", "schedule_warnings", "share_of",
            "signals_interrupt", "tokens_per_iter", "train", "warmup_iters_of"]

@@ -20,7 +20,7 @@ class CheckpointError(ConfigError):
 
 
 def _first_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[-1]}"
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
 
 
 def save_checkpoint(checkpoint: dict, path: Path) -> None:
@@ -51,8 +51,7 @@ def _load(path: Path, device: str, **kwargs) -> dict:
         checkpoint = torch.load(path, map_location=device, weights_only=True, **kwargs)
     except Exception as e:  # noqa: BLE001 - truncated, foreign or unreadable: one clear message
         raise CheckpointError(f"{path} is not a readable checkpoint ({_first_line(e)}): truncated by a copy or "
-                              f"a full disk, or not a torch file; move it away (init_from=scratch starts "
-                              f"afresh) or restore it") from None
+                              f"a full disk, or not a torch file; move it away to start afresh, or restore it") from None
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path} is not a GPT checkpoint: it holds a {type(checkpoint).__name__}, not a dict")
     return checkpoint
@@ -67,6 +66,10 @@ def load_checkpoint(path: Path, device: str = "cpu") -> dict:
     missing = [k for k in ("model", "model_args") if k not in checkpoint]
     if missing:
         raise CheckpointError(f"{path} is not a GPT checkpoint: it lacks {', '.join(missing)}")
+    missing = [k for k in MODEL_ARG_KEYS if k != "dropout" and k not in checkpoint["model_args"]]
+    if missing:
+        raise CheckpointError(f"{path} is not a GPT checkpoint this trainer can build: its model_args lack "
+                              f"{', '.join(missing)}")
     # nanoGPT under torch < 2 stored each block's causal mask as `attn.bias`; SDPA needs none
     checkpoint["model"] = {
         k.removeprefix(COMPILE_PREFIX): v for k, v in checkpoint["model"].items()
@@ -75,16 +78,29 @@ def load_checkpoint(path: Path, device: str = "cpu") -> dict:
     return checkpoint
 
 
-def model_from_checkpoint(checkpoint: dict) -> GPT:
-    args = {k: checkpoint["model_args"][k] for k in MODEL_ARG_KEYS}
+RESUME_KEYS = ("optimizer", "iter_num", "best_val_loss")  # what init_from=resume reads besides the model
+
+
+def check_resumable(checkpoint: dict, path: Path) -> None:
+    missing = [k for k in RESUME_KEYS if k not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{path} holds weights but not a run to resume (it lacks {', '.join(missing)}); "
+                              f"load it with trainer.load_model, or move it away and use init_from=scratch")
+
+
+def model_from_checkpoint(checkpoint: dict, path: Path = Path("ckpt.pt")) -> GPT:
+    args = {k: checkpoint["model_args"].get(k, 0.0) for k in MODEL_ARG_KEYS}  # dropout: not stored by all
     model = GPT(GPTConfig(**args))
-    model.load_state_dict(checkpoint["model"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise CheckpointError(f"{path}: its weights do not fit its model_args ({_first_line(e)})") from None
     return model
 
 
 def load_model(path, device: str = "cpu") -> GPT:
     """The GPT stored in a checkpoint (ours or nanoGPT's), on `device`, in eval mode."""
-    model = model_from_checkpoint(load_checkpoint(path, device))
+    model = model_from_checkpoint(load_checkpoint(path, device), Path(path))
     return model.to(device).eval()
 
 

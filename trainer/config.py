@@ -1,7 +1,7 @@
 """Typed configuration of a training run.
 
-The CLIs register these dataclasses in Hydra's ConfigStore as the schema of `conf/train.yaml`
-(`trainer/__main__.py`, `study_runner.py`), so a mistyped override (`schedule.lrr=1e-3`) fails at
+The CLIs register these dataclasses in Hydra's ConfigStore as their configs' schema
+(`trainer/__main__.py` for `conf/train.yaml`; `study_runner.py` extends them), so a mistyped override (`schedule.lrr=1e-3`) fails at
 once instead of being silently ignored; the library itself needs no Hydra. Key names follow
 nanoGPT's train.py (`n_layer`, `lr`, `min_lr`, `warmup_iters`, ...).
 
@@ -125,16 +125,19 @@ def as_train_config(cfg) -> TrainConfig:
     return OmegaConf.to_object(merged)
 
 
-def _need(ok: bool, key: str, value, valid: str) -> None:
+def _need(ok: bool, key: str, value, valid: str, own: bool = True) -> None:
+    """ConfigError unless `ok`; `own=False` for a rule between two settings (the error then
+    names no single field, so a search over one of them is not refused up front)."""
     if not ok:
-        raise ConfigError(f"{key}={value!r} is invalid: {valid}", key=key)
+        raise ConfigError(f"{key}={value!r} is invalid: {valid}", key=key if own else None)
 
 
 def check_model(m: ModelConfig) -> None:
     """Raise ConfigError for an architecture that cannot be built (the GPT checks with this too)."""
     for key in ("n_layer", "n_head", "n_embd", "block_size"):
         _need(getattr(m, key) > 0, f"model.{key}", getattr(m, key), "must be a positive integer")
-    _need(m.n_embd % m.n_head == 0, "model.n_embd", m.n_embd, f"must be divisible by model.n_head={m.n_head}")
+    _need(m.n_embd % m.n_head == 0, "model.n_embd", m.n_embd, f"must be divisible by model.n_head={m.n_head}",
+          own=False)
     _need(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
 
 
@@ -152,7 +155,7 @@ def check_config(cfg: TrainConfig) -> None:
     need(math.isfinite(s.lr) and s.lr > 0, "schedule.lr", s.lr, "must be a finite number > 0")
     need(math.isfinite(s.min_lr) and s.min_lr >= 0, "schedule.min_lr", s.min_lr, "must be a finite number >= 0")
     need(s.min_lr <= s.lr or s.min_lr_ratio is not None, "schedule.min_lr", s.min_lr,
-         f"must not exceed schedule.lr={s.lr}")
+         f"must not exceed schedule.lr={s.lr}", own=False)
     need(s.min_lr_ratio is None or 0.0 <= s.min_lr_ratio <= 1.0, "schedule.min_lr_ratio", s.min_lr_ratio,
          "must be in [0, 1] (min_lr = lr * min_lr_ratio)")
     need(s.warmup_iters >= 0, "schedule.warmup_iters", s.warmup_iters, "must be >= 0")

@@ -118,7 +118,8 @@ def lr_sum(cfg: ScheduleConfig, start: int, stop: int) -> float:
 
 def schedule_warnings(cfg: ScheduleConfig) -> list[str]:
     """Schedules that run but not as meant: a warmup longer than the run (the LR never reaches its
-    peak), a cosine decay that ends before warmup does (the LR drops from its peak to min_lr at once)."""
+    peak), a cosine decay that ends before warmup does (the LR drops from its peak to min_lr at once)
+    or after the run does (it stops short of min_lr: its loss predicts little about a decayed run)."""
     found = []
     warmup, decay = warmup_iters_of(cfg), lr_decay_iters_of(cfg)
     if warmup > cfg.max_iters:
@@ -129,4 +130,8 @@ def schedule_warnings(cfg: ScheduleConfig) -> list[str]:
         found.append(f"schedule: the cosine decay ends at lr_decay_iters={decay}, before warmup ends at "
                      f"iteration {warmup}, so the LR falls from its peak to min_lr at once; make "
                      f"lr_decay_iters >= warmup_iters")
+    elif cfg.name == "cosine" and decay > cfg.max_iters:
+        found.append(f"schedule: the cosine decay runs to lr_decay_iters={decay} but the run stops at "
+                     f"max_iters={cfg.max_iters}, with the LR at {get_lr(cfg.max_iters - 1, cfg):.3g} "
+                     f"(peak {cfg.lr:g}, min_lr {min_lr_of(cfg):g}); set lr_decay_iters to max_iters")
     return found

@@ -21,7 +21,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from trainer.checkpoint import MODEL_ARG_KEYS, load_checkpoint, model_from_checkpoint, save_checkpoint
+from trainer.checkpoint import (MODEL_ARG_KEYS, check_resumable, load_checkpoint, model_from_checkpoint,
+                                save_checkpoint)
 from trainer.config import ConfigError, ModelConfig, TrainConfig, as_train_config, check_config
 from trainer.data import PreparedData, prepare_data
 from trainer.memory import keep_freed_memory_mapped
@@ -201,7 +202,7 @@ def _trim_metrics_after(path: Path, iter_num: int) -> None:
     kept = []
     for line in lines:
         try:
-            if json.loads(line)["iter"] > iter_num:
+            if not line.endswith("\n") or json.loads(line)["iter"] > iter_num:  # no newline: cut short
                 continue
         except (ValueError, KeyError, TypeError):  # a line cut short by a kill mid-write
             continue
@@ -238,8 +239,9 @@ def setup(cfg) -> Run:
     torch.manual_seed(cfg.seed)
     checkpoint = load_checkpoint(ckpt_path, device) if cfg.init_from == "resume" else None
     if checkpoint is not None:
+        check_resumable(checkpoint, ckpt_path)
         cfg = _with_checkpoint_architecture(cfg, checkpoint)
-        model = model_from_checkpoint({**checkpoint, "model_args": asdict(cfg.model)})
+        model = model_from_checkpoint({**checkpoint, "model_args": asdict(cfg.model)}, ckpt_path)
     else:
         model = GPT(cfg.model)
     model.to(device)
