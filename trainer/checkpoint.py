@@ -81,11 +81,22 @@ def load_checkpoint(path: Path, device: str = "cpu") -> dict:
 RESUME_KEYS = ("optimizer", "iter_num", "best_val_loss")  # what init_from=resume reads besides the model
 
 
-def check_resumable(checkpoint: dict, path: Path) -> None:
+def optimizer_name_of(checkpoint: dict) -> str:
+    """The optimizer a checkpoint was trained with (nanoGPT's record none: they are AdamW)."""
+    optim = checkpoint.get("config", {}).get("optim")
+    return optim.get("name", "adamw") if isinstance(optim, dict) else "adamw"
+
+
+def check_resumable(checkpoint: dict, path: Path, optim_name: str) -> None:
+    """CheckpointError unless `checkpoint` holds a run that `optim=optim_name` can continue."""
     missing = [k for k in RESUME_KEYS if k not in checkpoint]
     if missing:
         raise CheckpointError(f"{path} holds weights but not a run to resume (it lacks {', '.join(missing)}); "
                               f"load it with trainer.load_model, or move it away and use init_from=scratch")
+    trained_with = optimizer_name_of(checkpoint)
+    if trained_with != optim_name:
+        raise CheckpointError(f"{path} was trained with optim={trained_with}, which optim={optim_name} cannot "
+                              f"continue; resume with optim={trained_with}, or use init_from=scratch")
 
 
 def model_from_checkpoint(checkpoint: dict, path: Path = Path("ckpt.pt")) -> GPT:

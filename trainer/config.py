@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import List, Literal, Optional, get_args
 
 ScheduleName = Literal["cosine", "constant", "wsd"]
-OptimName = Literal["adamw"]
+OptimName = Literal["adamw", "muon"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 CheckpointPolicy = Literal["best", "last", "none"]
 InitFrom = Literal["scratch", "resume"]
@@ -72,6 +72,8 @@ class OptimConfig:
     beta2: float = 0.95
     eps: float = 1e-8
     grad_clip: float = 1.0  # 0 disables clipping
+    muon_lr: float = 0.02  # muon: peak LR of the blocks' 2-D weights (the rest: schedule.lr)
+    muon_momentum: float = 0.95  # muon
 
 
 @dataclass
@@ -170,6 +172,8 @@ def check_config(cfg: TrainConfig) -> None:
     need(math.isfinite(o.grad_clip) and o.grad_clip >= 0, "optim.grad_clip", o.grad_clip,
          "must be a finite number >= 0 (0 disables clipping)")
     need(o.name in OPTIM_NAMES, "optim.name", o.name, f"valid: {', '.join(OPTIM_NAMES)}")
+    need(math.isfinite(o.muon_lr) and o.muon_lr > 0, "optim.muon_lr", o.muon_lr, "must be a finite number > 0")
+    need(0.0 <= o.muon_momentum < 1.0, "optim.muon_momentum", o.muon_momentum, "must be in [0, 1)")
     need(cfg.dtype in DTYPES, "dtype", cfg.dtype, f"valid: {', '.join(DTYPES)}")
     need(cfg.checkpoint in CHECKPOINT_POLICIES, "checkpoint", cfg.checkpoint,
          f"valid: {', '.join(CHECKPOINT_POLICIES)}")

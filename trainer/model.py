@@ -14,6 +14,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from trainer.config import ModelConfig, check_model
+from trainer.optim import adamw
 
 # nanoGPT's GPTConfig: exactly its seven keys, which checkpoints store as `model_args`
 GPTConfig = ModelConfig
@@ -133,15 +134,9 @@ class GPT(nn.Module):
         return logits, loss
 
     def configure_optimizer(self, weight_decay, learning_rate, betas, eps, device_type):
-        """AdamW with weight decay on 2-D tensors (matmuls, embeddings) only, fused on CUDA."""
+        """nanoGPT's AdamW: weight decay on 2-D tensors (matmuls, embeddings) only, fused on CUDA."""
         params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        return torch.optim.AdamW(
-            groups, lr=learning_rate, betas=betas, eps=eps, fused=device_type == "cuda"
-        )
+        return adamw(params, weight_decay, learning_rate, betas, eps, device_type)
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token (PaLM appendix B): 6N plus attention's 12 * L * C * T."""

@@ -27,6 +27,7 @@ from trainer.config import ConfigError, ModelConfig, TrainConfig, as_train_confi
 from trainer.data import PreparedData, prepare_data
 from trainer.memory import keep_freed_memory_mapped
 from trainer.model import GPT
+from trainer.optim import build_optimizer, set_lr
 from trainer.schedule import get_lr, lr_sum, schedule_warnings
 
 CHECKPOINT_NAME = "ckpt.pt"
@@ -239,14 +240,13 @@ def setup(cfg) -> Run:
     torch.manual_seed(cfg.seed)
     checkpoint = load_checkpoint(ckpt_path, device) if cfg.init_from == "resume" else None
     if checkpoint is not None:
-        check_resumable(checkpoint, ckpt_path)
+        check_resumable(checkpoint, ckpt_path, cfg.optim.name)
         cfg = _with_checkpoint_architecture(cfg, checkpoint)
         model = model_from_checkpoint({**checkpoint, "model_args": asdict(cfg.model)}, ckpt_path)
     else:
         model = GPT(cfg.model)
     model.to(device)
-    o = cfg.optim
-    optimizer = model.configure_optimizer(o.weight_decay, cfg.schedule.lr, (o.beta1, o.beta2), o.eps, device_type)
+    optimizer = build_optimizer(model, cfg.optim, cfg.schedule.lr, device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=ptdtype == torch.float16)
     val_batches = hashlib.sha256(json.dumps(
         [data.meta["key"], cfg.seed, cfg.batch_size, cfg.model.block_size, cfg.eval_iters]).encode()).hexdigest()[:16]
@@ -406,8 +406,7 @@ def train(cfg, on_eval: Optional[OnEval] = None) -> TrainResult:
         run.model.train()
         while True:
             lr = get_lr(run.iter_num, cfg.schedule)
-            for group in run.optimizer.param_groups:
-                group["lr"] = lr
+            set_lr(run.optimizer, lr)
 
             resumed_here = run.iter_num == run.start_iter and run.start_iter > 0  # evaluated before
             if run.iter_num in eval_at and not resumed_here:
