@@ -10,10 +10,10 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from sweeps.compose import CONF_DIR, Composer, override_key, require_sweep, study_dir_of, study_name_of
+from sweeps.compose import Composer, override_key, require_sweep, search_space_of, study_dir_of, study_name_of
 from sweeps.config import StudyError
 from sweeps.resume_checks import refuse_another_run_in
-from sweeps.search_space import SearchSpace, parse_search_space
+from sweeps.search_space import SearchSpace
 from sweeps.storage import open_storage, redact_url
 from sweeps.trial_record import config_json
 from trainer import CHECKPOINT_NAME, SHARES, TrainResult, as_train_config, check_config, train
@@ -84,7 +84,7 @@ def run_best(cfg: DictConfig, overrides: list[str]) -> TrainResult:
     resumes it from its last checkpoint."""
     require_sweep(cfg)
     best = best_trial_of(cfg)
-    space = parse_search_space(cfg.sweep.params, cfg, CONF_DIR)
+    space = search_space_of(cfg)
     out_dir = study_dir_of(cfg) / "best_run"
     run_cfg = Composer(overrides)(best_run_overrides(best, space, cfg, overrides, out_dir))
     train_cfg = as_train_config(run_cfg)

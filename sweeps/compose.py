@@ -10,6 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from sweeps.config import StudyError, check_study_name, register_configs
+from sweeps.search_space import SearchSpace, parse_search_space
 from trainer import SHARES, share_of
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -77,3 +78,8 @@ def baseline_config(cfg: DictConfig) -> DictConfig:
     for knob in SHARES:
         base.schedule[knob.share] = share_of(base.schedule, knob)
     return base
+
+
+def search_space_of(cfg: DictConfig) -> SearchSpace:
+    """The study's search space: its sweep's `params:` and `when:`, checked against `cfg`."""
+    return parse_search_space(cfg.sweep.params, cfg, CONF_DIR, cfg.sweep.when)

@@ -79,6 +79,8 @@ class SweepConfig:
     description: str = ""
     # config path or group -> Hydra sweep grammar, as hydra-optuna-sweeper's `params:`
     params: Dict[str, str] = field(default_factory=dict)
+    # "param=value" -> params searched only where that choice is taken (sweeps.search_space)
+    when: Dict[str, Dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass

@@ -40,8 +40,9 @@ def build_sampler(cfg: Any, space: SearchSpace,
     seed: Optional[int] = cfg.seed
     n_startup = int(getattr(cfg, "n_startup_trials", 4))
     makers: dict[str, Callable[[Optional[int]], optuna.samplers.BaseSampler]] = {
+        # group=True: TPE models each set of params that trials share (a conditional space) jointly
         "tpe": lambda trial_seed: optuna.samplers.TPESampler(
-            seed=trial_seed, n_startup_trials=n_startup, multivariate=True),
+            seed=trial_seed, n_startup_trials=n_startup, multivariate=True, group=bool(space.conditions)),
         "random": lambda trial_seed: optuna.samplers.RandomSampler(seed=trial_seed),
         "cmaes": lambda trial_seed: optuna.samplers.CmaEsSampler(
             seed=trial_seed, n_startup_trials=n_startup, warn_independent_sampling=False),
@@ -87,6 +88,10 @@ def grid_values(key: str, dist: BaseDistribution, interval: bool = False) -> lis
 
 def grid_search_space(space: SearchSpace) -> dict[str, list[Any]]:
     """The GridSampler search space: param -> its values."""
+    if space.conditions:
+        raise SearchSpaceError(
+            f"the grid sampler needs every param in every trial, but sweep.when searches "
+            f"{', '.join(space.conditions)} only in some; use another sampler (tpe, random, qmc, cmaes)")
     return {key: grid_values(key, dist, key in space.intervals) for key, dist in space.distributions.items()}
 
 

@@ -13,6 +13,19 @@ override grammar, parsed by hydra-core's own parser:
                               continuous); tag(log, interval(a, b)) -> log scale.
     a plain value          -> fixed: a one-value categorical, applied to every trial.
 
+A sweep's `when:` adds params searched only in the trials where another param has one value, so
+each branch of a choice has its own knobs (each optimizer its own LR range):
+
+    params:
+      optim: choice(adamw, muon)
+    when:
+      optim=muon:
+        optim.muon_lr: tag(log, interval(3e-3, 1e-1))
+
+The condition names a choice() of `params:` and one of its values; a key is in `params:` or under
+one condition, never both, and the grid sampler (which needs every param in every trial) refuses
+conditions.
+
 Every error names the key, the bad value and what would be valid.
 """
 
@@ -21,7 +34,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Union
@@ -61,11 +74,21 @@ class SearchSpace:
     distributions: dict[str, BaseDistribution]  # key as written -> distribution
     groups: frozenset[str]  # keys that are config groups (model, schedule, ...)
     intervals: frozenset[str] = frozenset()  # keys written as interval(): continuous, even with int bounds
+    # key -> (param, value): the key is searched only in trials where that param takes that value
+    conditions: Mapping[str, tuple[str, Any]] = field(default_factory=dict)
+
+    def applies(self, key: str, values: Mapping[str, Any]) -> bool:
+        """Whether `key` is searched at the point `values` (its condition, if any, holds there)."""
+        condition = self.conditions.get(key)
+        return condition is None or (condition[0] in values and values[condition[0]] == condition[1])
 
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Suggests every param (fixed ones too, so a trial's params are its whole search point)."""
+        """Suggests every param that applies (fixed ones too, so a trial's params are its whole
+        search point); a conditional param after the one it depends on."""
         values: dict[str, Any] = {}
         for key, dist in self.distributions.items():
+            if not self.applies(key, values):
+                continue
             if isinstance(dist, FloatDistribution):
                 values[key] = trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
             elif isinstance(dist, IntDistribution):
@@ -91,6 +114,8 @@ class SearchSpace:
         a range's step, or null for a numeric param): then there is no baseline trial."""
         values: dict[str, Any] = {}
         for key, dist in self.distributions.items():
+            if not self.applies(key, values):
+                continue
             if key in self.groups:
                 current = group_choices.get(key, _MISSING)
             else:
@@ -104,16 +129,19 @@ class SearchSpace:
         return values
 
 
-def parse_search_space(params: Optional[Mapping[str, Any]], cfg: DictConfig, config_dir: Path) -> SearchSpace:
-    """Parses and checks a sweep's `params:` against the composed config `cfg` and the config
-    groups in `config_dir` (the repo's `conf/`: a group's options are `conf/<group>/*.yaml`)."""
+def parse_search_space(params: Optional[Mapping[str, Any]], cfg: DictConfig, config_dir: Path,
+                       when: Optional[Mapping[str, Any]] = None) -> SearchSpace:
+    """Parses and checks a sweep's `params:` (and `when:`, its conditional params) against the
+    composed config `cfg` and the config groups in `config_dir` (the repo's `conf/`: a group's
+    options are `conf/<group>/*.yaml`)."""
     config_dir = Path(config_dir)
     parser = _parser()
     distributions: dict[str, BaseDistribution] = {}
     groups: set[str] = set()
     intervals: set[str] = set()
-    for raw_key, raw_text in (params or {}).items():
-        key = str(raw_key)
+    conditions: dict[str, tuple[str, Any]] = {}
+
+    def add(key: str, raw_text: Any) -> None:
         text = _as_text(raw_text)
         is_group = _check_key(key, cfg, config_dir)
         value = _parse(parser, key, text)
@@ -129,7 +157,37 @@ def parse_search_space(params: Optional[Mapping[str, Any]], cfg: DictConfig, con
         if isinstance(value, IntervalSweep):
             intervals.add(key)
         distributions[key] = dist
-    return SearchSpace(distributions=distributions, groups=frozenset(groups), intervals=frozenset(intervals))
+
+    for raw_key, raw_text in (params or {}).items():
+        add(str(raw_key), raw_text)
+    for raw_condition, branch in (when or {}).items():
+        condition = _condition(str(raw_condition), distributions)
+        for raw_key, raw_text in (branch or {}).items():
+            key = str(raw_key)
+            if key in distributions:
+                where = "under another condition" if key in conditions else "in sweep.params"
+                raise SearchSpaceError(f"sweep.when {raw_condition!r}: {key!r} is already searched {where}; "
+                                       f"a param is searched in one place")
+            add(key, raw_text)
+            conditions[key] = condition
+    return SearchSpace(distributions=distributions, groups=frozenset(groups), intervals=frozenset(intervals),
+                       conditions=conditions)
+
+
+def _condition(text: str, distributions: Mapping[str, BaseDistribution]) -> tuple[str, Any]:
+    """`param=value` of a sweep's `when:` -> (param, the choice it names)."""
+    key, sep, value = text.partition("=")
+    key, value = key.strip(), value.strip()
+    dist = distributions.get(key)
+    if not sep or not isinstance(dist, CategoricalDistribution) or dist.single():
+        choices = [k for k, d in distributions.items() if isinstance(d, CategoricalDistribution) and not d.single()]
+        raise SearchSpaceError(f"sweep.when {text!r} is invalid: a condition is PARAM=VALUE, PARAM a choice() of "
+                               f"sweep.params (here: {', '.join(choices) or 'none'})")
+    for choice in dist.choices:
+        if value in (str(choice), format_value(choice)):
+            return key, choice
+    raise SearchSpaceError(f"sweep.when {text!r}: {value!r} is not one of {key}'s choices "
+                           f"({', '.join(map(format_value, dist.choices))})")
 
 
 # ----------------------------------------------------------------------------- parsing

@@ -11,8 +11,8 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from sweeps.trial_quota import FINISHED, grid_done, trials_taken, within_budget
-from sweeps.compose import (CONF_DIR, Composer, baseline_config, group_choices, require_sweep, study_dir_of,
-                            study_name_of)
+from sweeps.compose import (Composer, baseline_config, group_choices, require_sweep, search_space_of,
+                            study_dir_of, study_name_of)
 from sweeps.config import StudyError, check_study
 from sweeps.objective import Objective, TrialFailed
 from sweeps.pruners import build_pruner
@@ -20,7 +20,7 @@ from sweeps.report import study_report
 from sweeps.resume_checks import check_settings_fit_study, check_space_fits_study
 from sweeps.retries import MAX_RETRIES, recorded_when_crashed, requeue_lost_baseline, requeued_when_interrupted
 from sweeps.samplers import build_sampler
-from sweeps.search_space import SearchSpace, SearchSpaceError, check_values_allowed, parse_search_space
+from sweeps.search_space import SearchSpace, SearchSpaceError, check_values_allowed
 from sweeps.storage import create_or_load_study, open_storage, redact_url
 from sweeps.trial_record import BASELINE_AS_GIVEN, BASELINE_IN_SPACE, fail_reason
 from trainer import as_train_config, check_config, prepare_data, resolve_device, resolve_dtype, schedule_warnings
@@ -84,7 +84,7 @@ def prepare_study(cfg: DictConfig, overrides: list[str]) -> PreparedStudy:
     resolve_dtype(baseline.dtype, resolve_device(baseline.device))
     for warning in schedule_warnings(baseline.schedule):
         print(f"WARNING: the baseline's {warning}")
-    space = parse_search_space(cfg.sweep.params, cfg, CONF_DIR)
+    space = search_space_of(cfg)
     check_values_allowed(space, cfg)
     baseline_kind, baseline_values = _baseline(cfg, overrides, space)
     sampler, pruner = _sampler_and_pruner(cfg, space, baseline_values)
