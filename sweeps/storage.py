@@ -6,6 +6,9 @@
   instead of failing at once with "database is locked".
 * Any other SQLAlchemy URL (PostgreSQL, MySQL, ...): `pool_pre_ping`, and a 5 s connect timeout
   so an unreachable server fails fast.
+* `journal:///path/study.log` (four slashes before an absolute path, as in SQLite URLs): Optuna's
+  journal file storage, for a shared file system without a database server
+  (`sweeps.journal_storage`, which adds the heartbeats Optuna's journal storage lacks).
 * Heartbeats: a running trial records one every `heartbeat_interval` s (Optuna does it inside
   `study.optimize`); a RUNNING trial silent for `grace_period` s (its worker was killed) is marked
   FAIL by the next worker that opens the study, and queued to run again (`sweeps.retries`).
@@ -23,7 +26,7 @@ import os
 import sqlite3
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -32,6 +35,7 @@ import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 
+from sweeps.journal_storage import JournalStorageWithHeartbeat
 from sweeps.retries import requeue
 
 SQLITE_TIMEOUT_S = 60  # how long a connection waits for a lock before "database is locked"
@@ -153,8 +157,11 @@ def _one_opener_at_a_time(url: URL) -> Iterator[None]:
         yield
 
 
-def _check_sqlite_path(path: Path, create: bool) -> Optional[str]:
-    """Why the SQLite file cannot be opened as asked, or None. A relative path's folders are made
+JOURNAL_SCHEME = "journal"
+
+
+def _check_file_path(path: Path, create: bool) -> Optional[str]:
+    """Why the SQLite or journal file cannot be opened as asked, or None. A relative path's folders are made
     (outputs/ on a first run); an absolute one needs its folder to exist, so a typo does not
     create folders elsewhere. `create=False`: the file must exist (reading never creates one)."""
     if not create and not path.is_file():
@@ -212,16 +219,19 @@ def _lost_creation_race(exc: BaseException) -> bool:
 
 
 def open_storage(url: str, heartbeat_interval: Optional[int] = HEARTBEAT_INTERVAL_S,
-                 grace_period: Optional[int] = GRACE_PERIOD_S, create: bool = True) -> optuna.storages.RDBStorage:
-    """An Optuna RDBStorage for the SQLAlchemy `url`; StorageError when it cannot be opened.
+                 grace_period: Optional[int] = GRACE_PERIOD_S, create: bool = True) -> optuna.storages.BaseStorage:
+    """An Optuna RDBStorage for the SQLAlchemy `url` (a journal storage for `journal:///...`);
+    StorageError when it cannot be opened.
     `create=False` for readers: a SQLite file that does not exist is an error, not a new database."""
     redacted = redact_url(url)
     parsed = _parse_url(url)
     if parsed is None:
         raise StorageError(f"cannot open Optuna storage {redacted!r}: not a valid SQLAlchemy URL; "
                            f"e.g. sqlite:///outputs/optuna.db or postgresql://user@host:5432/db")
+    if parsed.drivername == JOURNAL_SCHEME:
+        return _open_journal(parsed, redacted, heartbeat_interval, grace_period, create)
     sqlite_path = _sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
-    problem = _check_sqlite_path(sqlite_path, create) if sqlite_path is not None else None
+    problem = _check_file_path(sqlite_path, create) if sqlite_path is not None else None
     if problem is not None:
         raise StorageError(f"cannot open Optuna storage {redacted!r}: {problem}")
     parsed = _with_installed_driver(parsed)
@@ -256,6 +266,22 @@ def open_storage(url: str, heartbeat_interval: Optional[int] = HEARTBEAT_INTERVA
     return storage
 
 
+def _open_journal(url: URL, redacted: str, heartbeat_interval: Optional[int], grace_period: Optional[int],
+                  create: bool) -> JournalStorageWithHeartbeat:
+    if not url.database or url.host or url.query:
+        raise StorageError(f"cannot open Optuna storage {redacted!r}: a journal URL is journal:///relative/path.log "
+                           f"or journal:////absolute/path.log, with no host or options")
+    path = Path(url.database)
+    problem = _check_file_path(path, create)
+    if problem is not None:
+        raise StorageError(f"cannot open Optuna storage {redacted!r}: {problem}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorageWithHeartbeat(str(path), heartbeat_interval, grace_period, requeue)
+    except OSError as e:
+        raise StorageError(f"cannot open Optuna storage {redacted!r}: {e.strerror or e}") from None
+
+
 def create_or_load_study(study_cfg: Any, study_name: str, sampler: optuna.samplers.BaseSampler,
                          pruner: optuna.pruners.BasePruner) -> optuna.Study:
     """Creates the study `study_name` in `study_cfg.storage`, or loads it when it exists (several
@@ -270,7 +296,9 @@ def create_or_load_study(study_cfg: Any, study_name: str, sampler: optuna.sample
     )
     message = None
     try:
-        with _one_opener_at_a_time(storage.engine.url):
+        opening = (_one_opener_at_a_time(storage.engine.url) if isinstance(storage, optuna.storages.RDBStorage)
+                   else nullcontext())  # the journal serialises its writers itself
+        with opening:
             study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler, pruner=pruner,
                                         direction=direction, load_if_exists=True)
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
