@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 from dataclasses import asdict
@@ -18,8 +19,9 @@ from sweeps.plateau_pruner import StopsLeaders
 from sweeps.retries import first_of_series
 from sweeps.search_space import SearchSpace
 from sweeps.trial_record import BASELINE_AS_GIVEN, EvalRecorder
-from trainer import (CheckpointError, ConfigError, DataError, EvalMetrics, as_train_config, check_config, eval_points, lr_area,
-                     release_freed_memory, tokens_per_iter, train, warmup_iters_of)
+from trainer import (CheckpointError, ConfigError, DataError, EvalMetrics, TrainResult, as_train_config, check_config,
+                     eval_points, halved_micro_batch, is_out_of_memory, lr_area, release_freed_memory, tokens_per_iter,
+                     train, warmup_iters_of)
 
 
 class TrialFailed(RuntimeError):
@@ -49,6 +51,17 @@ def batch_groups(eval_iters: int, n_evals: int) -> int:
 def batch_group_means(losses: list, groups: int) -> list:
     """`losses` as the means of `groups` consecutive runs of near-equal length."""
     return [round(float(run.mean()), 5) for run in np.array_split(np.asarray(losses, dtype=float), groups)]
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _free_device_memory() -> None:
+    gc.collect()
+    release_freed_memory()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class Objective:
@@ -107,20 +120,19 @@ class Objective:
             return decision["reason"]
 
         try:
-            result = train(train_cfg, on_eval=on_eval)
+            result = self._train_fitting_memory(trial, train_cfg, on_eval)
         except CheckpointError:
             raise  # the disk, not the params: recorded and queued again (sweeps.retries)
         except (ConfigError, DataError) as e:  # the sampled values do not fit the data or tokenizer
             trial_record.set_fail_reason(trial, f"impossible config: {e}")
             raise TrialFailed(f"impossible config: {e}") from None
-        except torch.OutOfMemoryError as e:
-            trial_record.set_fail_reason(trial, f"out of memory: {str(e).splitlines()[0]}")
-            raise TrialFailed(f"out of memory: {str(e).splitlines()[0]}") from None
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not is_out_of_memory(e):
+                raise
+            trial_record.set_fail_reason(trial, f"out of memory: {_first_line(e)}")
+            raise TrialFailed(f"out of memory: {_first_line(e)}") from None
         finally:  # memory must not grow across trials
-            gc.collect()
-            release_freed_memory()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            _free_device_memory()
 
         gap = result.last_eval.val_loss - result.last_eval.train_loss if result.last_eval else None
         trial_record.record_outcome(
@@ -134,3 +146,24 @@ class Objective:
         if result.status == "stopped" and not decision.get("stop"):
             raise optuna.TrialPruned(result.stop_reason)
         return result.best_val_loss
+
+    @staticmethod
+    def _train_fitting_memory(trial: optuna.Trial, train_cfg, on_eval) -> TrainResult:
+        """Train; out of memory, train once more from scratch at half the micro-batch with twice
+        the accumulation (the same tokens per iteration: the same run, comparable with the
+        others), recording the error; out of memory again, or a micro-batch that cannot be
+        halved, raises it."""
+        try:
+            return train(train_cfg, on_eval=on_eval)
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            smaller = halved_micro_batch(train_cfg) if is_out_of_memory(e) else None
+            if smaller is None:
+                raise
+            error = _first_line(e)
+        _free_device_memory()  # outside the except block: its traceback holds the failed step's tensors
+        print(f"trial {trial.number}: out of memory at batch_size={train_cfg.batch_size} ({error}); training it "
+              f"again at batch_size={smaller.batch_size}, gradient_accumulation_steps="
+              f"{smaller.gradient_accumulation_steps} (the same tokens per iteration)")
+        trial_record.set_out_of_memory(trial, error)
+        trial_record.set_run(trial, run_dir=smaller.out_dir, config=json.dumps(asdict(smaller)))
+        return train(dataclasses.replace(smaller, init_from="scratch"), on_eval=on_eval)

@@ -44,6 +44,8 @@ Identity and failures:
 ``retry_of``         int, on a queued retry only: the number of the first trial of its series
                      (:func:`retry_attrs`, :func:`retry_of`).
 ``fail_reason``      str, on a FAIL trial: why it could not run.
+``out_of_memory``    str, on a trial that ran out of memory and was run again at half the
+                     micro-batch with twice the accumulation (:func:`set_out_of_memory`): the error.
 
 Bench only (``bench/pruner_replay.py``): ``curve``, int, the index of the replayed curve.
 
@@ -64,12 +66,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol
 __all__ = [
     "BASELINE_ATTR", "BASELINE_AS_GIVEN", "BASELINE_IN_SPACE", "BEST_ITER", "BUDGET_STEP",
     "CHECKPOINT", "CONFIG", "EPOCHS", "EvalRecorder", "FAIL_REASON", "LR_AREA",
-    "LR_AREA_BUDGET", "MS_PER_ITER", "NUM_PARAMS", "NUM_PARAMS_NON_EMBEDDING", "REPLAY_CURVE",
+    "LR_AREA_BUDGET", "MS_PER_ITER", "NUM_PARAMS", "NUM_PARAMS_NON_EMBEDDING", "OUT_OF_MEMORY", "REPLAY_CURVE",
     "RETRY_OF", "RUN_DIR", "STATUS", "STOP_REASON", "TOKENS_SEEN", "TRAIN_VAL_GAP", "USER_ATTRS",
     "VAL_BATCHES", "VAL_BATCH_LOSSES", "VAL_LOSS_SE", "WALL_TIME_S", "WARMUP_STEP", "baseline",
     "budget_step", "config_json", "fail_reason", "is_baseline", "lr_area", "lr_area_budget",
-    "record_outcome", "replay_curve", "retry_attrs", "retry_of", "set_baseline",
-    "set_fail_reason", "set_plan", "set_replay_curve", "set_run", "status", "stop_reason",
+    "out_of_memory", "record_outcome", "replay_curve", "retry_attrs", "retry_of", "set_baseline",
+    "set_fail_reason", "set_out_of_memory", "set_plan", "set_replay_curve", "set_run", "status", "stop_reason",
     "tokens_seen", "val_batch_losses", "val_batches", "val_loss_se", "warmup_step",
 ]
 
@@ -100,6 +102,7 @@ CHECKPOINT = "checkpoint"
 BASELINE_ATTR = "baseline"
 RETRY_OF = "retry_of"
 FAIL_REASON = "fail_reason"
+OUT_OF_MEMORY = "out_of_memory"
 # bench/pruner_replay.py
 REPLAY_CURVE = "curve"
 
@@ -108,7 +111,7 @@ USER_ATTRS = (
     VAL_LOSS_SE, LR_AREA, VAL_BATCH_LOSSES, VAL_BATCHES,
     STATUS, STOP_REASON, NUM_PARAMS, NUM_PARAMS_NON_EMBEDDING, TOKENS_SEEN, EPOCHS, MS_PER_ITER,
     TRAIN_VAL_GAP, BEST_ITER, WALL_TIME_S, CHECKPOINT,
-    BASELINE_ATTR, RETRY_OF, FAIL_REASON, REPLAY_CURVE,
+    BASELINE_ATTR, RETRY_OF, FAIL_REASON, OUT_OF_MEMORY, REPLAY_CURVE,
 )
 """Every user attr key a trial can record."""
 
@@ -141,6 +144,11 @@ def set_baseline(trial: _Writable, kind: str) -> None:
 
 def set_fail_reason(trial: _Writable, reason: str) -> None:
     trial.set_user_attr(FAIL_REASON, reason)
+
+
+def set_out_of_memory(trial: _Writable, error: str) -> None:
+    """The out-of-memory error after which the trial was run again at half the micro-batch."""
+    trial.set_user_attr(OUT_OF_MEMORY, error)
 
 
 def set_plan(trial: _Writable, *, warmup_step: int, budget_step: int,
@@ -330,6 +338,12 @@ def is_baseline(trial: HasUserAttrs) -> bool:
 def retry_of(trial: HasUserAttrs) -> Optional[int]:
     """The first trial of the series this retry runs again; None if it is no retry."""
     return _int_or_none(trial.user_attrs.get(RETRY_OF))
+
+
+def out_of_memory(trial: HasUserAttrs) -> Optional[str]:
+    """The out-of-memory error the trial recovered from by halving its micro-batch, or None."""
+    value = trial.user_attrs.get(OUT_OF_MEMORY)
+    return None if value is None else str(value)
 
 
 def fail_reason(trial: HasUserAttrs) -> Optional[str]:

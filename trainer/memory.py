@@ -1,10 +1,14 @@
-"""glibc malloc settings for CPU training, and handing the freed heap back between runs."""
+"""glibc malloc settings for CPU training, handing the freed heap back between runs, and what to
+do when a run does not fit in memory."""
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 from typing import Optional
+
+import torch
 
 
 @functools.cache
@@ -32,3 +36,24 @@ def release_freed_memory() -> None:
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+# What PyTorch's CPU allocator raises (a plain RuntimeError) when the OS refuses memory; CUDA's
+# allocator raises torch.OutOfMemoryError.
+CPU_ALLOCATION_FAILED = "DefaultCPUAllocator: can't allocate memory"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is the device running out of memory (CUDA's allocator, or the CPU's)."""
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and CPU_ALLOCATION_FAILED in str(exc))
+
+
+def halved_micro_batch(cfg):
+    """`cfg` at half the micro-batch with twice the gradient accumulation: the same tokens per
+    iteration, so the same training and comparable losses, at about half the activation memory;
+    None when the micro-batch is 1 or odd (halving it would change the tokens per iteration)."""
+    if cfg.batch_size < 2 or cfg.batch_size % 2:
+        return None
+    return dataclasses.replace(cfg, batch_size=cfg.batch_size // 2,
+                               gradient_accumulation_steps=cfg.gradient_accumulation_steps * 2)

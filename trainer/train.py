@@ -263,6 +263,8 @@ def setup(cfg) -> Run:
         run.best_val_loss = float(checkpoint["best_val_loss"])
         run.best_iter = int(checkpoint.get("best_iter", run.iter_num))
         del checkpoint  # free the state dicts before training
+    else:  # a run from scratch starts a new curve, whatever an earlier run left in out_dir
+        (out_dir / METRICS_NAME).unlink(missing_ok=True)
     _print_plan(cfg, model, data, run.start_iter)
     if cfg.compile:
         print("compiling the model (takes a minute)...")
