@@ -20,7 +20,7 @@ from sweeps.compose import compose_study_config
 from sweeps.config import StudyError
 from sweeps.report import compute_of, facts_of, study_report, tokens_to_reach, write_report
 from sweeps.report import plots
-from sweeps.report.markdown import top_table
+from sweeps.report.markdown import build_sections, top_table
 from sweeps.runner import run
 from sweeps.storage import StorageError
 from sweeps.trial_record import BASELINE_AS_GIVEN
@@ -38,7 +38,7 @@ class Attrs(dict):
 
 
 def add(study, curve, state=TrialState.COMPLETE, *, budget=None, seen=None, status=None, baseline=False,
-        params=None):
+        params=None, failed=None):
     """Adds a finished trial with `curve` ({tokens: val loss}) as its intermediate values; a
     COMPLETE trial's value is its best val loss, as the objective returns."""
     attrs = Attrs()
@@ -51,6 +51,8 @@ def add(study, curve, state=TrialState.COMPLETE, *, budget=None, seen=None, stat
                                     checkpoint=None)
     if baseline:
         trial_record.set_baseline(attrs, BASELINE_AS_GIVEN)
+    if failed:
+        trial_record.set_fail_reason(attrs, failed)
     params = params or {}
     dists = {k: (LR if k == "lr" else WARMUP) for k in params}
     study.add_trial(create_trial(
@@ -70,7 +72,7 @@ def test_compute_used_and_saved_counts_what_each_trial_ran_and_what_pruning_spar
     add(study, {0: 10.0, 500: 6.5, 1000: 5.5}, budget=1000, seen=1000)  # used 1000
     add(study, {0: 10.0, 300: 8.0}, TrialState.PRUNED, budget=1000, seen=300, status="stopped")  # 300, saves 700
     add(study, {0: 10.0, 600: 5.8}, budget=1000, seen=600, status="stopped")  # an early-stopped leader: 600, 400
-    add(study, {0: 10.0, 200: 9.0}, TrialState.FAIL, budget=1000)  # crashed: its last evaluation, 200
+    add(study, {0: 10.0, 200: 9.0}, TrialState.FAIL, budget=1000, failed="OSError: disk full")  # its last eval: 200
     add(study, {0: 10.0, 100: 9.5}, TrialState.PRUNED, seen=100)  # no budget recorded: nothing claimed saved
     used, saved = 1000 + 1000 + 300 + 600 + 200 + 100, 700 + 400
     assert compute_of(study) == (used, saved)
@@ -94,6 +96,10 @@ def test_compute_used_and_saved_counts_what_each_trial_ran_and_what_pruning_spar
     assert {t.get_text() for t in ax.get_legend().get_texts()} == {
         "used: complete trial", "used: pruned trial", "used: failed or running trial",
         "saved by pruning or an early stop"}
+
+    sections = {s.title: s for s in build_sections(facts)}
+    assert sections["Failed trials (1)"].text == "- trial 4: OSError: disk full"
+    assert f"{used:,} training tokens used" in sections["Compute used and saved by pruning"].text
 
 
 def test_the_gain_in_tokens_is_when_the_best_first_reaches_the_baselines_val_loss(tmp_path):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 
 from matplotlib.figure import Figure
+from optuna.trial import TrialState
 
 from sweeps import trial_record
 from sweeps.report import fmt, plots
@@ -112,8 +113,18 @@ def compute_section(facts: StudyFacts) -> Optional[Section]:
         "compute.png", plots.compute_figure(facts), "training tokens per trial, used and saved"))
 
 
+def failures_section(facts: StudyFacts) -> Optional[Section]:
+    """Each FAIL trial with its reason, so a sweep that lost trials says why."""
+    failed = [t for t in facts.trials if t.state == TrialState.FAIL]
+    if not failed:
+        return None
+    lines = [f"- trial {t.number}: {trial_record.fail_reason(t) or 'no reason recorded (see the run log)'}"
+             for t in failed]
+    return Section(f"Failed trials ({len(failed)})", "\n".join(lines))
+
+
 SECTIONS: List[SectionBuilder] = [answer_section, best_vs_baseline_section, top_section, importance_section,
-                                  compute_section]
+                                  compute_section, failures_section]
 
 
 def build_sections(facts: StudyFacts, builders: List[SectionBuilder] = SECTIONS) -> List[Section]:

@@ -28,15 +28,21 @@ def _swap_in(tmp: Path, folder: Path) -> None:
     """Puts the finished folder ``tmp`` at ``folder``, replacing an older report. Between the two
     renames no report is there, but never half of one; when another worker's report took the place
     meanwhile, that one (as complete) stays."""
-    old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
+    for stale in folder.parent.glob(f".{folder.name}.old-*"):  # a swap cut short by a crash
+        shutil.rmtree(stale, ignore_errors=True)
+    old: Optional[Path] = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
     try:
         os.rename(folder, old)
     except FileNotFoundError:
         old = None
     try:
         os.rename(tmp, folder)
-    except OSError:  # a non-empty folder is there: another worker's report, written since
-        shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:
+        if not folder.is_dir():  # not another worker's report: put the previous one back
+            if old is not None:
+                os.rename(old, folder)
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another worker's report, written since, stays
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
