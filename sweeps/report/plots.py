@@ -192,6 +192,7 @@ def _param_axis(ax, which: str, name: str, dist: BaseDistribution) -> str:
     if isinstance(dist, CategoricalDistribution):
         ticks = list(range(len(dist.choices)))
         getattr(ax, f"set_{which}ticks")(ticks, [str(c) for c in dist.choices])
+        getattr(ax, f"set_{which}lim")(-0.5, len(ticks) - 0.5)
         return f"{name} (choice)"
     if getattr(dist, "log", False):
         getattr(ax, f"set_{which}scale")("log")
@@ -202,7 +203,7 @@ def _param_axis(ax, which: str, name: str, dist: BaseDistribution) -> str:
 def top_params_figure(facts: StudyFacts) -> Optional[Figure]:
     """The two most important params (or, without importances, the first two searched) as a
     scatter of the complete trials coloured by val loss; pruned trials as grey x, the best
-    ringed."""
+    ringed, the baseline (when it was a point of the space) boxed."""
     ranked = list(facts.importances.values) if facts.importances.why is None else []
     names = (ranked + [k for k in facts.distributions if k not in ranked])[:2]
     if len(names) < 2:
@@ -220,6 +221,10 @@ def top_params_figure(facts: StudyFacts) -> Optional[Figure]:
                             c=[t.value for t in done], cmap="viridis_r", s=60, edgecolors="black", linewidths=0.5,
                             label=f"complete ({len(done)}), colour: val loss")
         fig.colorbar(points, ax=ax, label=LOSS)
+    base = facts.baseline
+    if base is not None and x in base.params and y in base.params:
+        ax.scatter(_axis_values(dx, [base.params[x]]), _axis_values(dy, [base.params[y]]), s=200, marker="s",
+                   facecolors="none", edgecolors=BASELINE, linewidths=1.5, label=f"baseline: trial {base.number}")
     if facts.best is not None and x in facts.best.params and y in facts.best.params:
         ax.scatter(_axis_values(dx, [facts.best.params[x]]), _axis_values(dy, [facts.best.params[y]]), s=260,
                    facecolors="none", edgecolors=BEST, linewidths=2, label=f"best: trial {facts.best.number}")
@@ -227,7 +232,8 @@ def top_params_figure(facts: StudyFacts) -> Optional[Figure]:
     how = "the two most important params" if ranked else "two searched params (importances not ranked)"
     _titled(ax, f"{how}: val loss of each trial", xlabel, ylabel)
     ax.grid(True, alpha=0.25)
-    ax.legend(loc="best", fontsize=9)
+    # below the axes: a legend inside would hide the very points it names
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=4, fontsize=9, markerscale=0.6)
     return fig
 
 
