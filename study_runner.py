@@ -1,6 +1,7 @@
 """Optuna sweeps over the Hydra configs: `python study_runner.py +sweep=lr_warmup [overrides]`.
 
-mode=sweep (default) creates or resumes the study; mode=best re-runs its best trial as a long run.
+mode=sweep (default) creates or resumes the study; mode=best re-runs its best trial as a long run;
+mode=report writes the report folder of a stored study (outputs/studies/NAME/report/).
 """
 
 import sys

@@ -10,11 +10,11 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from sweeps.compose import Composer, override_key, require_sweep, search_space_of, study_dir_of, study_name_of
+from sweeps.compose import (Composer, load_stored_study, override_key, require_sweep, search_space_of, study_dir_of,
+                            study_name_of)
 from sweeps.config import StudyError
 from sweeps.resume_checks import refuse_another_run_in
 from sweeps.search_space import SearchSpace
-from sweeps.storage import open_storage, redact_url
 from sweeps.trial_record import config_json
 from trainer import CHECKPOINT_NAME, SHARES, TrainResult, as_train_config, check_config, train
 
@@ -23,16 +23,10 @@ ITERATION_KEYS = tuple(f"schedule.{knob.absolute}" for knob in SHARES if knob.co
 
 
 def best_trial_of(cfg: DictConfig) -> optuna.trial.FrozenTrial:
-    name = study_name_of(cfg)
-    storage = open_storage(cfg.study.storage, create=False)  # reading a study never creates a database
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-    if name not in names:
-        raise StudyError(f"no study {name!r} in {redact_url(cfg.study.storage)}; "
-                         f"studies there: {', '.join(names) or 'none'}. Run mode=sweep first")
-    study = optuna.load_study(study_name=name, storage=storage)
+    study = load_stored_study(cfg)  # reading a study never creates a database
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     if not complete:
-        raise StudyError(f"study {name!r} has no complete trial yet; run mode=sweep first")
+        raise StudyError(f"study {study.study_name!r} has no complete trial yet; run mode=sweep first")
     return min(complete, key=lambda t: t.value)
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import optuna
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from sweeps.config import StudyError, check_study_name, register_configs
 from sweeps.search_space import SearchSpace, parse_search_space
+from sweeps.storage import open_storage, redact_url
 from trainer import SHARES, share_of
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -49,6 +51,18 @@ class Composer:
 def study_name_of(cfg: DictConfig) -> str:
     """The study's name (study.name, else the sweep's), checked: it names the study's folder."""
     return check_study_name(cfg.study.name or cfg.sweep.name)
+
+
+def load_stored_study(cfg: DictConfig) -> optuna.Study:
+    """The study `cfg` names, from its storage, opened without creating anything (no database,
+    no tables); StudyError when it is not there."""
+    name = study_name_of(cfg)
+    storage = open_storage(cfg.study.storage, create=False)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    if name not in names:
+        raise StudyError(f"no study {name!r} in {redact_url(cfg.study.storage)}; "
+                         f"studies there: {', '.join(names) or 'none'}. Run mode=sweep first")
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 def study_dir_of(cfg: DictConfig) -> Path:

@@ -18,7 +18,7 @@ from trainer import TrainConfig
 # A trial's value is its best val loss, so a study minimizes it (OmegaConf rejects Literal
 # fields, so the fields are str and these aliases hold the valid values).
 Direction = Literal["minimize"]
-Mode = Literal["sweep", "best"]
+Mode = Literal["sweep", "best", "report"]
 DIRECTIONS = get_args(Direction)
 MODES = get_args(Mode)
 
@@ -85,7 +85,8 @@ class SweepConfig:
 
 @dataclass
 class RunnerConfig(TrainConfig):
-    mode: str = "sweep"  # Mode; sweep: run the study | best: re-run its best trial as a long run
+    mode: str = "sweep"  # Mode; sweep: run the study | best: re-run its best trial as a long run |
+    # report: write the report folder of a stored study
     study: StudyConfig = field(default_factory=StudyConfig)
     sweep: Optional[SweepConfig] = None
 

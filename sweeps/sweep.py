@@ -16,7 +16,7 @@ from sweeps.compose import (Composer, baseline_config, group_choices, require_sw
 from sweeps.config import StudyError, check_study
 from sweeps.objective import Objective, TrialFailed
 from sweeps.pruners import build_pruner
-from sweeps.report import study_report
+from sweeps.report import report_at_end_of_sweep, study_report
 from sweeps.resume_checks import check_settings_fit_study, check_space_fits_study
 from sweeps.retries import MAX_RETRIES, recorded_when_crashed, requeue_lost_baseline, requeued_when_interrupted
 from sweeps.samplers import build_sampler
@@ -155,4 +155,5 @@ def run_sweep(cfg: DictConfig, overrides: list[str], callbacks: Sequence[Callabl
             handler.removeFilter(one_line)
     say_what_still_runs(prepared.study, cfg.study.n_trials, cfg.study.grace_period)
     print(study_report(prepared.study))
+    report_at_end_of_sweep(prepared.study, study_dir_of(cfg))
     return prepared.study
