@@ -91,15 +91,17 @@ def read_metrics(path: Union[str, Path]) -> list[dict]:
 
 
 def plot_curve(records: Iterable[dict], path: Union[str, Path], title: str) -> Optional[Path]:
-    """Draw a run's losses against training tokens (log-x) into the PNG `path`: val loss and
-    train loss at each evaluation, the per-iteration train loss faint behind them, the best val
-    loss marked. The evaluation at 0 tokens has no place on a log axis and is left out. Returns
-    `path`, or None when no evaluation after the first was recorded (nothing to draw)."""
+    """Draw a run's losses against training tokens into the PNG `path`: val loss and train loss at
+    each evaluation, the per-iteration train loss faint behind them, the best val loss marked.
+    The x axis is logarithmic past the first evaluation after the start and linear before it
+    (symlog), so the loss at 0 tokens, where a diverging run leaves from, is drawn too; the y
+    axis turns logarithmic when the losses span more than a factor of 3 (a diverged run).
+    Returns `path`, or None when the records hold no evaluation (nothing to draw)."""
     from matplotlib.figure import Figure  # no pyplot: draws with Agg, whatever backend a notebook chose
 
     records = list(records)
-    evals = [r for r in records if r.get("type") == "eval" and r.get("tokens", 0) > 0]
-    iters = [r for r in records if r.get("type") == "train" and r.get("tokens", 0) > 0]
+    evals = [r for r in records if r.get("type") == "eval"]
+    iters = [r for r in records if r.get("type") == "train"]
     if not evals:
         return None
     fig = Figure(figsize=(8, 5), dpi=100)
@@ -114,9 +116,14 @@ def plot_curve(records: Iterable[dict], path: Union[str, Path], title: str) -> O
     ax.plot(tokens, val, "-o", color="tab:blue", markersize=4, label="val loss")
     best = min(range(len(val)), key=val.__getitem__)
     ax.plot([tokens[best]], [val[best]], "*", color="tab:red", markersize=14,
-            label=f"best val loss {val[best]:.4f}")
-    ax.set_xscale("log")
-    ax.set_xlabel("training tokens seen (log scale)")
+            label=f"best val loss {val[best]:.4f} at {tokens[best]:,} tokens")
+    positive = [t for t in tokens + [r["tokens"] for r in iters] if t > 0]
+    ax.set_xscale("symlog", linthresh=min(positive) if positive else 1, linscale=0.3)
+    ax.set_xlabel("training tokens seen (log scale; linear up to the first evaluation)")
+    losses = [x for r in evals for x in (r["val_loss"], r["train_loss"])] + [r["loss"] for r in iters]
+    finite = [x for x in losses if x == x and abs(x) != float("inf") and x > 0]
+    if finite and max(finite) > 3 * min(finite):
+        ax.set_yscale("log")
     ax.set_ylabel("cross-entropy loss (nats per token)")
     ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
