@@ -9,7 +9,13 @@ One store, ``outputs/artifacts/``, serves every study run from this folder: optu
 takes a single ``--artifact-dir`` for all the studies of a storage it lists, so a store per
 study would leave every other study's artifacts unreadable in it; the UUIDs never collide.
 An upload that fails (a full disk, a store that is not a folder) warns in one line and the trial
-goes on: artifacts are for reading, never what a trial's value depends on.
+goes on: artifacts are for reading, never what a trial's value depends on. (Optuna records an
+artifact's name in the storage before it writes the bytes, so the dashboard may then list a name
+it cannot open; the store itself never holds a partial file.)
+
+Workers on several machines sharing a PostgreSQL study each write to their own
+``outputs/artifacts/``; the dashboard opens the artifacts of the machine it runs on (point
+``outputs/artifacts`` at a shared folder to see them all).
 """
 
 from __future__ import annotations

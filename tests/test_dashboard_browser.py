@@ -71,7 +71,9 @@ def test_the_dashboard_shows_trials_curves_and_artifacts(tiny_study):
                 if save:  # the page's top (the trial, its values) down to its artifacts
                     box = page.get_by_role("heading", name="Artifacts").bounding_box()
                     page.screenshot(path=str(SHOTS / "dashboard_trial_artifacts.png"), full_page=True,
-                                    clip={"x": 0, "y": 0, "width": 1400, "height": box["y"] + 320})
+                                    clip={"x": 0, "y": 0, "width": 1400, "height": box["y"] + 440})
+                    shutil.copy(cwd / "outputs" / "studies" / name / "trial_0003" / "curve.png",
+                                SHOTS / "dashboard_trial_curve.png")  # the artifact itself, full size
             finally:
                 browser.close()
     finally:
