@@ -34,8 +34,9 @@ ARTIFACT_DIR = Path("outputs") / "artifacts"  # relative to the cwd, as outputs/
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"  # the trainer's name for it (trainer/train.py METRICS_NAME)
 CURVE_FILE = "curve.png"
-# What the dashboard is told each file is: it previews images; text opens in the browser.
-MIMETYPES = {".yaml": "application/yaml", ".jsonl": "text/plain", ".png": "image/png", ".md": "text/markdown"}
+# The MIME type each file is stored with (Python guesses none for .yaml or .jsonl); the dashboard
+# shows images, and a .jsonl (by its name) as a table.
+MIMETYPES = {".yaml": "application/yaml", ".jsonl": "application/jsonl", ".png": "image/png", ".md": "text/markdown"}
 
 
 class AtomicFileSystemArtifactStore(FileSystemArtifactStore):

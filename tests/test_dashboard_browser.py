@@ -68,10 +68,11 @@ def test_the_dashboard_shows_trials_curves_and_artifacts(tiny_study):
                 curve.wait_for()
                 page.wait_for_function("img => img.complete", arg=curve.element_handle())
                 assert curve.evaluate("img => img.naturalWidth") > 0  # decoded: served from --artifact-dir
-                if save:  # the page's top (the trial, its values) down to its artifacts
+                if save:  # the trial's pane scrolls on its own: a window tall enough to show its artifacts
                     box = page.get_by_role("heading", name="Artifacts").bounding_box()
-                    page.screenshot(path=str(SHOTS / "dashboard_trial_artifacts.png"), full_page=True,
-                                    clip={"x": 0, "y": 0, "width": 1400, "height": box["y"] + 440})
+                    page.set_viewport_size({"width": 1400, "height": int(box["y"]) + 360})
+                    page.get_by_text("curve.png", exact=True).wait_for()
+                    page.screenshot(path=str(SHOTS / "dashboard_trial_artifacts.png"))
                     shutil.copy(cwd / "outputs" / "studies" / name / "trial_0003" / "curve.png",
                                 SHOTS / "dashboard_trial_curve.png")  # the artifact itself, full size
             finally:
