@@ -12,9 +12,11 @@ from typing import Callable, Optional
 import numpy as np
 import optuna
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from optuna.artifacts import FileSystemArtifactStore
 
 from sweeps import trial_record
+from sweeps.artifacts import upload_trial_files
 from sweeps.plateau_pruner import StopsLeaders
 from sweeps.retries import first_of_series
 from sweeps.search_space import SearchSpace
@@ -34,6 +36,7 @@ class TrialFailed(RuntimeError):
 # whole at every evaluation.
 MAX_BATCH_GROUPS = 32
 BATCH_LOSSES_CHARS = 48_000
+METRIC_NAME = "val loss"  # what the objective returns, as the dashboard's charts name it
 
 
 def trial_dir(study_dir: Path, number: int) -> Path:
@@ -68,17 +71,20 @@ class Objective:
     """Samples the trial's values, composes its config, trains it and reports every evaluation.
 
     The intermediate step is training tokens seen, so trials with different batch sizes, block
-    sizes or lengths are compared at equal training tokens. Returns the best val loss.
+    sizes or lengths are compared at equal training tokens. Returns the best val loss. With an
+    `artifact_store`, a trial that got as far as its run dir uploads its config, metrics and
+    curve at its end, complete, pruned or failed (sweeps.artifacts).
     """
 
     def __init__(self, space: SearchSpace, compose: Callable[[list], DictConfig], study_dir: Path,
-                 baseline: Optional[str] = None):
+                 baseline: Optional[str] = None, artifact_store: Optional[FileSystemArtifactStore] = None):
         self.space = space
         self.compose = compose  # Hydra overrides -> the trial's full config
         self.study_dir = Path(study_dir)
         # Trial 0 is the baseline (BASELINE_IN_SPACE: the sampler pins its values;
         # BASELINE_AS_GIVEN: nothing is sampled), None: no baseline.
         self.baseline = baseline
+        self.artifact_store = artifact_store
 
     def __call__(self, trial: optuna.Trial) -> float:
         baseline = self.baseline if first_of_series(trial) == 0 else None  # trial 0, or its retry
@@ -102,6 +108,24 @@ class Objective:
             budget_step=train_cfg.schedule.max_iters * per_iter,
             lr_area_budget=lr_area(train_cfg, train_cfg.schedule.max_iters))
         trial_record.set_run(trial, run_dir=train_cfg.out_dir, config=json.dumps(asdict(train_cfg)))
+        try:
+            value = self._train(trial, train_cfg)
+        except optuna.TrialPruned as e:
+            self._attach(trial, train_cfg, f"pruned: {e}")
+            raise
+        except Exception as e:  # TrialFailed, a full disk, a bug: the run dir still shows how far it got
+            self._attach(trial, train_cfg, f"failed: {(str(e).strip().splitlines() or [type(e).__name__])[0]}")
+            raise
+        self._attach(trial, train_cfg, f"complete, best val loss {value:.4f}")
+        return value
+
+    def _attach(self, trial: optuna.Trial, train_cfg, outcome: str) -> None:
+        if self.artifact_store is not None:
+            upload_trial_files(self.artifact_store, trial, train_cfg.out_dir,
+                               OmegaConf.to_yaml(OmegaConf.structured(train_cfg)), outcome)
+
+    def _train(self, trial: optuna.Trial, train_cfg) -> float:
+        """Train the trial's run, reporting each evaluation; the best val loss, or TrialPruned."""
         pruner = trial.study.pruner
         evals = EvalRecorder(trial)
         groups = batch_groups(train_cfg.eval_iters, len(eval_points(train_cfg)))

@@ -283,9 +283,10 @@ def _open_journal(url: URL, redacted: str, heartbeat_interval: Optional[int], gr
 
 
 def create_or_load_study(study_cfg: Any, study_name: str, sampler: optuna.samplers.BaseSampler,
-                         pruner: optuna.pruners.BasePruner) -> optuna.Study:
+                         pruner: optuna.pruners.BasePruner, metric_name: Optional[str] = None) -> optuna.Study:
     """Creates the study `study_name` in `study_cfg.storage`, or loads it when it exists (several
-    workers may call this at once); then fails the stale trials of killed workers."""
+    workers may call this at once); names its objective `metric_name` (what optuna-dashboard's
+    charts call it) unless it already has a name; then fails the stale trials of killed workers."""
     direction = str(study_cfg.direction)
     if direction not in OPTUNA_DIRECTIONS:
         raise ValueError(f"study.direction={direction!r} is invalid; valid: {', '.join(OPTUNA_DIRECTIONS)}")
@@ -309,7 +310,9 @@ def create_or_load_study(study_cfg: Any, study_name: str, sampler: optuna.sample
     if existing != direction:
         raise ValueError(f"study {study_name!r} in {redact_url(study_cfg.storage)} was created to {existing}, "
                          f"not to {direction}: set study.direction={existing} or pick another study.name")
-    with warnings.catch_warnings():  # a no-op without heartbeats
+    with warnings.catch_warnings():  # set_metric_names is "experimental"; fail_stale_trials a no-op without heartbeats
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if metric_name is not None and study.metric_names is None:
+            study.set_metric_names([metric_name])
         optuna.storages.fail_stale_trials(study)
     return study

@@ -10,11 +10,12 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
+from sweeps.artifacts import ARTIFACT_DIR, open_artifact_store
 from sweeps.trial_quota import FINISHED, grid_done, trials_taken, within_budget
 from sweeps.compose import (Composer, baseline_config, group_choices, require_sweep, search_space_of,
                             study_dir_of, study_name_of)
 from sweeps.config import StudyError, check_study
-from sweeps.objective import Objective, TrialFailed
+from sweeps.objective import METRIC_NAME, Objective, TrialFailed
 from sweeps.pruners import build_pruner
 from sweeps.report import report_at_end_of_sweep, study_report
 from sweeps.resume_checks import check_settings_fit_study, check_space_fits_study
@@ -91,12 +92,12 @@ def prepare_study(cfg: DictConfig, overrides: list[str]) -> PreparedStudy:
     open_storage(cfg.study.storage)  # an unreachable database fails before the data is read
     data = prepare_data(cfg.data)  # data errors surface now, and trials reuse the cache
     data.check_fits(cfg.model.block_size)
-    study = create_or_load_study(cfg.study, name, sampler, pruner)
+    study = create_or_load_study(cfg.study, name, sampler, pruner, metric_name=METRIC_NAME)
     check_space_fits_study(study, space, cfg.study.storage)
     check_settings_fit_study(study, baseline, space, cfg.study.storage)
     if baseline_kind is not None and trials_taken(study) < cfg.study.n_trials and requeue_lost_baseline(study):
         print("the baseline (trial 0) failed every time it ran; it is queued to run again")
-    objective = Objective(space, Composer(overrides), study_dir_of(cfg), baseline_kind)
+    objective = Objective(space, Composer(overrides), study_dir_of(cfg), baseline_kind, open_artifact_store(ARTIFACT_DIR))
     objective = requeued_when_interrupted(within_budget(recorded_when_crashed(objective, TrialFailed),
                                                         cfg.study.n_trials))
     return PreparedStudy(study, sampler, objective)
@@ -139,7 +140,8 @@ def run_sweep(cfg: DictConfig, overrides: list[str], callbacks: Sequence[Callabl
     `callbacks(study, frozen_trial)` run after each of this worker's trials, as in `optimize`."""
     prepared = prepare_study(cfg, overrides)
     name, url = prepared.study.study_name, redact_url(cfg.study.storage)
-    print(f"study {name!r} in {url}; watch it live with:\n  optuna-dashboard {url}")
+    print(f"study {name!r} in {url}; watch it live, with each trial's config, metrics and curve, with:\n"
+          f"  optuna-dashboard {url} --artifact-dir {ARTIFACT_DIR} --host 127.0.0.1")
     one_line = OneLineTrialFailures()
     console = list(logging.getLogger("optuna").handlers)  # Optuna's own (its records do not propagate)
     for handler in console:

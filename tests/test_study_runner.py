@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,12 +21,14 @@ from sweeps.compose import compose_study_config
 from sweeps.config import StudyError
 from sweeps.objective import (BATCH_LOSSES_CHARS, MAX_BATCH_GROUPS, TrialFailed,
                               batch_group_means, batch_groups)
+from sweeps.artifacts import ARTIFACT_DIR
 from sweeps.report import study_report
 from sweeps.retries import MAX_RETRIES, requeue
 from sweeps.runner import run
 from sweeps.search_space import SearchSpaceError
 from sweeps.storage import StorageError
 from sweeps.trial_record import BASELINE_ATTR
+from tests.dashboard import start_dashboard, stop
 from tests.postgres import PG_URL, needs_postgres
 from trainer.config import ScheduleConfig
 from trainer.schedule import lr_sum
@@ -450,49 +451,25 @@ def test_best_trial_reruns_long_resumes_after_interruption_and_exports_its_confi
     assert ((run_dir / "ckpt.pt").stat().st_mtime_ns, config.read_text()) == stamp
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_dashboard(url: str, attempts: int = 3) -> tuple[subprocess.Popen, str]:
-    """optuna-dashboard on a free loopback port, and its API's base URL. The port is free when
-    picked and may be taken before the server binds it: then the server exits and another is tried."""
-    command = Path(sys.executable).parent / "optuna-dashboard"  # the console script beside this Python
-    for _ in range(attempts):
-        port = free_port()
-        server = subprocess.Popen([str(command), url, "--host", "127.0.0.1", "--port", str(port)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        api = f"http://127.0.0.1:{port}/api"
-
-        def answered_or_exited():
-            try:
-                return requests.get(f"{api}/studies", timeout=2).ok
-            except requests.ConnectionError:
-                return server.poll() is not None
-
-        wait_for(answered_or_exited, timeout=60, what="optuna-dashboard to answer or exit")
-        if server.poll() is None:
-            return server, api
-    raise AssertionError(f"optuna-dashboard did not start on {attempts} free ports")
-
-
-def test_optuna_dashboard_shows_the_runners_study(workdir):
-    cwd, common = workdir
-    url = sqlite_url(cwd)
-    code, out = run_cli(["+sweep=lr_warmup", *TINY, f"study.storage={url}", "study.n_trials=4", *common], cwd)
-    assert code == 0, out
-    dashboard, api = start_dashboard(url)
+def test_optuna_dashboard_shows_the_runners_study(tiny_study):
+    cwd, url, name = tiny_study
+    dashboard, base = start_dashboard(url, cwd / ARTIFACT_DIR)
+    api = f"{base}/api"
     try:
         [summary] = [s for s in requests.get(f"{api}/studies", timeout=10).json()["study_summaries"]
-                     if s["study_name"] == "lr_warmup"]
+                     if s["study_name"] == name]
         detail = requests.get(f"{api}/studies/{summary['study_id']}", timeout=10).json()
+        assert detail["objective_names"] == ["val loss"]  # what its charts call the objective
         trials = detail["trials"]
         assert len(trials) == 4
         assert all(len(t["intermediate_values"]) >= 4 for t in trials)  # the val-loss curves
         assert {a["key"] for a in trials[0]["user_attrs"]} >= {"stop_reason", "num_params", "epochs", "baseline"}
         assert {t["state"] for t in trials} <= {"Complete", "Pruned"}
+        for t in trials:  # each trial's files, served from the artifact store
+            files = {a["filename"]: a for a in t["artifacts"]}
+            assert set(files) == {"config.yaml", "metrics.jsonl", "curve.png"}, files
+            png = requests.get(f"{base}/artifacts/{summary['study_id']}/{t['trial_id']}/"
+                               f"{files['curve.png']['artifact_id']}", timeout=10)
+            assert png.ok and png.content.startswith(b"\x89PNG")
     finally:
-        dashboard.terminate()
-        dashboard.wait(timeout=30)
+        stop(dashboard)
