@@ -19,8 +19,10 @@ from trainer import TrainConfig
 # fields, so the fields are str and these aliases hold the valid values).
 Direction = Literal["minimize"]
 Mode = Literal["sweep", "best", "report"]
+LauncherName = Literal["none", "local", "slurm"]  # none: this process is the study's one worker
 DIRECTIONS = get_args(Direction)
 MODES = get_args(Mode)
+LAUNCHERS = get_args(LauncherName)
 
 
 class StudyError(ValueError):
@@ -84,11 +86,27 @@ class SweepConfig:
 
 
 @dataclass
+class LauncherConfig:
+    """`launcher=slurm|local` (conf/launcher/): the study's workers as a job array (sweeps.launch)."""
+    name: str = "none"  # LauncherName
+    array_size: int = 4  # tasks in the job array, each one worker on the study
+    max_parallel: Optional[int] = None  # slurm: tasks running at once (the array's %N); null: all
+    partition: Optional[str] = None  # slurm partition; null: the cluster's default
+    gpus_per_task: int = 1
+    cpus_per_task: int = 8
+    mem_gb: Optional[int] = None  # null: the partition's default
+    timeout_min: int = 240  # a task's time limit; at it SLURM sends SIGTERM and the trial is queued again
+    slurm_additional: Dict[str, str] = field(default_factory=dict)  # e.g. {account: lab, qos: high}
+    wait: bool = False  # wait for every task to end, failing if one failed (local always waits)
+
+
+@dataclass
 class RunnerConfig(TrainConfig):
     mode: str = "sweep"  # Mode; sweep: run the study | best: re-run its best trial as a long run |
     # report: write the report folder of a stored study
     study: StudyConfig = field(default_factory=StudyConfig)
     sweep: Optional[SweepConfig] = None
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
 
 
 def register_configs() -> None:
@@ -102,3 +120,17 @@ def check_study(study: StudyConfig) -> None:
     if study.direction not in DIRECTIONS:
         raise StudyError(f"study.direction={study.direction!r} is invalid: a trial's value is its best "
                          f"val loss, which the study minimizes; valid: {', '.join(DIRECTIONS)}")
+
+
+def check_launcher(launcher: LauncherConfig, mode: str) -> None:
+    """StudyError for launcher settings that cannot work, before anything is submitted."""
+    if launcher.name not in LAUNCHERS:
+        raise StudyError(f"launcher.name={launcher.name!r} is invalid: valid: {', '.join(LAUNCHERS)}")
+    for key in ("array_size", "timeout_min", "cpus_per_task"):
+        if getattr(launcher, key) < 1:
+            raise StudyError(f"launcher.{key}={getattr(launcher, key)} is invalid: must be a positive integer")
+    if launcher.gpus_per_task < 0:
+        raise StudyError(f"launcher.gpus_per_task={launcher.gpus_per_task} is invalid: must be >= 0")
+    if launcher.name != "none" and mode != "sweep":
+        raise StudyError(f"launcher={launcher.name} starts sweep workers, not mode={mode}: run mode={mode} "
+                         f"without a launcher (on a cluster, inside a job of its own)")

@@ -1,6 +1,7 @@
 """Run a study (`mode=sweep`, sweeps.sweep), re-run its best trial as a long, resumable run
 (`mode=best`, sweeps.best_run), or write a stored study's report (`mode=report`, sweeps.report);
-SIGTERM and SIGINT stop any of them as Ctrl-C does."""
+SIGTERM and SIGINT stop any of them as Ctrl-C does. With `launcher=slurm|local` the sweep's
+workers run as a job array instead (sweeps.launch)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Optional
 from omegaconf import DictConfig
 
 from sweeps.best_run import run_best
-from sweeps.config import MODES, StudyError
+from sweeps.config import MODES, StudyError, check_launcher
+from sweeps.launch import launch_workers
 from sweeps.report import run_report
 from sweeps.sweep import run_sweep
 from trainer import signals_interrupt
@@ -20,5 +22,8 @@ RUN_MODE = {"sweep": run_sweep, "best": run_best, "report": run_report}
 def run(cfg: DictConfig, overrides: list[str]) -> Optional[object]:
     if cfg.mode not in RUN_MODE:
         raise StudyError(f"mode={cfg.mode!r} is invalid: valid: {', '.join(MODES)}")
+    check_launcher(cfg.launcher, cfg.mode)
     with signals_interrupt():  # a scheduler's SIGTERM interrupts any mode as Ctrl-C does
+        if cfg.launcher.name != "none":
+            return launch_workers(cfg, overrides)
         return RUN_MODE[cfg.mode](cfg, overrides)

@@ -29,6 +29,7 @@ from trainer.__main__ import register_configs
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 GROUPS = ("model", "data", "schedule", "optim", "experiment", "budget")
+RUNNER_GROUPS = ("launcher",)  # the study runner's own: how its workers start
 SWEEPS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
 BUDGETS = sorted(p.stem for p in (CONF_DIR / "budget").glob("*.yaml"))
 BUDGET_KEYS = ("schedule.max_iters", "eval_interval", "eval_iters", "batch_size")
@@ -99,7 +100,20 @@ CASES = [(entry, group, option) for entry in ENTRY_POINTS for group in GROUPS fo
 def test_every_group_has_options_and_no_group_is_forgotten():
     assert all(options(group) for group in GROUPS)
     # a new group folder needs a line in GROUPS (sweep/ is tested below, one test per file)
-    assert {p.name for p in CONF_DIR.iterdir() if p.is_dir()} == {*GROUPS, "sweep"}
+    assert {p.name for p in CONF_DIR.iterdir() if p.is_dir()} == {*GROUPS, *RUNNER_GROUPS, "sweep"}
+
+
+RUNNER_CASES = [(group, option) for group in RUNNER_GROUPS for option in options(group)]
+
+
+@pytest.mark.parametrize("group,option", RUNNER_CASES, ids=[f"{g}={o}" for g, o in RUNNER_CASES])
+def test_every_option_of_the_runners_own_groups_composes_and_passes_its_checks(group, option):
+    from sweeps.config import check_launcher
+    cfg, choices = composed("study_runner", ["+sweep=lr_warmup", f"{group}={option}"])
+    assert choices[group] == option
+    assert_holds(cfg[group], option_values(group, option)[0])
+    check_launcher(OmegaConf.to_object(cfg.launcher), "sweep")
+    check_config(as_train_config(cfg))  # the trials it would start are valid runs
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
