@@ -1,5 +1,6 @@
-"""Run a study (`mode=sweep`, sweeps.sweep) or re-run its best trial as a long, resumable run
-(`mode=best`, sweeps.best_run); SIGTERM and SIGINT stop either as Ctrl-C does."""
+"""Run a study (`mode=sweep`, sweeps.sweep), re-run its best trial as a long, resumable run
+(`mode=best`, sweeps.best_run), or print what a study will cost (`mode=plan`, sweeps.plan);
+SIGTERM and SIGINT stop any of them as Ctrl-C does."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from omegaconf import DictConfig
 
 from sweeps.best_run import run_best
 from sweeps.config import MODES, StudyError
+from sweeps.plan import run_plan
 from sweeps.sweep import run_sweep
 from trainer import signals_interrupt
 
-RUN_MODE = {"sweep": run_sweep, "best": run_best}
+RUN_MODE = {"sweep": run_sweep, "best": run_best, "plan": run_plan}
 
 
 def run(cfg: DictConfig, overrides: list[str]) -> Optional[object]:
