@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from sweeps import trial_record
+from sweeps.console import trial_log
 from sweeps.plateau_pruner import StopsLeaders
 from sweeps.retries import first_of_series
 from sweeps.search_space import SearchSpace
@@ -59,13 +60,14 @@ class Objective:
     """
 
     def __init__(self, space: SearchSpace, compose: Callable[[list], DictConfig], study_dir: Path,
-                 baseline: Optional[str] = None):
+                 baseline: Optional[str] = None, verbose: bool = False):
         self.space = space
         self.compose = compose  # Hydra overrides -> the trial's full config
         self.study_dir = Path(study_dir)
         # Trial 0 is the baseline (BASELINE_IN_SPACE: the sampler pins its values;
         # BASELINE_AS_GIVEN: nothing is sampled), None: no baseline.
         self.baseline = baseline
+        self.verbose = verbose  # the trial's log (always in its run dir's train.log) on the console too
 
     def __call__(self, trial: optuna.Trial) -> float:
         baseline = self.baseline if first_of_series(trial) == 0 else None  # trial 0, or its retry
@@ -107,7 +109,8 @@ class Objective:
             return decision["reason"]
 
         try:
-            result = train(train_cfg, on_eval=on_eval)
+            with trial_log(Path(train_cfg.out_dir), echo=self.verbose) as log:
+                result = train(train_cfg, on_eval=on_eval, log=log)
         except CheckpointError:
             raise  # the disk, not the params: recorded and queued again (sweeps.retries)
         except (ConfigError, DataError) as e:  # the sampled values do not fit the data or tokenizer

@@ -64,6 +64,7 @@ class TrialSize:
     iters: int
     tokens: int
     epochs: float
+    unique_tokens: int  # of the trial's training data
     params: int
     train_flops: float
     eval_flops: float
@@ -123,12 +124,16 @@ def _label(point: dict) -> str:
     return " ".join(f"{k}={format_value(v)}" for k, v in point.items())
 
 
+def _unsaid(line: str) -> None:
+    pass
+
+
 def _size(label: str, cfg: TrainConfig, unique_tokens: int) -> TrialSize:
     per_iter = tokens_per_iter(cfg)
     tokens = cfg.schedule.max_iters * per_iter
     eval_tokens = len(eval_points(cfg)) * 2 * cfg.eval_iters * cfg.batch_size * cfg.model.block_size
     per_token = flops_per_token(cfg.model)
-    return TrialSize(label, cfg, cfg.schedule.max_iters, tokens, tokens / unique_tokens,
+    return TrialSize(label, cfg, cfg.schedule.max_iters, tokens, tokens / unique_tokens, unique_tokens,
                      num_params(cfg.model, non_embedding=False), float(per_token) * tokens,
                      per_token / 3 * eval_tokens)
 
@@ -159,7 +164,7 @@ def build_plan(cfg: DictConfig, overrides: list[str]) -> Plan:
             continue
         data_key = repr(trial_cfg.data)
         if data_key not in unique:
-            data = prepare_data(trial_cfg.data)
+            data = prepare_data(trial_cfg.data, log=_unsaid)  # the plan states the count itself
             data.check_fits(trial_cfg.model.block_size)
             unique[data_key] = data.train.num_tokens
         sizes.append(_size(label, trial_cfg, unique[data_key]))
@@ -289,7 +294,7 @@ def format_plan(plan: Plan) -> str:
               f"  tokens       {_span([x.tokens for x in s], lambda v: f'{v:,}')}"
               + (f" = iterations x {tokens_per_iter(first):,} (batch {first.batch_size} x accumulation "
                  f"{first.gradient_accumulation_steps} x block {first.model.block_size})" if len(s) == 1 else ""),
-              f"  epochs       {_span([x.epochs for x in s], lambda v: f'{v:.3g}')} of the unique training tokens"
+              f"  epochs       {_span([x.epochs for x in s], lambda v: f'{v:.3g}')} of {_span([x.unique_tokens for x in s], lambda v: f'{v:,}')} unique training tokens"
               + ("  (WARNING: repeats its data)" if max(x.epochs for x in s) > 1 else ""),
               f"  parameters   {_span([x.params for x in s], lambda v: f'{v / 1e6:.2f}M')}",
               f"  FLOPs        {_span([x.train_flops for x in s], _si)} training + "
@@ -341,6 +346,8 @@ def short_plan(plan: Plan) -> str:
              f"{_span([x.tokens for x in s], lambda v: f'{v:,}')} tokens "
              f"({_span([x.epochs for x in s], lambda v: f'{v:.3g}')} epochs) each; "
              f"{_span([plan.n_trials * x.tokens for x in s], _si)} tokens, {_span(total, _si)}FLOP in all{at}"]
+    if max(x.epochs for x in s) > 1:
+        lines.append(f"WARNING: trials repeat their training data up to {max(x.epochs for x in s):.1f} times")
     rows = memory_rows(plan)
     lines += _not_fit_lines(plan, rows) or [
         f"memory: every trial fits on {plan.target.name} (peak {max(r.peak for r in rows) / GIB:.2f} GiB)"]
