@@ -1,6 +1,7 @@
 """Optuna sweeps over the Hydra configs: `python study_runner.py +sweep=lr_warmup [overrides]`.
 
-mode=sweep (default) creates or resumes the study; mode=best re-runs its best trial as a long run.
+mode=sweep (default) creates or resumes the study; mode=best re-runs its best trial as a long run;
+mode=plan prints what the study will cost (tokens, FLOPs, hours, memory) without training.
 """
 
 import sys

@@ -3,8 +3,8 @@ peak memory estimate against the tensor memory real training steps allocate on C
 
 import pytest
 import torch
-from torch.profiler import ProfilerActivity, profile
 
+from bench.memory_estimate import peak_tensor_bytes
 from trainer.config import ModelConfig, TrainConfig
 from trainer.estimate import gpu_peak_flops, largest_micro_batch, num_params, step_memory
 from trainer.model import GPT
@@ -16,20 +16,6 @@ from tests.configs import with_overrides
 # grad-norm scalars) and, on the other side, the estimate rounds attention's kernel choices to two
 # cases. Measured on this trainer the two agree within 3%; 5% leaves room for another torch.
 TOLERANCE = 0.05
-
-
-def peak_tensor_bytes(fn) -> int:
-    """The peak of CPU tensor memory allocated while `fn()` runs, from the profiler's allocation
-    records (every CPU tensor allocation and free, in order), counted from what `fn` allocates."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    records = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                     if e.name() == "[memory]")
-    live = peak = 0
-    for _, nbytes in records:
-        live += nbytes
-        peak = max(peak, live)
-    return peak
 
 
 def model_steps(m: ModelConfig, batch_size: int, half_precision: bool, steps: int = 2) -> None:
