@@ -16,12 +16,14 @@ during one training step of one micro-batch:
   masks and, where attention falls back to its math kernel, the T x T attention matrices;
 - logits: the loss runs in fp32 (autocast lists cross_entropy as fp32), and the start of
   backward holds its log-softmax output, the gradient arriving at it and the gradient it
-  produces: 3 x 4 bytes per position and vocabulary entry.
+  produces: 3 x 4 bytes per position and vocabulary entry (the logits themselves are dropped
+  before backward, see `train_step`).
 
 The peak is the weights and AdamW states plus the largest of three moments: the start of backward
 (activations, logits, weight copies), the LM head's backward (activations, one logits gradient,
 the head's weight gradient) and the optimizer step (all grads plus the step's temporaries).
-tests/test_estimate.py checks it against the tensor memory a real step allocates on CPU.
+Under torch.compile fused kernels usually need less. tests/test_estimate.py checks the estimate
+against the tensor memory real steps allocate on CPU; bench/memory_estimate.py does so on CUDA too.
 """
 
 from __future__ import annotations
