@@ -35,7 +35,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from sweeps.compose import CONF_DIR, Composer, group_choices, require_sweep, study_name_of
 from sweeps.config import PlanConfig, StudyError, check_plan, check_study
 from sweeps.search_space import SearchSpace, check_values_allowed, format_value, parse_search_space
-from trainer import (CUDA_RESERVED_BYTES, ConfigError, TrainConfig, as_train_config, check_config, eval_points,
+from trainer import (CUDA_RESERVED_BYTES, ConfigError, DataError, TrainConfig, as_train_config, check_config, eval_points,
                      flops_per_token, gpu_peak_flops, largest_micro_batch, num_params, prepare_data,
                      step_memory, tokens_per_iter)
 
@@ -151,7 +151,7 @@ def build_plan(cfg: DictConfig, overrides: list[str]) -> Plan:
     check_values_allowed(space, cfg)
     compose = Composer(overrides)
     base_model = group_choices(overrides).get("model", "custom")
-    unique: dict[str, int] = {}
+    prepared: dict = {}  # data config -> its PreparedData
     sizes, impossible = [], []
     points = bounding_points(space)
     for point in points[:MAX_CORNERS]:
@@ -163,11 +163,14 @@ def build_plan(cfg: DictConfig, overrides: list[str]) -> Plan:
             impossible.append(f"{label}: {e}")
             continue
         data_key = repr(trial_cfg.data)
-        if data_key not in unique:
-            data = prepare_data(trial_cfg.data, log=_unsaid)  # the plan states the count itself
-            data.check_fits(trial_cfg.model.block_size)
-            unique[data_key] = data.train.num_tokens
-        sizes.append(_size(label, trial_cfg, unique[data_key]))
+        if data_key not in prepared:
+            prepared[data_key] = prepare_data(trial_cfg.data, log=_unsaid)  # the plan states the count itself
+        try:
+            prepared[data_key].check_fits(trial_cfg.model.block_size)
+        except DataError as e:
+            impossible.append(f"{label}: {e}")
+            continue
+        sizes.append(_size(label, trial_cfg, prepared[data_key].train.num_tokens))
     if not sizes:
         raise StudyError(f"no trial of the sweep can run: {'; '.join(impossible)}")
     return Plan(name, cfg.study.n_trials, space, dict(cfg.sweep.params), sizes, impossible,
