@@ -321,7 +321,7 @@ def format_plan(plan: Plan) -> str:
     budget = plan.target.memory_bytes - CUDA_RESERVED_BYTES
     lines += ["", f"memory of a training step on {plan.target.name}, {plan.target.memory_bytes / GIB:.1f} GiB "
                   f"({budget / GIB:.1f} usable: {CUDA_RESERVED_BYTES / GIB:g} GiB go to the CUDA context and the "
-                  f"allocator), eager PyTorch (torch.compile needs less), GiB:"]
+                  f"allocator), eager PyTorch (torch.compile usually needs less), GiB:"]
     label_w = max(len(r.label) for r in rows)
     lines.append(f"  {'trial':<{label_w}}  {'batch':>5}  {'dtype':<9}  {'weights':>7}  {'grads':>5}  {'AdamW':>5}  "
                  f"{'activ.':>6}  {'logits':>6}  {'peak':>5}  fits  largest batch that fits")
