@@ -1,7 +1,8 @@
 """Optuna sweeps over the Hydra configs: `python study_runner.py +sweep=lr_warmup [overrides]`.
 
 mode=sweep (default) creates or resumes the study; mode=best re-runs its best trial as a long run;
-mode=report writes the report folder of a stored study (outputs/studies/NAME/report/).
+mode=report writes the report folder of a stored study (outputs/studies/NAME/report/);
+mode=plan prints what the study will cost (tokens, FLOPs, hours, memory) without training.
 """
 
 import sys

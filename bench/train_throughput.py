@@ -9,8 +9,8 @@ vocab 50304), on the same tokens (the embedded sample corpus, prepared once with
 `trainer.data.prepare_data`), with the same number of torch threads. The runs alternate
 (ours, nanoGPT, nanoGPT, ours, ...) so drift in the machine's load hits both alike.
 
-Both print `iter N: loss X, time Yms, mfu Z%` for every iteration (log_interval=1); the time is
-read from those lines. The first `--skip` iterations of each run are warm-up (nanoGPT's first
+Both print `iter N: loss X, time Yms[, mfu Z%]` for every iteration (log_interval=1; ours shows
+MFU on GPUs only); the time is read from those lines. The first `--skip` iterations of each run are warm-up (nanoGPT's first
 also contains its initial evaluation) and are left out; each run gives the median of the rest,
 and the table shows the median over rounds. Evaluation is off apart from the one at the start
 (and ours at the end), one batch each, outside the timed iterations.
@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-ITER_LINE = re.compile(r"^iter (\d+): loss (\S+), time ([\d.]+)ms, mfu (\S+)%", re.M)
+ITER_LINE = re.compile(r"^iter (\d+): loss (\S+), time ([\d.]+)ms(?:, mfu (\S+)%)?", re.M)
 
 MODEL = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 128, "bias": False, "dropout": 0.0}
 BATCH_SIZE = 8

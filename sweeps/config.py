@@ -18,7 +18,7 @@ from trainer import TrainConfig
 # A trial's value is its best val loss, so a study minimizes it (OmegaConf rejects Literal
 # fields, so the fields are str and these aliases hold the valid values).
 Direction = Literal["minimize"]
-Mode = Literal["sweep", "best", "report"]
+Mode = Literal["sweep", "best", "report", "plan"]
 LauncherName = Literal["none", "local", "slurm"]  # none: this process is the study's one worker
 DIRECTIONS = get_args(Direction)
 MODES = get_args(Mode)
@@ -101,11 +101,23 @@ class LauncherConfig:
 
 
 @dataclass
+class PlanConfig:
+    """What `mode=plan` (and the short plan a sweep prints first) assumes about the GPU and the long run."""
+
+    mfu: float = 0.3  # the model FLOPs utilization hours are estimated at
+    gpu_tflops: Optional[float] = None  # the target GPU's bf16 peak; null: the visible GPU's, else an RTX 4070's
+    gpu_mem_gb: Optional[float] = None  # the target GPU's memory in GiB; null: the visible GPU's, else 12
+    long_run_iters: int = 20000  # the intended long run's iterations (at the baseline's tokens per iteration)
+
+
+@dataclass
 class RunnerConfig(TrainConfig):
-    mode: str = "sweep"  # Mode; sweep: run the study | best: re-run its best trial as a long run |
-    # report: write the report folder of a stored study
+    mode: str = "sweep"  # Mode; sweep: run the study | best: re-run its best trial long | report: write
+    # the report folder of a stored study | plan: print the plan
+    verbose: bool = False  # sweep: each trial's per-iteration log on the console too (always in its train.log)
     study: StudyConfig = field(default_factory=StudyConfig)
     sweep: Optional[SweepConfig] = None
+    plan: PlanConfig = field(default_factory=PlanConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
 
 
@@ -134,3 +146,14 @@ def check_launcher(launcher: LauncherConfig, mode: str) -> None:
     if launcher.name != "none" and mode != "sweep":
         raise StudyError(f"launcher={launcher.name} starts sweep workers, not mode={mode}: run mode={mode} "
                          f"without a launcher (on a cluster, inside a job of its own)")
+
+
+def check_plan(plan: PlanConfig) -> None:
+    """StudyError for plan settings that cannot be meant."""
+    checks = [("plan.mfu", plan.mfu, 0 < plan.mfu <= 1, "must be in (0, 1], a share of the peak"),
+              ("plan.gpu_tflops", plan.gpu_tflops, plan.gpu_tflops is None or plan.gpu_tflops > 0, "must be > 0 or null"),
+              ("plan.gpu_mem_gb", plan.gpu_mem_gb, plan.gpu_mem_gb is None or plan.gpu_mem_gb > 0, "must be > 0 or null"),
+              ("plan.long_run_iters", plan.long_run_iters, plan.long_run_iters > 0, "must be a positive integer")]
+    for key, value, ok, valid in checks:
+        if not ok:
+            raise StudyError(f"{key}={value!r} is invalid: {valid}")

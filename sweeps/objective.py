@@ -17,6 +17,7 @@ from optuna.artifacts import FileSystemArtifactStore
 
 from sweeps import trial_record
 from sweeps.artifacts import upload_trial_files
+from sweeps.console import trial_log
 from sweeps.plateau_pruner import StopsLeaders
 from sweeps.retries import first_of_series
 from sweeps.search_space import SearchSpace
@@ -77,7 +78,8 @@ class Objective:
     """
 
     def __init__(self, space: SearchSpace, compose: Callable[[list], DictConfig], study_dir: Path,
-                 baseline: Optional[str] = None, artifact_store: Optional[FileSystemArtifactStore] = None):
+                 baseline: Optional[str] = None, artifact_store: Optional[FileSystemArtifactStore] = None,
+                 verbose: bool = False):
         self.space = space
         self.compose = compose  # Hydra overrides -> the trial's full config
         self.study_dir = Path(study_dir)
@@ -85,6 +87,7 @@ class Objective:
         # BASELINE_AS_GIVEN: nothing is sampled), None: no baseline.
         self.baseline = baseline
         self.artifact_store = artifact_store
+        self.verbose = verbose  # the trial's log (always in its run dir's train.log) on the console too
 
     def __call__(self, trial: optuna.Trial) -> float:
         baseline = self.baseline if first_of_series(trial) == 0 else None  # trial 0, or its retry
@@ -144,7 +147,8 @@ class Objective:
             return decision["reason"]
 
         try:
-            result = self._train_fitting_memory(trial, train_cfg, on_eval)
+            with trial_log(Path(train_cfg.out_dir), echo=self.verbose) as log:
+                result = self._train_fitting_memory(trial, train_cfg, on_eval, log)
         except CheckpointError:
             raise  # the disk, not the params: recorded and queued again (sweeps.retries)
         except (ConfigError, DataError) as e:  # the sampled values do not fit the data or tokenizer
@@ -171,23 +175,25 @@ class Objective:
             raise optuna.TrialPruned(result.stop_reason)
         return result.best_val_loss
 
-    @staticmethod
-    def _train_fitting_memory(trial: optuna.Trial, train_cfg, on_eval) -> TrainResult:
+    def _train_fitting_memory(self, trial: optuna.Trial, train_cfg, on_eval, log) -> TrainResult:
         """Train; out of memory, train once more from scratch at half the micro-batch with twice
         the accumulation (the same tokens per iteration: the same run, comparable with the
         others), recording the error; out of memory again, or a micro-batch that cannot be
         halved, raises it."""
         try:
-            return train(train_cfg, on_eval=on_eval)
+            return train(train_cfg, on_eval=on_eval, log=log)
         except (torch.OutOfMemoryError, RuntimeError) as e:
             smaller = halved_micro_batch(train_cfg) if is_out_of_memory(e) else None
             if smaller is None:
                 raise
             error = _first_line(e)
         _free_device_memory()  # outside the except block: its traceback holds the failed step's tensors
-        print(f"trial {trial.number}: out of memory at batch_size={train_cfg.batch_size} ({error}); training it "
-              f"again at batch_size={smaller.batch_size}, gradient_accumulation_steps="
-              f"{smaller.gradient_accumulation_steps} (the same tokens per iteration)")
+        message = (f"trial {trial.number}: out of memory at batch_size={train_cfg.batch_size} ({error}); training "
+                   f"it again at batch_size={smaller.batch_size}, gradient_accumulation_steps="
+                   f"{smaller.gradient_accumulation_steps} (the same tokens per iteration)")
+        log(message)  # in the trial's train.log, and on the console however verbose
+        if not self.verbose:
+            print(message)
         trial_record.set_out_of_memory(trial, error)
         trial_record.set_run(trial, run_dir=smaller.out_dir, config=json.dumps(asdict(smaller)))
-        return train(dataclasses.replace(smaller, init_from="scratch"), on_eval=on_eval)
+        return train(dataclasses.replace(smaller, init_from="scratch"), on_eval=on_eval, log=log)

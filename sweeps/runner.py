@@ -1,7 +1,8 @@
 """Run a study (`mode=sweep`, sweeps.sweep), re-run its best trial as a long, resumable run
-(`mode=best`, sweeps.best_run), or write a stored study's report (`mode=report`, sweeps.report);
-SIGTERM and SIGINT stop any of them as Ctrl-C does. With `launcher=slurm|local` the sweep's
-workers run as a job array instead (sweeps.launch)."""
+(`mode=best`, sweeps.best_run), write a stored study's report (`mode=report`, sweeps.report), or
+print what a study will cost (`mode=plan`, sweeps.plan); SIGTERM and SIGINT stop any of them as
+Ctrl-C does. With `launcher=slurm|local` the sweep's workers run as a job array instead
+(sweeps.launch)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from omegaconf import DictConfig
 from sweeps.best_run import run_best
 from sweeps.config import MODES, StudyError, check_launcher
 from sweeps.launch import launch_workers
+from sweeps.plan import run_plan
 from sweeps.report import run_report
 from sweeps.sweep import run_sweep
 from trainer import signals_interrupt
 
-RUN_MODE = {"sweep": run_sweep, "best": run_best, "report": run_report}
+RUN_MODE = {"sweep": run_sweep, "best": run_best, "report": run_report, "plan": run_plan}
 
 
 def run(cfg: DictConfig, overrides: list[str]) -> Optional[object]:

@@ -61,7 +61,7 @@ from optuna.distributions import (
 
 KNOWN_TAGS = frozenset({"log"})
 # top-level keys of the study runner's own settings: not training hyperparameters
-RESERVED_ROOTS = ("study", "sweep", "mode", "hydra")
+RESERVED_ROOTS = ("study", "sweep", "mode", "plan", "verbose", "hydra")
 _MISSING = object()
 
 

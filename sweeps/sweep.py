@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -15,7 +16,9 @@ from sweeps.trial_quota import FINISHED, grid_done, trials_taken, within_budget
 from sweeps.compose import (Composer, baseline_config, group_choices, require_sweep, search_space_of,
                             study_dir_of, study_name_of)
 from sweeps.config import StudyError, check_study
+from sweeps.console import StudyProgress
 from sweeps.objective import METRIC_NAME, Objective, TrialFailed
+from sweeps.plan import build_plan, short_plan
 from sweeps.pruners import build_pruner
 from sweeps.report import report_at_end_of_sweep, study_report
 from sweeps.resume_checks import check_settings_fit_study, check_space_fits_study
@@ -97,7 +100,8 @@ def prepare_study(cfg: DictConfig, overrides: list[str]) -> PreparedStudy:
     check_settings_fit_study(study, baseline, space, cfg.study.storage)
     if baseline_kind is not None and trials_taken(study) < cfg.study.n_trials and requeue_lost_baseline(study):
         print("the baseline (trial 0) failed every time it ran; it is queued to run again")
-    objective = Objective(space, Composer(overrides), study_dir_of(cfg), baseline_kind, open_artifact_store(ARTIFACT_DIR))
+    objective = Objective(space, Composer(overrides), study_dir_of(cfg), baseline_kind, open_artifact_store(ARTIFACT_DIR),
+                          verbose=cfg.verbose)
     objective = requeued_when_interrupted(within_budget(recorded_when_crashed(objective, TrialFailed),
                                                         cfg.study.n_trials))
     return PreparedStudy(study, sampler, objective)
@@ -140,19 +144,26 @@ def run_sweep(cfg: DictConfig, overrides: list[str], callbacks: Sequence[Callabl
     `callbacks(study, frozen_trial)` run after each of this worker's trials, as in `optimize`."""
     prepared = prepare_study(cfg, overrides)
     name, url = prepared.study.study_name, redact_url(cfg.study.storage)
+    print(short_plan(build_plan(cfg, overrides)))
     print(f"study {name!r} in {url}; watch it live, with each trial's config, metrics and curve, with:\n"
           f"  optuna-dashboard {url} --artifact-dir {ARTIFACT_DIR} --host 127.0.0.1")
     one_line = OneLineTrialFailures()
     console = list(logging.getLogger("optuna").handlers)  # Optuna's own (its records do not propagate)
     for handler in console:
         handler.addFilter(one_line)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # each trial's line comes from StudyProgress
+    sys.stdout.flush()
+    progress = StudyProgress(prepared.study, cfg.study.n_trials)
     try:
-        run_trials(prepared, cfg.study.n_trials, callbacks)
+        run_trials(prepared, cfg.study.n_trials, [*callbacks, progress])
     except KeyboardInterrupt:
         print(f"\ninterrupted: the running trial is marked FAIL and queued to run again (unless it was "
               f"interrupted {MAX_RETRIES + 1} times); run the same command to resume study {name!r}")
         raise
     finally:
+        progress.close()
+        optuna.logging.set_verbosity(verbosity)
         for handler in console:
             handler.removeFilter(one_line)
     say_what_still_runs(prepared.study, cfg.study.n_trials, cfg.study.grace_period)

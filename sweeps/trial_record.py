@@ -326,6 +326,11 @@ def tokens_seen(trial: HasUserAttrs) -> Optional[int]:
     return _int_or_none(trial.user_attrs.get(TOKENS_SEEN))
 
 
+def num_params(trial: HasUserAttrs) -> Optional[int]:
+    """Its model's parameters (the tied head once); None when its training did not finish."""
+    return _int_or_none(trial.user_attrs.get(NUM_PARAMS))
+
+
 def baseline(trial: HasUserAttrs) -> Optional[str]:
     """BASELINE_IN_SPACE or BASELINE_AS_GIVEN on the baseline trial; None on any other."""
     return trial.user_attrs.get(BASELINE_ATTR)

@@ -94,7 +94,9 @@ class TrainConfig:
     out_dir: str = "outputs/runs/default"
     checkpoint: str = "best"  # CheckpointPolicy; best: on val improvement (nanoGPT) | last: every eval
     init_from: str = "scratch"  # InitFrom; resume: from out_dir/ckpt.pt
-    mfu_peak_flops: float = 312e12  # the GPU's peak for MFU; nanoGPT's A100 bf16 figure
+    # the peak FLOP/s MFU is measured against; null: the GPU's own (trainer.estimate.GPU_PEAK_TFLOPS).
+    # MFU is shown on GPUs only.
+    mfu_peak_flops: Optional[float] = None
 
 
 class ConfigError(ValueError):

@@ -31,6 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -324,7 +325,7 @@ def _load(final: Path, key: str, vocab_size: int, eot: int) -> tuple[PreparedDat
     return PreparedData(splits[0], splits[1], meta), None
 
 
-def _summary(data: PreparedData, final: Path, verb: str) -> None:
+def _summary(data: PreparedData, final: Path, verb: str, log: Optional[Callable[[str], None]]) -> None:
     m = data.meta
     checked = ""
     if verb == "reusing":
@@ -334,9 +335,13 @@ def _summary(data: PreparedData, final: Path, verb: str) -> None:
         elif not _checks_checksum(m):
             checked = (f"; tokens checked, {CHECKSUM} not (over {FULL_CHECK_MAX_BYTES / 2**30:g} GiB; "
                        f"`{CHECKSUM}sum` of each .bin should equal meta.json's {CHECKSUM} fields)")
-    print(f"data: {verb} {m['train_tokens']:,} train / {m['val_tokens']:,} val tokens from "
-          f"{m['train_documents']:,} / {m['val_documents']:,} documents ({m['skipped_documents']} empty "
-          f"skipped) in {final}{checked}", file=sys.stderr)
+    line = (f"data: {verb} {m['train_tokens']:,} train / {m['val_tokens']:,} val tokens from "
+            f"{m['train_documents']:,} / {m['val_documents']:,} documents ({m['skipped_documents']} empty "
+            f"skipped) in {final}{checked}")
+    if log is None:
+        print(line, file=sys.stderr)
+    else:
+        log(line)
 
 
 def _cannot_rebuild(problem: str, final: Path, e: BaseException) -> DataError:
@@ -395,11 +400,12 @@ def _write_meta(tmp: Path, meta: dict, cfg: DataConfig, enc, column: str, by_fil
         os.fsync(f.fileno())
 
 
-def prepare_data(cfg: DataConfig, progress: bool = True) -> PreparedData:
+def prepare_data(cfg: DataConfig, progress: bool = True,
+                 log: Optional[Callable[[str], None]] = None) -> PreparedData:
     """Tokenize the configured source into the cache (once) and return its splits.
 
     `progress=False` silences the progress bar and the summary line (not the line saying that a
-    bad cache is being rebuilt).
+    bad cache is being rebuilt); `log` takes the summary line instead of stderr.
     """
     files, val_files, column = _sources(cfg)
     parquet = {p: _open_parquet(p, column) for p in files + val_files}  # every check before tokenizing
@@ -412,7 +418,7 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> PreparedData:
     data, problem = _load(final, key, enc.n_vocab, enc.eot_token)
     if data is not None:
         if progress:
-            _summary(data, final, "reusing")
+            _summary(data, final, "reusing", log)
         return data
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -426,7 +432,7 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> PreparedData:
         data, problem = _load(final, key, enc.n_vocab, enc.eot_token)  # another may have rebuilt it
         if data is not None:
             if progress:
-                _summary(data, final, "reusing")
+                _summary(data, final, "reusing", log)
             return data
         if problem:
             print(f"data: cache {problem} (corrupted?); rebuilding it", file=sys.stderr, flush=True)
@@ -459,7 +465,7 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> PreparedData:
         raise DataError(f"the cache just written to {final} does not read back ({problem}); is {root} "
                         f"shared with another program writing or deleting files, or is the disk failing?")
     if progress:
-        _summary(data, final, "prepared")
+        _summary(data, final, "prepared", log)
     return data
 
 

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from trainer.config import ModelConfig, check_model
 from trainer.optim import adamw
+from trainer.estimate import flops_per_token
 
 # nanoGPT's GPTConfig: exactly its seven keys, which checkpoints store as `model_args`
 GPTConfig = ModelConfig
@@ -139,9 +140,8 @@ class GPT(nn.Module):
         return adamw(params, weight_decay, learning_rate, betas, eps, device_type)
 
     def flops_per_token(self) -> int:
-        """Training FLOPs per token (PaLM appendix B): 6N plus attention's 12 * L * C * T."""
-        cfg = self.config
-        return 6 * self.get_num_params() + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
+        """Training FLOPs per token: trainer.estimate.flops_per_token of this model's config."""
+        return flops_per_token(self.config)
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):

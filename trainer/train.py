@@ -1,7 +1,9 @@
 """The training loop: nanoGPT's train.py as a function that can run many times in one process.
 
 `train(cfg, on_eval)` returns a TrainResult instead of exiting, and calls `on_eval` after every
-evaluation so a caller (a sweep) can stop the run early without this package knowing why. It
+evaluation so a caller (a sweep) can stop the run early without this package knowing why. Every
+line it prints goes through `log` (default: the console), so a caller can send a run's log to a
+file instead. It
 reads top to bottom in named stages: `setup` (config, device, data, model, optimizer, resume),
 then per iteration `evaluate` (and `write_checkpoint`) and `train_step`, then `result_of`.
 """
@@ -25,6 +27,7 @@ from trainer.checkpoint import (MODEL_ARG_KEYS, check_resumable, load_checkpoint
                                 save_checkpoint)
 from trainer.config import ConfigError, ModelConfig, TrainConfig, as_train_config, check_config
 from trainer.data import PreparedData, prepare_data
+from trainer.estimate import device_peak_flops, flops_per_token
 from trainer.memory import keep_freed_memory_mapped
 from trainer.model import GPT
 from trainer.optim import build_optimizer, set_lr
@@ -76,6 +79,7 @@ class TrainResult:
 
 
 OnEval = Callable[[EvalMetrics], Optional[str]]  # returns a reason to stop, or None to go on
+Log = Callable[[str], None]  # takes one line of the run's log
 
 
 def tokens_per_iter(cfg: TrainConfig) -> int:
@@ -129,6 +133,7 @@ class Run:
 
     cfg: TrainConfig  # this run's own config (on resume, with the checkpoint's architecture)
     device: str
+    log: Log
     autocast: Any  # a context manager: autocast to the run's dtype, or nothing in float32
     data: PreparedData
     raw_model: GPT
@@ -151,29 +156,29 @@ class Run:
 
 # -- setup ---------------------------------------------------------------------------------------
 
-def _print_plan(cfg: TrainConfig, model: GPT, data: PreparedData, start_iter: int) -> None:
+def _print_plan(cfg: TrainConfig, model: GPT, data: PreparedData, start_iter: int, log: Log) -> None:
     per_iter = tokens_per_iter(cfg)
     unique = data.train.num_tokens
     planned = cfg.schedule.max_iters * per_iter
     epochs = planned / unique
     n_total = model.get_num_params(non_embedding=False)
     n_blocks = n_total - model.transformer.wte.weight.numel() - model.transformer.wpe.weight.numel()
-    print(f"parameters: {n_total / 1e6:.2f}M total, {model.get_num_params() / 1e6:.2f}M without position "
+    log(f"parameters: {n_total / 1e6:.2f}M total, {model.get_num_params() / 1e6:.2f}M without position "
           f"embeddings (nanoGPT's count), {n_blocks / 1e6:.2f}M without any embeddings")
-    print(f"tokens per iteration: {per_iter:,} = batch {cfg.batch_size} x accumulation "
+    log(f"tokens per iteration: {per_iter:,} = batch {cfg.batch_size} x accumulation "
           f"{cfg.gradient_accumulation_steps} x block {cfg.model.block_size}")
-    print(f"unique training tokens: {unique:,} (val {data.val.num_tokens:,})")
-    print(f"planned: {cfg.schedule.max_iters:,} iterations = {planned:,} tokens = {epochs:.2f} epochs"
+    log(f"unique training tokens: {unique:,} (val {data.val.num_tokens:,})")
+    log(f"planned: {cfg.schedule.max_iters:,} iterations = {planned:,} tokens = {epochs:.2f} epochs"
           + (f" (resuming at iteration {start_iter:,})" if start_iter else ""))
     if epochs > 1:
-        print(f"WARNING: the run repeats its training data {epochs:.1f} times; past ~1 epoch val loss "
+        log(f"WARNING: the run repeats its training data {epochs:.1f} times; past ~1 epoch val loss "
               f"stops tracking train loss (more data or a shorter run will help more than tuning)")
     for warning in schedule_warnings(cfg.schedule):
-        print(f"WARNING: {warning}")
+        log(f"WARNING: {warning}")
 
 
-def _prepare_data(cfg: TrainConfig) -> PreparedData:
-    data = prepare_data(cfg.data)
+def _prepare_data(cfg: TrainConfig, log: Optional[Log]) -> PreparedData:
+    data = prepare_data(cfg.data, log=log)
     data.check_fits(cfg.model.block_size)
     n_vocab = data.meta["vocab_size"]  # the tokenizer's, recorded when the data was tokenized
     if cfg.model.vocab_size < n_vocab:
@@ -220,9 +225,10 @@ def _with_checkpoint_architecture(cfg: TrainConfig, checkpoint: dict) -> TrainCo
     return dataclasses.replace(cfg, model=ModelConfig(**args, dropout=cfg.model.dropout))
 
 
-def setup(cfg) -> Run:
+def setup(cfg, log: Optional[Log] = None) -> Run:
     """Check the config, pick device and dtype, prepare the data, and build (or resume) the model
-    and optimizer. Every bad setting fails here, before a step is trained."""
+    and optimizer. Every bad setting fails here, before a step is trained. `log` takes the run's
+    lines; None: the console (the data's summary on stderr)."""
     cfg = as_train_config(cfg)  # a copy: the caller's config is never changed
     check_config(cfg)
     device = resolve_device(cfg.device)
@@ -235,7 +241,8 @@ def setup(cfg) -> Run:
     if cfg.init_from == "resume" and not ckpt_path.is_file():
         raise ConfigError(f"init_from=resume but there is no checkpoint at {ckpt_path}; use init_from=scratch")
     make_writable_dir(out_dir)  # before the data: preparing it can take minutes
-    data = _prepare_data(cfg)
+    data = _prepare_data(cfg, log)
+    say = log or print
 
     torch.manual_seed(cfg.seed)
     checkpoint = load_checkpoint(ckpt_path, device) if cfg.init_from == "resume" else None
@@ -250,7 +257,7 @@ def setup(cfg) -> Run:
     scaler = torch.amp.GradScaler(device_type, enabled=ptdtype == torch.float16)
     val_batches = hashlib.sha256(json.dumps(
         [data.meta["key"], cfg.seed, cfg.batch_size, cfg.model.block_size, cfg.eval_iters]).encode()).hexdigest()[:16]
-    run = Run(cfg=cfg, device=device, data=data, raw_model=model, model=model, optimizer=optimizer,
+    run = Run(cfg=cfg, device=device, log=say, data=data, raw_model=model, model=model, optimizer=optimizer,
               scaler=scaler, out_dir=out_dir, val_batches=val_batches,
               autocast=(nullcontext() if ptdtype == torch.float32
                         else torch.autocast(device_type=device_type, dtype=ptdtype)))
@@ -265,9 +272,9 @@ def setup(cfg) -> Run:
         del checkpoint  # free the state dicts before training
     else:  # a run from scratch starts a new curve, whatever an earlier run left in out_dir
         (out_dir / METRICS_NAME).unlink(missing_ok=True)
-    _print_plan(cfg, model, data, run.start_iter)
+    _print_plan(cfg, model, data, run.start_iter, say)
     if cfg.compile:
-        print("compiling the model (takes a minute)...")
+        say("compiling the model (takes a minute)...")
         run.model = torch.compile(model)
     return run
 
@@ -345,8 +352,8 @@ def train_step(run: Run) -> torch.Tensor:
     for _ in range(accum):
         x, y = run.data.train.sample_batch(cfg.batch_size, cfg.model.block_size, gen)
         with run.autocast:
-            _, loss = run.model(_to_device(x, run.device), _to_device(y, run.device))
-            loss = loss / accum
+            # the logits are dropped before backward, which then holds only the loss's fp32 tensors
+            loss = run.model(_to_device(x, run.device), _to_device(y, run.device))[1] / accum
         run.scaler.scale(loss).backward()
     if cfg.optim.grad_clip > 0:
         run.scaler.unscale_(run.optimizer)
@@ -391,14 +398,31 @@ def result_of(run: Run, status: str, stop_reason: str, evals: list, iter_times: 
 
 # -- the loop ------------------------------------------------------------------------------------
 
-def train(cfg, on_eval: Optional[OnEval] = None) -> TrainResult:
-    run = setup(cfg)
-    cfg = run.cfg
+def _mfu_peak(run: Run) -> Optional[float]:
+    """The peak FLOP/s MFU is measured against: `mfu_peak_flops`, else the GPU's own; None on CPU
+    (MFU is a GPU's figure) or on a GPU whose peak is unknown (said once)."""
+    if not run.device.startswith("cuda"):
+        return None
+    if run.cfg.mfu_peak_flops is not None:
+        return run.cfg.mfu_peak_flops
+    peak = device_peak_flops(run.device)
+    if peak is None:
+        run.log(f"MFU is not shown: the peak of {torch.cuda.get_device_name(run.device)!r} is not in "
+                f"trainer.estimate.GPU_PEAK_TFLOPS; set mfu_peak_flops=<its bf16 FLOP/s>")
+    return peak
+
+
+def train(cfg, on_eval: Optional[OnEval] = None, log: Optional[Log] = None) -> TrainResult:
+    """Train `cfg`; `on_eval(metrics)` after every evaluation may return a reason to stop; `log`
+    takes every line the run prints (None: the console)."""
+    run = setup(cfg, log)
+    cfg, say = run.cfg, run.log
     max_iters = cfg.schedule.max_iters
     eval_at = set(eval_points(cfg))
-    flops_per_iter = run.raw_model.flops_per_token() * tokens_per_iter(cfg)
+    flops_per_iter = flops_per_token(cfg.model) * tokens_per_iter(cfg)
+    peak_flops = _mfu_peak(run)
     status, stop_reason, evals, iter_times = "completed", "", [], []
-    mfu = -1.0
+    mfu = None  # a running average, once a step after the first is timed on a GPU
     t_start = time.time()
     with open(run.out_dir / METRICS_NAME, "a") as metrics_file:
         def log(record: dict) -> None:
@@ -416,10 +440,10 @@ def train(cfg, on_eval: Optional[OnEval] = None) -> TrainResult:
                 metrics = evaluate(run, lr)
                 if metrics is None:
                     status, stop_reason = "diverged", f"non-finite loss at evaluation, iteration {run.iter_num}"
-                    print(f"step {run.iter_num}: {stop_reason}; stopping")
+                    say(f"step {run.iter_num}: {stop_reason}; stopping")
                     break
                 evals.append(metrics)
-                print(f"step {run.iter_num}: train loss {metrics.train_loss:.4f}, val loss {metrics.val_loss:.4f} "
+                say(f"step {run.iter_num}: train loss {metrics.train_loss:.4f}, val loss {metrics.val_loss:.4f} "
                       f"(se {metrics.val_loss_se:.4f}), epochs {metrics.epochs:.2f}")
                 log({"type": "eval", **asdict(metrics)})
                 if _checkpoint_due(run, improved=metrics.val_loss < best_before):
@@ -440,13 +464,14 @@ def train(cfg, on_eval: Optional[OnEval] = None) -> TrainResult:
                 iter_times.append(dt)
                 if not math.isfinite(loss_value):
                     status, stop_reason = "diverged", f"non-finite training loss at iteration {run.iter_num}"
-                    print(f"iter {run.iter_num}: {stop_reason}; stopping (the last good checkpoint is kept)")
+                    say(f"iter {run.iter_num}: {stop_reason}; stopping (the last good checkpoint is kept)")
                     break
-                if len(iter_times) > 1:  # the first timing includes warm-up and compilation
-                    step_mfu = flops_per_iter / dt / cfg.mfu_peak_flops
-                    mfu = step_mfu if mfu < 0 else 0.9 * mfu + 0.1 * step_mfu
+                if peak_flops is not None and len(iter_times) > 1:  # the first includes warm-up, compilation
+                    step_mfu = flops_per_iter / dt / peak_flops
+                    mfu = step_mfu if mfu is None else 0.9 * mfu + 0.1 * step_mfu
                 tokens = run.iter_num * tokens_per_iter(cfg)
-                print(f"iter {run.iter_num}: loss {loss_value:.4f}, time {dt * 1000:.2f}ms, mfu {mfu * 100:.2f}%")
+                say(f"iter {run.iter_num}: loss {loss_value:.4f}, time {dt * 1000:.2f}ms"
+                    + (f", mfu {mfu * 100:.2f}%" if mfu is not None else ""))
                 log({"type": "train", "iter": run.iter_num, "loss": loss_value, "lr": lr, "tokens": tokens,
                      "epochs": tokens / run.data.train.num_tokens, "ms_per_iter": dt * 1000, "mfu": mfu})
 
