@@ -110,6 +110,15 @@ def redact_url(url: str) -> str:
     return _scrub(url, url)
 
 
+def dashboard_storage_arg(url: str) -> str:
+    """What optuna-dashboard takes for the storage `url`: a journal's file path (it reads journal
+    files given as paths), else the URL with its password hidden."""
+    parsed = _parse_url(url)
+    if parsed is not None and parsed.drivername == JOURNAL_SCHEME and parsed.database:
+        return parsed.database
+    return redact_url(url)
+
+
 # the pip package of each driver module SQLAlchemy imports for a URL's dialect
 DRIVER_PACKAGES = {"MySQLdb": "mysqlclient", "psycopg2": "psycopg2-binary", "psycopg": "'psycopg[binary]'",
                    "pymysql": "pymysql", "mysql": "mysql-connector-python", "asyncpg": "asyncpg"}

@@ -25,7 +25,7 @@ from sweeps.resume_checks import check_settings_fit_study, check_space_fits_stud
 from sweeps.retries import MAX_RETRIES, recorded_when_crashed, requeue_lost_baseline, requeued_when_interrupted
 from sweeps.samplers import build_sampler
 from sweeps.search_space import SearchSpace, SearchSpaceError, check_values_allowed
-from sweeps.storage import create_or_load_study, open_storage, redact_url
+from sweeps.storage import create_or_load_study, dashboard_storage_arg, open_storage, redact_url
 from sweeps.trial_record import BASELINE_AS_GIVEN, BASELINE_IN_SPACE, fail_reason
 from trainer import as_train_config, check_config, prepare_data, resolve_device, resolve_dtype, schedule_warnings
 
@@ -146,7 +146,7 @@ def run_sweep(cfg: DictConfig, overrides: list[str], callbacks: Sequence[Callabl
     name, url = prepared.study.study_name, redact_url(cfg.study.storage)
     print(short_plan(build_plan(cfg, overrides)))
     print(f"study {name!r} in {url}; watch it live, with each trial's config, metrics and curve, with:\n"
-          f"  optuna-dashboard {url} --artifact-dir {ARTIFACT_DIR} --host 127.0.0.1")
+          f"  optuna-dashboard {dashboard_storage_arg(cfg.study.storage)} --artifact-dir {ARTIFACT_DIR} --host 127.0.0.1")
     one_line = OneLineTrialFailures()
     console = list(logging.getLogger("optuna").handlers)  # Optuna's own (its records do not propagate)
     for handler in console:

@@ -106,3 +106,10 @@ def test_a_sweep_runs_on_a_journal_in_process(workdir):
     study = run(compose_study_config(overrides), overrides)
     assert isinstance(study._storage, JournalStorageWithHeartbeat)
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 2
+
+
+def test_the_dashboard_is_pointed_at_a_journals_file():
+    from sweeps.storage import dashboard_storage_arg
+    assert dashboard_storage_arg("journal:///outputs/study.log") == "outputs/study.log"
+    assert dashboard_storage_arg("journal:////shared/a/study.log") == "/shared/a/study.log"
+    assert dashboard_storage_arg("postgresql://u:secret@db/optuna") == "postgresql://u:***@db/optuna"
