@@ -1,6 +1,6 @@
 """A trial that runs out of memory is trained again at half the micro-batch, for real: the worker
-runs under an address-space limit (RLIMIT_AS) that a micro-batch of 128 sequences exceeds and one
-of 64 fits, so PyTorch's own allocator fails as it would on a full GPU."""
+runs under an address-space limit (RLIMIT_AS) that a micro-batch of 256 sequences exceeds and one
+of 128 fits, so PyTorch's own allocator fails as it would on a full GPU."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ from trainer import halved_micro_batch, is_out_of_memory
 from trainer.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-# Logits are batch x 64 x 50304 floats, 0.8 GB at 64 sequences; measured on this config, a run's
-# address space grows by 5.1 GB at 64 sequences and 7.5 GB at 128 (VmPeak), so a 6.3 GB limit
-# fails 128 and fits 64.
+# Logits are batch x 64 x 50304 floats, 1.6 GB at 128 sequences. Measured on this config (VmPeak
+# over the run's start; glibc's heap makes it uneven below 128), a run's address space grows by
+# 3.1 GB at 32 sequences, 5.9 GB at 64 and at 128, and 10.7 GB at 256: an 8.3 GB limit fails 256
+# and fits 128, 2.4 GB from either.
 LIMITED_WORKER = """
 import resource, sys
 import torch
@@ -55,15 +56,15 @@ def overrides(url: str, common: list[str], batch: int, name: str) -> list[str]:
 def test_a_trial_out_of_memory_runs_again_at_half_the_micro_batch(workdir):
     cwd, common = workdir
     url = f"sqlite:///{cwd / 'oom.db'}"
-    done = limited_sweep(cwd, 6.3, overrides(url, common, 128, "halved"))
+    done = limited_sweep(cwd, 8.3, overrides(url, common, 256, "halved"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [trial] = optuna.load_study(study_name="halved", storage=url).get_trials()
     assert trial.state == TrialState.COMPLETE, trial.user_attrs
     assert "can't allocate memory" in trial.user_attrs[OUT_OF_MEMORY]
     trained = json.loads(trial.user_attrs[CONFIG])
-    assert (trained["batch_size"], trained["gradient_accumulation_steps"]) == (64, 2)  # 128 sequences a step
-    assert "out of memory at batch_size=128" in done.stdout and "again at batch_size=64" in done.stdout
-    assert sorted(trial.intermediate_values) == [0, 2 * 128 * 64]  # tokens, as the full batch would report
+    assert (trained["batch_size"], trained["gradient_accumulation_steps"]) == (128, 2)  # 256 sequences a step
+    assert "out of memory at batch_size=256" in done.stdout and "again at batch_size=128" in done.stdout
+    assert sorted(trial.intermediate_values) == [0, 2 * 256 * 64]  # tokens, as the full batch would report
     evals = [json.loads(line) for line in (cwd / "outputs" / "studies" / "halved" / "trial_0000" / "metrics.jsonl")
              .read_text().splitlines() if '"eval"' in line]
     assert [e["iter"] for e in evals] == [0, 2]  # one curve: the failed attempt's lines are gone
@@ -73,7 +74,7 @@ def test_a_trial_out_of_memory_runs_again_at_half_the_micro_batch(workdir):
 def test_out_of_memory_again_fails_the_trial_with_the_reason(workdir):
     cwd, common = workdir
     url = f"sqlite:///{cwd / 'oom.db'}"
-    done = limited_sweep(cwd, 0.4, overrides(url, common, 128, "too_big"))  # not even 64 sequences fit
+    done = limited_sweep(cwd, 0.4, overrides(url, common, 256, "too_big"))  # not even 128 sequences fit
     assert done.returncode == 1 and "5 trials in a row failed (last: out of memory" in done.stderr, done.stderr
     trial = optuna.load_study(study_name="too_big", storage=url).get_trials()[0]
     assert trial.state == TrialState.FAIL, done.stdout[-3000:] + done.stderr[-3000:]
