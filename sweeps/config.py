@@ -71,6 +71,7 @@ class StudyConfig:
     baseline: bool = True  # a new study's trial 0 is the config as given, unswept (not with grid)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    workers: str = "1"  # worker processes on this machine, one GPU each; auto: one per visible GPU
     heartbeat_interval: int = HEARTBEAT_INTERVAL_S  # seconds
     grace_period: int = GRACE_PERIOD_S  # seconds
 

@@ -2,7 +2,7 @@
 (`mode=best`, sweeps.best_run), write a stored study's report (`mode=report`, sweeps.report), or
 print what a study will cost (`mode=plan`, sweeps.plan); SIGTERM and SIGINT stop any of them as
 Ctrl-C does. With `launcher=slurm|local` the sweep's workers run as a job array instead
-(sweeps.launch)."""
+(sweeps.launch), with `study.workers=N` as N processes here (sweeps.workers)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from sweeps.launch import launch_workers
 from sweeps.plan import run_plan
 from sweeps.report import run_report
 from sweeps.sweep import run_sweep
+from sweeps.workers import run_workers, worker_count
 from trainer import signals_interrupt
 
 RUN_MODE = {"sweep": run_sweep, "best": run_best, "report": run_report, "plan": run_plan}
@@ -28,4 +29,6 @@ def run(cfg: DictConfig, overrides: list[str]) -> Optional[object]:
     with signals_interrupt():  # a scheduler's SIGTERM interrupts any mode as Ctrl-C does
         if cfg.launcher.name != "none":
             return launch_workers(cfg, overrides)
+        if cfg.mode == "sweep" and worker_count(cfg.study.workers) > 1:
+            return run_workers(cfg, overrides)
         return RUN_MODE[cfg.mode](cfg, overrides)
