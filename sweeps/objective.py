@@ -21,6 +21,7 @@ from sweeps.console import trial_log
 from sweeps.plateau_pruner import StopsLeaders
 from sweeps.retries import first_of_series
 from sweeps.search_space import SearchSpace
+from sweeps.trial_resume import continue_previous_attempt, report_carried
 from sweeps.trial_record import BASELINE_AS_GIVEN, EvalRecorder
 from trainer import (CheckpointError, ConfigError, DataError, EvalMetrics, TrainResult, as_train_config, check_config,
                      eval_points, halved_micro_batch, is_out_of_memory, lr_area, release_freed_memory, tokens_per_iter,
@@ -131,6 +132,9 @@ class Objective:
         """Train the trial's run, reporting each evaluation; the best val loss, or TrialPruned."""
         pruner = trial.study.pruner
         evals = EvalRecorder(trial)
+        train_cfg, continuation = continue_previous_attempt(trial, train_cfg)  # a retry goes on from its checkpoint
+        if continuation is not None:
+            report_carried(trial, evals, continuation)
         groups = batch_groups(train_cfg.eval_iters, len(eval_points(train_cfg)))
         decision: dict = {}
 

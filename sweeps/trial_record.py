@@ -44,6 +44,9 @@ Identity and failures:
 ``retry_of``         int, on a queued retry only: the number of the first trial of its series
                      (:func:`retry_attrs`, :func:`retry_of`).
 ``fail_reason``      str, on a FAIL trial: why it could not run.
+``resumed_from``     {"trial": int, "step": int}, on a retry that continued its previous
+                     attempt's checkpoint (:func:`set_resumed_from`): that attempt and the step
+                     (training tokens) it continued from; the steps up to it were trained there.
 ``out_of_memory``    str, on a trial that ran out of memory and was run again at half the
                      micro-batch with twice the accumulation (:func:`set_out_of_memory`): the error.
 
@@ -66,12 +69,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol
 __all__ = [
     "BASELINE_ATTR", "BASELINE_AS_GIVEN", "BASELINE_IN_SPACE", "BEST_ITER", "BUDGET_STEP",
     "CHECKPOINT", "CONFIG", "EPOCHS", "EvalRecorder", "FAIL_REASON", "LR_AREA",
-    "LR_AREA_BUDGET", "MS_PER_ITER", "NUM_PARAMS", "NUM_PARAMS_NON_EMBEDDING", "OUT_OF_MEMORY", "REPLAY_CURVE",
+    "LR_AREA_BUDGET", "MS_PER_ITER", "NUM_PARAMS", "NUM_PARAMS_NON_EMBEDDING", "OUT_OF_MEMORY", "REPLAY_CURVE", "RESUMED_FROM",
     "RETRY_OF", "RUN_DIR", "STATUS", "STOP_REASON", "TOKENS_SEEN", "TRAIN_VAL_GAP", "USER_ATTRS",
     "VAL_BATCHES", "VAL_BATCH_LOSSES", "VAL_LOSS_SE", "WALL_TIME_S", "WARMUP_STEP", "baseline",
     "budget_step", "config_json", "fail_reason", "is_baseline", "lr_area", "lr_area_budget",
     "out_of_memory", "record_outcome", "replay_curve", "retry_attrs", "retry_of", "set_baseline",
-    "set_fail_reason", "set_out_of_memory", "set_plan", "set_replay_curve", "set_run", "status", "stop_reason",
+    "resumed_from", "run_dir", "set_fail_reason", "set_out_of_memory", "set_plan", "set_resumed_from", "set_replay_curve", "set_run", "status", "stop_reason",
     "tokens_seen", "val_batch_losses", "val_batches", "val_loss_se", "warmup_step",
 ]
 
@@ -103,6 +106,7 @@ BASELINE_ATTR = "baseline"
 RETRY_OF = "retry_of"
 FAIL_REASON = "fail_reason"
 OUT_OF_MEMORY = "out_of_memory"
+RESUMED_FROM = "resumed_from"
 # bench/pruner_replay.py
 REPLAY_CURVE = "curve"
 
@@ -111,7 +115,7 @@ USER_ATTRS = (
     VAL_LOSS_SE, LR_AREA, VAL_BATCH_LOSSES, VAL_BATCHES,
     STATUS, STOP_REASON, NUM_PARAMS, NUM_PARAMS_NON_EMBEDDING, TOKENS_SEEN, EPOCHS, MS_PER_ITER,
     TRAIN_VAL_GAP, BEST_ITER, WALL_TIME_S, CHECKPOINT,
-    BASELINE_ATTR, RETRY_OF, FAIL_REASON, OUT_OF_MEMORY, REPLAY_CURVE,
+    BASELINE_ATTR, RETRY_OF, FAIL_REASON, OUT_OF_MEMORY, RESUMED_FROM, REPLAY_CURVE,
 )
 """Every user attr key a trial can record."""
 
@@ -149,6 +153,11 @@ def set_fail_reason(trial: _Writable, reason: str) -> None:
 def set_out_of_memory(trial: _Writable, error: str) -> None:
     """The out-of-memory error after which the trial was run again at half the micro-batch."""
     trial.set_user_attr(OUT_OF_MEMORY, error)
+
+
+def set_resumed_from(trial: _Writable, attempt: int, step: int) -> None:
+    """The earlier attempt whose checkpoint at `step` (training tokens) this retry continues."""
+    trial.set_user_attr(RESUMED_FROM, {"trial": attempt, "step": step})
 
 
 def set_plan(trial: _Writable, *, warmup_step: int, budget_step: int,
@@ -343,6 +352,21 @@ def is_baseline(trial: HasUserAttrs) -> bool:
 def retry_of(trial: HasUserAttrs) -> Optional[int]:
     """The first trial of the series this retry runs again; None if it is no retry."""
     return _int_or_none(trial.user_attrs.get(RETRY_OF))
+
+
+def run_dir(trial: HasUserAttrs) -> Optional[str]:
+    """The trial's run directory, or None."""
+    value = trial.user_attrs.get(RUN_DIR)
+    return None if value is None else str(value)
+
+
+def resumed_from(trial: HasUserAttrs) -> Optional[Dict[str, int]]:
+    """{"trial": n, "step": s}: the attempt and step this retry continued from, or None."""
+    value = trial.user_attrs.get(RESUMED_FROM)
+    try:
+        return {"trial": int(value["trial"]), "step": int(value["step"])}
+    except (TypeError, KeyError, ValueError):
+        return None
 
 
 def out_of_memory(trial: HasUserAttrs) -> Optional[str]:

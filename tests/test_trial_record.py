@@ -20,7 +20,7 @@ def test_keys_are_the_ones_stored_studies_hold():
         "val_loss_se", "lr_area", "val_batch_losses", "val_batches",
         "status", "stop_reason", "num_params", "num_params_non_embedding", "tokens_seen", "epochs",
         "ms_per_iter", "train_val_gap", "best_iter", "wall_time_s", "checkpoint",
-        "baseline", "retry_of", "fail_reason", "out_of_memory", "curve",
+        "baseline", "retry_of", "fail_reason", "out_of_memory", "resumed_from", "curve",
     )
     assert (record.BASELINE_IN_SPACE, record.BASELINE_AS_GIVEN) == (
         "in the search space", "outside the search space")

@@ -4,7 +4,7 @@ This package never imports Optuna or Hydra: sweeps drive it through `on_eval` al
 only the names below.
 """
 
-from trainer.checkpoint import CheckpointError, checkpoint_config, load_model
+from trainer.checkpoint import CheckpointError, checkpoint_config, checkpoint_iter, load_model
 from trainer.config import ConfigError, TrainConfig, as_train_config, check_config
 from trainer.data import DataError, prepare_data
 from trainer.estimate import (CUDA_RESERVED_BYTES, StepMemory, device_peak_flops, flops_per_token, gpu_peak_flops,
@@ -17,7 +17,7 @@ from trainer.train import (CHECKPOINT_NAME, EvalMetrics, TrainResult, eval_point
 
 __all__ = ["CHECKPOINT_NAME", "CUDA_RESERVED_BYTES", "SHARES", "CheckpointError", "ConfigError", "DataError", "EvalMetrics",
            "Interrupted", "Share", "StepMemory", "TrainConfig", "TrainResult", "as_train_config", "check_config",
-           "checkpoint_config", "device_peak_flops", "eval_points", "flops_per_token", "gpu_peak_flops",
+           "checkpoint_config", "checkpoint_iter", "device_peak_flops", "eval_points", "flops_per_token", "gpu_peak_flops",
            "halved_micro_batch", "is_out_of_memory", "largest_micro_batch", "load_model", "lr_area", "num_params",
            "prepare_data", "release_freed_memory", "resolve_device", "resolve_dtype", "schedule_warnings", "share_of",
            "signals_interrupt", "step_memory", "tokens_per_iter", "train", "warmup_iters_of"]

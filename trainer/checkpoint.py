@@ -119,3 +119,9 @@ def checkpoint_config(path) -> dict:
     """The training config a checkpoint of ours records (empty for nanoGPT's), read without
     loading the weights into memory."""
     return _load(Path(path), "cpu", mmap=True).get("config", {})
+
+
+def checkpoint_iter(path) -> int:
+    """The iteration a checkpoint was written at (nanoGPT's `iter_num`), read without loading
+    the weights into memory; 0 when it records none."""
+    return int(_load(Path(path), "cpu", mmap=True).get("iter_num", 0))

@@ -26,10 +26,14 @@ def trial_compute(trial: FrozenTrial) -> Tuple[int, int]:
     """(training tokens the trial ran, tokens pruning or an early stop saved it).
 
     Used: its recorded ``tokens_seen``, else (a trial that crashed or still runs) the step of its
-    last reported evaluation. Saved: for a PRUNED trial or an early-stopped leader, its planned
+    last reported evaluation; for a retry that continued an earlier attempt, less the step it
+    continued from. Saved: for a PRUNED trial or an early-stopped leader, its planned
     budget minus what it ran (0 when the budget was not recorded); none for any other trial."""
     seen = trial_record.tokens_seen(trial)
     seen = int(max(trial.intermediate_values, default=0)) if seen is None else seen
+    resumed = trial_record.resumed_from(trial)
+    if resumed is not None:  # the tokens up to there were trained (and counted) in its earlier attempt
+        seen = max(0, seen - resumed["step"])
     saved = 0
     if trial.state == TrialState.PRUNED or trial_record.status(trial) == "stopped":
         budget = trial_record.budget_step(trial)

@@ -1,0 +1,111 @@
+"""A retried trial continues its previous attempt from that attempt's last checkpoint.
+
+A trial queued again after an interruption, a killed worker or a crash (`sweeps.retries`) has the
+same params, so the same run: it need not pay again for what its previous attempt trained. Trials
+checkpoint at every evaluation (`checkpoint: last` in conf/study_runner.yaml, replaced atomically),
+so the retry copies that attempt's `ckpt.pt` and `metrics.jsonl` into its own run dir, trains on
+with `init_from=resume` (exactly as an uninterrupted run would, on CPU bit for bit), and first
+reports the attempt's evaluations up to the checkpoint again, with their standard errors, LR areas
+and batch losses, so the pruner judges one curve. What is lost per kill is the training since the
+attempt's last evaluation. The retry records the attempt and step it continued from
+(`resumed_from`), so the report counts those tokens once.
+
+A previous attempt without a checkpoint, or whose checkpoint holds another run (other settings:
+the checkpoint policy was off, or the study's code changed), is not continued: the retry trains
+from scratch, saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import List, Optional
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeps import trial_record
+from sweeps.config import StudyError
+from sweeps.resume_checks import refuse_another_run_in
+from sweeps.retries import first_of_series
+from trainer import CHECKPOINT_NAME, checkpoint_iter, tokens_per_iter
+
+METRICS_NAME = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class CarriedEval:
+    """One evaluation of the previous attempt, reported again by the retry."""
+    step: int
+    val_loss: float
+    val_loss_se: Optional[float]
+    lr_area: Optional[float]
+    batch_losses: Optional[List[float]]
+
+
+@dataclass(frozen=True)
+class Continuation:
+    attempt: int  # the previous attempt's trial number
+    step: int  # training tokens at its checkpoint
+    evals: List[CarriedEval]
+    val_batches: Optional[str]  # names the val batches of the carried batch losses
+
+
+def previous_attempt(trial: optuna.Trial) -> Optional[FrozenTrial]:
+    """The latest FAIL attempt of the series `trial` retries, or None for a first attempt."""
+    if trial_record.retry_of(trial) is None:
+        return None
+    first = first_of_series(trial)
+    attempts = [t for t in trial.study.get_trials(deepcopy=False)
+                if t.number < trial.number and first_of_series(t) == first and t.state == TrialState.FAIL]
+    return attempts[-1] if attempts else None
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copy2(source, tmp)
+    os.replace(tmp, target)
+
+
+def continue_previous_attempt(trial: optuna.Trial, train_cfg) -> tuple[object, Optional[Continuation]]:
+    """`train_cfg` resuming the previous attempt's checkpoint, copied into this trial's run dir,
+    and what to report again; (`train_cfg`, None) when there is nothing to continue."""
+    attempt = previous_attempt(trial)
+    if attempt is None or trial_record.run_dir(attempt) is None:
+        return train_cfg, None
+    source = Path(trial_record.run_dir(attempt))
+    checkpoint = source / CHECKPOINT_NAME
+    if not checkpoint.is_file():
+        print(f"trial {trial.number}: trial {attempt.number} left no checkpoint; training from scratch")
+        return train_cfg, None
+    try:
+        refuse_another_run_in(source, train_cfg)
+    except StudyError:
+        print(f"trial {trial.number}: trial {attempt.number}'s checkpoint holds other settings; training from scratch")
+        return train_cfg, None
+    step = checkpoint_iter(checkpoint) * tokens_per_iter(train_cfg)
+    target = Path(train_cfg.out_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    _copy_atomically(checkpoint, target / CHECKPOINT_NAME)
+    if (source / METRICS_NAME).is_file():
+        _copy_atomically(source / METRICS_NAME, target / METRICS_NAME)
+    se, area, losses = (trial_record.val_loss_se(attempt), trial_record.lr_area(attempt),
+                        trial_record.val_batch_losses(attempt))
+    evals = [CarriedEval(s, v, se.get(s), area.get(s), losses.get(s))
+             for s, v in sorted(attempt.intermediate_values.items()) if s <= step]
+    print(f"trial {trial.number}: continuing trial {attempt.number} from its checkpoint at {step:,} tokens "
+          f"({len(evals)} evaluations carried over)")
+    return replace(train_cfg, init_from="resume"), Continuation(attempt.number, step, evals,
+                                                                trial_record.val_batches(attempt))
+
+
+def report_carried(trial: optuna.Trial, evals: trial_record.EvalRecorder, continuation: Continuation) -> None:
+    """Report the previous attempt's evaluations for `trial`, and record where it continued from."""
+    trial_record.set_resumed_from(trial, continuation.attempt, continuation.step)
+    for e in continuation.evals:
+        if e.val_loss_se is not None:
+            evals.record(e.step, val_loss_se=e.val_loss_se, lr_area=e.lr_area, batch_losses=e.batch_losses,
+                         val_batches=continuation.val_batches)
+        trial.report(e.val_loss, e.step)

@@ -1,0 +1,73 @@
+"""A killed trial's retry continues its checkpoint: one curve, and only the tokens since the last
+evaluation trained twice (real runner processes, SIGKILL mid-trial)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+from optuna.trial import TrialState
+
+from sweeps.report import compute_of
+from sweeps.trial_record import RESUMED_FROM, TOKENS_SEEN
+from tests.test_study_runner import TINY, run_cli, runner, sqlite_url, trials_of, wait_for
+
+TOKENS_PER_ITER = 4 * 32  # TINY: batch 4 x block 32
+
+
+def train_rows(run_dir) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["iter"]: r["loss"] for r in rows if r["type"] == "train"}
+
+
+@pytest.mark.slow
+def test_a_killed_trial_is_continued_from_its_last_checkpoint(workdir):
+    cwd, common = workdir
+    url = sqlite_url(cwd)
+    args = ["+sweep=lr_warmup", *TINY, "schedule.max_iters=200", "eval_interval=20", "log_interval=1",
+            f"study.storage={url}", "study.n_trials=2", "study.heartbeat_interval=1", "study.grace_period=2",
+            *common]
+    proc = runner(args, cwd)
+
+    def mid_trial_1():
+        try:
+            trials = trials_of(url, "lr_warmup")
+        except KeyError:
+            return False
+        return len(trials) == 2 and len(trials[1].intermediate_values) >= 3
+
+    try:
+        wait_for(mid_trial_1, timeout=300, what="trial 1 to report three evaluations")
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    killed = trials_of(url, "lr_warmup")[1]
+    killed_dir = cwd / "outputs" / "studies" / "lr_warmup" / "trial_0001"
+    killed_rows = train_rows(killed_dir)  # what it trained before the kill, logged every iteration
+    time.sleep(3)  # its heartbeat goes stale (grace period 2 s)
+    code, out = run_cli(args, cwd)
+    assert code == 0, out
+    trials = trials_of(url, "lr_warmup")
+    again = trials[2]
+    assert (trials[1].state, again.state) == (TrialState.FAIL, TrialState.COMPLETE)
+    resumed = again.user_attrs[RESUMED_FROM]
+    assert resumed["trial"] == 1 and resumed["step"] in killed.intermediate_values and resumed["step"] > 0
+    assert f"continuing trial 1 from its checkpoint at {resumed['step']:,} tokens" in out
+    # one curve: the attempt's evaluations up to its checkpoint, then the retry's own
+    assert sorted(again.intermediate_values) == list(range(0, 200 * TOKENS_PER_ITER + 1, 20 * TOKENS_PER_ITER))
+    assert {s: v for s, v in again.intermediate_values.items() if s <= resumed["step"]} == \
+        {s: v for s, v in killed.intermediate_values.items() if s <= resumed["step"]}
+    # the iterations trained twice (after the checkpoint, before the kill) trained the same
+    start = resumed["step"] // TOKENS_PER_ITER
+    again_rows = train_rows(cwd / "outputs" / "studies" / "lr_warmup" / "trial_0002")
+    twice = [i for i in killed_rows if i > start]
+    assert twice and all(again_rows[i] == killed_rows[i] for i in twice), [(i, killed_rows[i], again_rows[i]) for i in twice]
+    assert min(again_rows) == 1 and max(again_rows) == 200  # its metrics hold the whole run once
+    # compute: the continued tokens counted once (the attempt's up to its last report, the retry's after)
+    used, _ = compute_of(__import__("optuna").load_study(study_name="lr_warmup", storage=url))
+    expected = (trials[0].user_attrs[TOKENS_SEEN] + max(killed.intermediate_values)
+                + again.user_attrs[TOKENS_SEEN] - resumed["step"])
+    assert used == expected
