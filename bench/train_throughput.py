@@ -141,6 +141,9 @@ def run_one(name: str, cmd: list[str], cwd: Path, env: dict, log: Path, timeout:
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
+    from bench.provenance import provenance
+
+    made = provenance("bench/train_throughput.py", argv)  # before the runs: the load they started under
 
     threads = args.threads or torch.get_num_threads()
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="train_throughput_"))
@@ -179,6 +182,7 @@ def main(argv=None) -> int:
         ratio = summary["ours"]["tokens_per_s"] / summary["nanogpt"]["tokens_per_s"]
         ratio_p10 = summary["ours"]["tokens_per_s_p10"] / summary["nanogpt"]["tokens_per_s_p10"]
         result = {
+            **made,
             "config": {**MODEL, "vocab_size": 50304, "batch_size": BATCH_SIZE, "gradient_accumulation_steps": 1,
                        "tokens_per_iter": tokens_per_iter, "dtype": "float32", "compile": False, "device": "cpu",
                        "iters": args.iters, "skip": args.skip, "rounds": args.rounds, "threads": threads},
