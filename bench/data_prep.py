@@ -1,6 +1,6 @@
 """Data preparation: throughput against tiktoken alone, and peak memory on a large parquet.
 
-    python bench/data_prep.py                          # both parts, a >= 1 GB generated parquet
+    python bench/data_prep.py --json OUT               # every part, a >= 1 GB generated parquet
     python bench/data_prep.py --gb 0.05 --text-mb 5 --verify-gb 0.1   # a quick check
     python bench/data_prep.py --skip-throughput --skip-memory          # (c) only
 
@@ -17,6 +17,7 @@ its size on disk is about its text size (--compression zstd gives a smaller file
 file in the page cache (warm) and evicted from it first (cold, posix_fadvise DONTNEED), against
 tokenizing the same tokens and against bare SHA-256 / BLAKE2b / CRC-32 passes over the file.
 Files go under --workdir (default outputs/bench); the generated parquet is kept for reruns.
+--json OUT saves the numbers of every part run, with the command, the date and the machine.
 """
 
 from __future__ import annotations
