@@ -1,6 +1,6 @@
 """Data preparation: throughput against tiktoken alone, and peak memory on a large parquet.
 
-    python bench/data_prep.py                          # both parts, a >= 1 GB generated parquet
+    python bench/data_prep.py --json OUT               # every part, a >= 1 GB generated parquet
     python bench/data_prep.py --gb 0.05 --text-mb 5 --verify-gb 0.1   # a quick check
     python bench/data_prep.py --skip-throughput --skip-memory          # (c) only
 
@@ -17,6 +17,7 @@ its size on disk is about its text size (--compression zstd gives a smaller file
 file in the page cache (warm) and evicted from it first (cold, posix_fadvise DONTNEED), against
 tokenizing the same tokens and against bare SHA-256 / BLAKE2b / CRC-32 passes over the file.
 Files go under --workdir (default outputs/bench); the generated parquet is kept for reruns.
+--json OUT saves the numbers of every part run, with the command, the date and the machine.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(REPO.parent / "shared" / "tiktok
 import trainer.data as data_mod  # noqa: E402
 from trainer.config import DataConfig  # noqa: E402
 from trainer.data import load_tokenizer, prepare_data, sample_corpus_path  # noqa: E402
+from bench.provenance import provenance  # noqa: E402
 
 
 def sample_lines() -> list[str]:
@@ -72,7 +74,7 @@ def write_parquet(path: Path, target_bytes: int, compression: str, seed: int = 0
     return rows, text_bytes
 
 
-def throughput(workdir: Path, text_mb: float, rounds: int) -> None:
+def throughput(workdir: Path, text_mb: float, rounds: int) -> dict:
     path = workdir / f"throughput_{text_mb:g}mb.parquet"
     if not path.exists():
         write_parquet(path, int(text_mb * 1e6), "zstd", seed=1, rows_per_group=512, of_text=True)
@@ -100,6 +102,10 @@ def throughput(workdir: Path, text_mb: float, rounds: int) -> None:
     print(f"    tiktoken encode_ordinary_batch, texts in memory: {max(theirs):>12,.0f} tokens/s")
     print(f"    prepare_data, parquet -> uint16 files:          {max(ours):>12,.0f} tokens/s")
     print(f"    ratio prepare_data / tiktoken: {max(ours) / max(theirs):.2f}x (target >= 0.8x)", flush=True)
+    return {"text_mb": mb, "documents": len(texts), "tokens": n_ours, "threads": threads, "rounds": rounds,
+            "tiktoken_tokens_per_s_by_round": theirs, "prepare_data_tokens_per_s_by_round": ours,
+            "tiktoken_tokens_per_s": max(theirs), "prepare_data_tokens_per_s": max(ours),
+            "ratio_prepare_data_over_tiktoken": max(ours) / max(theirs)}
 
 
 CHILD = """
@@ -131,7 +137,7 @@ def run_measured(code: str) -> tuple[int, str]:
     return report["maxrss_kb"], report["stdout"]
 
 
-def peak_memory(workdir: Path, gigabytes: float, compression: str) -> None:
+def peak_memory(workdir: Path, gigabytes: float, compression: str) -> dict:
     path = workdir / f"large_{gigabytes:g}gb_{compression}.parquet"
     if not path.exists():
         t0 = time.perf_counter()
@@ -154,6 +160,9 @@ def peak_memory(workdir: Path, gigabytes: float, compression: str) -> None:
     print(f"    peak RSS of the child (RUSAGE_CHILDREN): {peak_mb:,.0f} MB (target < 1,024 MB); "
           f"a child that only imports trainer.data: {base_mb:,.0f} MB; the child's own "
           f"RUSAGE_SELF: {child['maxrss_kb'] / 1024:,.0f} MB", flush=True)
+    return {"parquet_gb_on_disk": path.stat().st_size / 1e9, "compression": compression, "documents": md.num_rows,
+            "tokens": child["tokens"], "seconds": child["seconds"], "peak_rss_mb": peak_mb,
+            "import_only_rss_mb": base_mb, "child_self_rss_mb": child["maxrss_kb"] / 1024}
 
 
 def evict(*paths: Path) -> None:
@@ -186,7 +195,7 @@ def bare_pass(path: Path, name: str) -> None:
         stream(path, h.update)
 
 
-def verify_costs(workdir: Path, gigabytes: float, text_mb: float, rounds: int, json_out: str | None) -> None:
+def verify_costs(workdir: Path, gigabytes: float, text_mb: float, rounds: int) -> dict:
     src = workdir / f"throughput_{text_mb:g}mb.parquet"  # the same documents as (a)
     if not src.exists():
         write_parquet(src, int(text_mb * 1e6), "zstd", seed=1, rows_per_group=512, of_text=True)
@@ -263,11 +272,10 @@ def verify_costs(workdir: Path, gigabytes: float, text_mb: float, rounds: int, j
         print(f"    {'bare ' + algo + ' over train.bin, warm:':<62} {s_per_gb:8.3f} s/GB", flush=True)
     shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(small_root, ignore_errors=True)
-    if json_out:
-        Path(json_out).write_text(json.dumps(results, indent=1) + "\n")
+    return results
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gb", type=float, default=1.0, help="size on disk of the large parquet, in GB (default 1)")
     ap.add_argument("--compression", default="none", help="of the large parquet: none | snappy | zstd")
@@ -278,17 +286,24 @@ def main() -> None:
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--verify-gb", type=float, default=1.0, help="size of the cache checked in (c), in GB")
     ap.add_argument("--skip-verify", action="store_true")
-    ap.add_argument("--json", help="write (c)'s numbers to this file")
-    args = ap.parse_args()
+    ap.add_argument("--json", help="write the numbers of the parts run, the command and the machine, to this file")
+    args = ap.parse_args(argv)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    made = provenance("bench/data_prep.py", argv)
     print(f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}, pyarrow {pa.__version__}", flush=True)
+    results = {}
     if not args.skip_throughput:
-        throughput(workdir, args.text_mb, args.rounds)
+        results["throughput"] = throughput(workdir, args.text_mb, args.rounds)
     if not args.skip_memory:
-        peak_memory(workdir, args.gb, args.compression)
+        results["memory"] = peak_memory(workdir, args.gb, args.compression)
     if not args.skip_verify:
-        verify_costs(workdir, args.verify_gb, args.text_mb, args.rounds, args.json)
+        results["verify_s_per_gb"] = verify_costs(workdir, args.verify_gb, args.text_mb, args.rounds)
+    if args.json:  # a temp file renamed into place: an interrupted run leaves the old file whole
+        out = Path(args.json)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps({**made, "pyarrow": pa.__version__, **results}, indent=1) + "\n")
+        tmp.replace(out)
 
 
 if __name__ == "__main__":

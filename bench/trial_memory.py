@@ -30,6 +30,7 @@ import optuna  # noqa: E402
 import sweeps.objective  # noqa: E402
 from sweeps.compose import compose_study_config  # noqa: E402
 from sweeps.sweep import run_sweep  # noqa: E402
+from bench.provenance import provenance  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -50,6 +51,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="OUT")
     args = ap.parse_args(argv)
 
+    made = provenance("bench/trial_memory.py", argv)
     work = Path(args.workdir)
     shutil.rmtree(work / "study", ignore_errors=True)
     if args.keep_freed_heap:
@@ -75,7 +77,7 @@ def main(argv=None) -> int:
           f"after the last {rss[-1]:.0f} MB ({rss[-1] - rss[0]:+.0f} MB), largest step up {max(steps, default=0):.0f} MB")
     print("RSS MB after each trial:", " ".join(f"{x:.0f}" for x in rss))
     if args.json:
-        Path(args.json).write_text(json.dumps({"keep_freed_heap": args.keep_freed_heap, "iters": args.iters,
+        Path(args.json).write_text(json.dumps({**made, "keep_freed_heap": args.keep_freed_heap, "iters": args.iters,
                                                "rss_mb": rss}, indent=1))
     return 0
 

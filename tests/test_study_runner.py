@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from sweeps.search_space import SearchSpaceError
 from sweeps.storage import StorageError
 from sweeps.trial_record import BASELINE_ATTR
 from tests.dashboard import start_dashboard, stop
+from tests.heartbeats import stale_trials, wait_for
 from tests.postgres import PG_URL, needs_postgres
 from trainer.config import ScheduleConfig
 from trainer.schedule import lr_sum
@@ -59,15 +59,6 @@ def run_cli(args, cwd, timeout=600):
 
 def trials_of(url, name):
     return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
-
-
-def wait_for(condition, timeout=120.0, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_six_trial_sweep_of_nano_records_everything_and_resumes_without_overshoot(workdir):
@@ -170,7 +161,7 @@ def test_a_study_killed_mid_trial_resumes_and_runs_that_trial_again(workdir, sig
         assert trials[-1].state == TrialState.WAITING
     else:  # killed: the next worker marks it FAIL, and queues it, once its heartbeat is stale
         assert killed.state == TrialState.RUNNING
-        time.sleep(3)
+        wait_for(lambda: stale_trials(url, "lr_warmup", grace_period=2) == [victim], what="its heartbeat to go stale")
 
     if victim == 1:  # trials of another length would not be comparable with the study's: refused
         code, out = run_cli([a.replace("schedule.max_iters=100", "schedule.max_iters=20") for a in args], cwd)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 import pytest
 from optuna.trial import TrialState
 
 from sweeps.report import compute_of
 from sweeps.trial_record import RESUMED_FROM, TOKENS_SEEN
-from tests.test_study_runner import TINY, run_cli, runner, sqlite_url, trials_of, wait_for
+from tests.heartbeats import stale_trials, wait_for
+from tests.test_study_runner import TINY, run_cli, runner, sqlite_url, trials_of
 
 TOKENS_PER_ITER = 4 * 32  # TINY: batch 4 x block 32
 
@@ -47,7 +47,7 @@ def test_a_killed_trial_is_continued_from_its_last_checkpoint(workdir):
     killed = trials_of(url, "lr_warmup")[1]
     killed_dir = cwd / "outputs" / "studies" / "lr_warmup" / "trial_0001"
     killed_rows = train_rows(killed_dir)  # what it trained before the kill, logged every iteration
-    time.sleep(3)  # its heartbeat goes stale (grace period 2 s)
+    wait_for(lambda: stale_trials(url, "lr_warmup", grace_period=2) == [1], what="its heartbeat to go stale")
     code, out = run_cli(args, cwd)
     assert code == 0, out
     trials = trials_of(url, "lr_warmup")
