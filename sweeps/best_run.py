@@ -16,7 +16,7 @@ from sweeps.config import StudyError
 from sweeps.resume_checks import refuse_another_run_in
 from sweeps.search_space import SearchSpace
 from sweeps.trial_record import config_json
-from trainer import CHECKPOINT_NAME, SHARES, TrainResult, as_train_config, check_config, train
+from trainer import CHECKPOINT_NAME, SHARES, TrainResult, as_train_config, check_config, is_main_process, train
 
 # Absolute iteration counts a trial may have searched: scaled with the long run's length.
 ITERATION_KEYS = tuple(f"schedule.{knob.absolute}" for knob in SHARES if knob.counts_iterations)
@@ -85,10 +85,13 @@ def run_best(cfg: DictConfig, overrides: list[str]) -> TrainResult:
     check_config(train_cfg)
     refuse_another_run_in(out_dir, train_cfg)
     config_path = study_dir_of(cfg) / "best_config.yaml"
-    write_best_config(train_cfg, config_path, best, study_name_of(cfg))
-    print(f"best trial {best.number} (val loss {best.value:.4f}): {best.params}\n"
-          f"long run in {out_dir} ({train_cfg.init_from}); its config: {config_path}")
+    main = is_main_process()  # under torchrun, rank 0 writes and speaks for all
+    if main:
+        write_best_config(train_cfg, config_path, best, study_name_of(cfg))
+        print(f"best trial {best.number} (val loss {best.value:.4f}): {best.params}\n"
+              f"long run in {out_dir} ({train_cfg.init_from}); its config: {config_path}")
     result = train(train_cfg)
-    print(f"{result.status}: best val loss {result.best_val_loss:.4f} at iteration {result.best_iter}"
-          f" (trial {best.number}: {best.value:.4f})")
+    if main:
+        print(f"{result.status}: best val loss {result.best_val_loss:.4f} at iteration {result.best_iter}"
+              f" (trial {best.number}: {best.value:.4f})")
     return result

@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainer.config import ConfigError, TrainConfig
 from trainer.data import DataError
+from trainer.distributed import is_main_process
 from trainer.interrupt import Interrupted, signals_interrupt
 from trainer.train import CHECKPOINT_NAME, make_writable_dir, train
 
@@ -39,11 +40,14 @@ def main(cfg: DictConfig) -> None:
         sys.exit(f"error: {e}")
     except Interrupted as e:
         ckpt = Path(out_dir) / CHECKPOINT_NAME
-        print(f"\ninterrupted ({e}): " + (
-            f"{ckpt} holds the last checkpoint written, intact; continue with the same command plus "
-            f"init_from=resume out_dir={out_dir}" if ckpt.is_file() else "no checkpoint was written yet"),
-            file=sys.stderr)
+        if is_main_process():
+            print(f"\ninterrupted ({e}): " + (
+                f"{ckpt} holds the last checkpoint written, intact; continue with the same command plus "
+                f"init_from=resume out_dir={out_dir}" if ckpt.is_file() else "no checkpoint was written yet"),
+                file=sys.stderr)
         sys.exit(e.exit_code)
+    if not is_main_process():  # under torchrun rank 0 speaks for all
+        sys.exit(1 if result.status == "diverged" else 0)
     print(f"{result.status}: best val loss {result.best_val_loss:.4f} at iteration {result.best_iter}, "
           f"{result.tokens_seen:,} tokens ({result.epochs:.2f} epochs) in {result.wall_time_s:.0f}s; "
           f"run dir {result.out_dir}")

@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from trainer.checkpoint import (MODEL_ARG_KEYS, check_resumable, load_checkpoint, model_from_checkpoint,
                                 save_checkpoint)
 from trainer.config import ConfigError, ModelConfig, TrainConfig, as_train_config, check_config
 from trainer.data import PreparedData, prepare_data
+from trainer.distributed import Ranks, barrier, from_main, ranks_from_env, start, stop
 from trainer.estimate import device_peak_flops, flops_per_token
 from trainer.memory import keep_freed_memory_mapped
 from trainer.model import GPT
@@ -142,6 +144,7 @@ class Run:
     scaler: torch.amp.GradScaler
     out_dir: Path
     val_batches: str
+    ranks: Ranks = field(default_factory=Ranks)  # under torchrun: this process's rank
     iter_num: int = 0
     start_iter: int = 0  # the iteration this call started at (> 0 when resumed)
     best_val_loss: float = math.inf
@@ -231,8 +234,20 @@ def setup(cfg, log: Optional[Log] = None) -> Run:
     lines; None: the console (the data's summary on stderr)."""
     cfg = as_train_config(cfg)  # a copy: the caller's config is never changed
     check_config(cfg)
+    ranks = ranks_from_env()
+    if ranks.enabled and cfg.gradient_accumulation_steps % ranks.world_size:
+        raise ConfigError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} is invalid under torchrun "
+                          f"with {ranks.world_size} processes: must be a multiple of {ranks.world_size} (each "
+                          f"process takes an equal share, so the tokens per iteration stay as configured)",
+                          key="gradient_accumulation_steps")
     device = resolve_device(cfg.device)
     device_type = "cuda" if device.startswith("cuda") else "cpu"
+    if ranks.enabled and device_type == "cuda":
+        device = f"cuda:{ranks.local_rank}"  # each process its own GPU
+        torch.cuda.set_device(device)
+    start(ranks, device_type)
+    if not ranks.main:
+        log = _silent  # rank 0 speaks for all
     if device_type == "cpu":
         keep_freed_memory_mapped()
     ptdtype = resolve_dtype(cfg.dtype, device)
@@ -241,7 +256,11 @@ def setup(cfg, log: Optional[Log] = None) -> Run:
     if cfg.init_from == "resume" and not ckpt_path.is_file():
         raise ConfigError(f"init_from=resume but there is no checkpoint at {ckpt_path}; use init_from=scratch")
     make_writable_dir(out_dir)  # before the data: preparing it can take minutes
+    if not ranks.main:
+        barrier(ranks)  # rank 0 tokenizes (or checks) the cache first; the others then reuse it
     data = _prepare_data(cfg, log)
+    if ranks.main:
+        barrier(ranks)
     say = log or print
 
     torch.manual_seed(cfg.seed)
@@ -258,7 +277,7 @@ def setup(cfg, log: Optional[Log] = None) -> Run:
     val_batches = hashlib.sha256(json.dumps(
         [data.meta["key"], cfg.seed, cfg.batch_size, cfg.model.block_size, cfg.eval_iters]).encode()).hexdigest()[:16]
     run = Run(cfg=cfg, device=device, log=say, data=data, raw_model=model, model=model, optimizer=optimizer,
-              scaler=scaler, out_dir=out_dir, val_batches=val_batches,
+              scaler=scaler, out_dir=out_dir, val_batches=val_batches, ranks=ranks,
               autocast=(nullcontext() if ptdtype == torch.float32
                         else torch.autocast(device_type=device_type, dtype=ptdtype)))
     if checkpoint is not None:
@@ -270,13 +289,19 @@ def setup(cfg, log: Optional[Log] = None) -> Run:
         run.best_val_loss = float(checkpoint["best_val_loss"])
         run.best_iter = int(checkpoint.get("best_iter", run.iter_num))
         del checkpoint  # free the state dicts before training
-    else:  # a run from scratch starts a new curve, whatever an earlier run left in out_dir
+    elif ranks.main:  # a run from scratch starts a new curve, whatever an earlier run left in out_dir
         (out_dir / METRICS_NAME).unlink(missing_ok=True)
     _print_plan(cfg, model, data, run.start_iter, say)
     if cfg.compile:
         say("compiling the model (takes a minute)...")
         run.model = torch.compile(model)
+    if ranks.enabled:
+        run.model = DistributedDataParallel(run.model, device_ids=[ranks.local_rank] if device_type == "cuda" else None)
     return run
+
+
+def _silent(line: str) -> None:
+    """The log of a rank other than 0."""
 
 
 # -- evaluate ------------------------------------------------------------------------------------
@@ -343,18 +368,22 @@ def _checkpoint_due(run: Run, improved: bool) -> bool:
 # -- step ----------------------------------------------------------------------------------------
 
 def train_step(run: Run) -> torch.Tensor:
-    """One optimizer step of gradient_accumulation_steps micro-batches; returns the last
-    micro-batch's loss (divided by the accumulation), still on the device."""
+    """One optimizer step of gradient_accumulation_steps micro-batches (under torchrun, this
+    rank's share of them); returns the last one's loss, still on the device."""
     cfg = run.cfg
-    accum = cfg.gradient_accumulation_steps
+    mine = run.ranks.micro_batches(cfg.gradient_accumulation_steps)
     torch.manual_seed(cfg.seed * 1_000_003 + run.iter_num)  # dropout masks, reproducible on resume
     gen = _batch_generator(cfg.seed, run.iter_num)
-    for _ in range(accum):
-        x, y = run.data.train.sample_batch(cfg.batch_size, cfg.model.block_size, gen)
-        with run.autocast:
-            # the logits are dropped before backward, which then holds only the loss's fp32 tensors
-            loss = run.model(_to_device(x, run.device), _to_device(y, run.device))[1] / accum
-        run.scaler.scale(loss).backward()
+    for k in range(cfg.gradient_accumulation_steps):
+        x, y = run.data.train.sample_batch(cfg.batch_size, cfg.model.block_size, gen)  # every rank draws all
+        if k not in mine:
+            continue
+        syncing = k == mine[-1] or not isinstance(run.model, DistributedDataParallel)
+        with nullcontext() if syncing else run.model.no_sync():  # all-reduce the grads once, at the last
+            with run.autocast:
+                # the logits are dropped before backward, which then holds only the loss's fp32 tensors
+                loss = run.model(_to_device(x, run.device), _to_device(y, run.device))[1]
+            run.scaler.scale(loss / len(mine)).backward()
     if cfg.optim.grad_clip > 0:
         run.scaler.unscale_(run.optimizer)
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.optim.grad_clip)
@@ -424,10 +453,11 @@ def train(cfg, on_eval: Optional[OnEval] = None, log: Optional[Log] = None) -> T
     status, stop_reason, evals, iter_times = "completed", "", [], []
     mfu = None  # a running average, once a step after the first is timed on a GPU
     t_start = time.time()
-    with open(run.out_dir / METRICS_NAME, "a") as metrics_file:
+    with open(run.out_dir / METRICS_NAME, "a") if run.ranks.main else nullcontext() as metrics_file:
         def log(record: dict) -> None:
-            metrics_file.write(json.dumps(record) + "\n")
-            metrics_file.flush()
+            if metrics_file is not None:  # rank 0 writes for all
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
 
         run.model.train()
         while True:
@@ -446,9 +476,9 @@ def train(cfg, on_eval: Optional[OnEval] = None, log: Optional[Log] = None) -> T
                 say(f"step {run.iter_num}: train loss {metrics.train_loss:.4f}, val loss {metrics.val_loss:.4f} "
                       f"(se {metrics.val_loss_se:.4f}), epochs {metrics.epochs:.2f}")
                 log({"type": "eval", **asdict(metrics)})
-                if _checkpoint_due(run, improved=metrics.val_loss < best_before):
+                if run.ranks.main and _checkpoint_due(run, improved=metrics.val_loss < best_before):
                     write_checkpoint(run)
-                reason = on_eval(metrics) if on_eval is not None else None
+                reason = from_main(run.ranks, on_eval(metrics) if on_eval is not None and run.ranks.main else None)
                 if reason:
                     status, stop_reason = "stopped", str(reason)
                     break
@@ -459,7 +489,7 @@ def train(cfg, on_eval: Optional[OnEval] = None, log: Optional[Log] = None) -> T
             loss = train_step(run)
 
             if run.iter_num % cfg.log_interval == 0 or run.iter_num == max_iters:
-                loss_value = loss.item() * cfg.gradient_accumulation_steps  # a sync point: only here
+                loss_value = from_main(run.ranks, loss.item())  # a sync point: only here
                 dt = time.time() - t0
                 iter_times.append(dt)
                 if not math.isfinite(loss_value):
@@ -475,4 +505,5 @@ def train(cfg, on_eval: Optional[OnEval] = None, log: Optional[Log] = None) -> T
                 log({"type": "train", "iter": run.iter_num, "loss": loss_value, "lr": lr, "tokens": tokens,
                      "epochs": tokens / run.data.train.num_tokens, "ms_per_iter": dt * 1000, "mfu": mfu})
 
+    stop(run.ranks)
     return result_of(run, status, stop_reason, evals, iter_times, time.time() - t_start)
