@@ -68,7 +68,7 @@ __all__ = [
     "RETRY_OF", "RUN_DIR", "STATUS", "STOP_REASON", "TOKENS_SEEN", "TRAIN_VAL_GAP", "USER_ATTRS",
     "VAL_BATCHES", "VAL_BATCH_LOSSES", "VAL_LOSS_SE", "WALL_TIME_S", "WARMUP_STEP", "baseline",
     "budget_step", "config_json", "fail_reason", "is_baseline", "lr_area", "lr_area_budget",
-    "record_outcome", "replay_curve", "retry_attrs", "retry_of", "set_baseline",
+    "record_outcome", "replay_curve", "retry_attrs", "retry_of", "run_dir", "set_baseline",
     "set_fail_reason", "set_plan", "set_replay_curve", "set_run", "status", "stop_reason",
     "tokens_seen", "val_batch_losses", "val_batches", "val_loss_se", "warmup_step",
 ]
@@ -275,6 +275,12 @@ def budget_step(trial: HasUserAttrs) -> Optional[int]:
 def lr_area_budget(trial: HasUserAttrs) -> Optional[float]:
     """The LR summed over its whole budget; None when not recorded."""
     return _float_or_none(trial.user_attrs.get(LR_AREA_BUDGET))
+
+
+def run_dir(trial: HasUserAttrs) -> Optional[str]:
+    """Its output directory (``metrics.jsonl``, ``ckpt.pt``); None when not recorded."""
+    path = trial.user_attrs.get(RUN_DIR)
+    return path if isinstance(path, str) and path else None
 
 
 def config_json(trial: HasUserAttrs) -> Optional[str]:

@@ -84,7 +84,7 @@ def test_every_mode_has_a_runner():
 # -- one module names the data a trial records ---------------------------------------------------
 
 RECORD_MODULE = ROOT / "sweeps" / "trial_record.py"
-ATTR_SOURCES = [*sorted((ROOT / "sweeps").glob("*.py")), *sorted((ROOT / "bench").glob("*.py")),
+ATTR_SOURCES = [*sorted((ROOT / "sweeps").rglob("*.py")), *sorted((ROOT / "bench").glob("*.py")),
                 ROOT / "study_runner.py"]
 ATTR_NAMES = {"attrs", "user_attrs"}  # names that hold a user_attrs mapping by convention
 
