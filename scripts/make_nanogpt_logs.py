@@ -1,7 +1,7 @@
 """Regenerate the nanoGPT console logs in tests/data/nanogpt_logs/ by running nanoGPT's own train.py.
 
     git clone https://github.com/karpathy/nanoGPT /path/to/nanoGPT
-    python scripts/make_nanogpt_logs.py --nanogpt /path/to/nanoGPT [--only NAME ...] [--work-dir DIR]
+    python scripts/make_nanogpt_logs.py --nanogpt /path/to/nanoGPT [--only NAME ...] [--jobs N] [--work-dir DIR]
 
 Each log is a run built to have one cause of a plateau that `python -m sweeps.diagnose` must name
 first (RUNS below: the settings, given to train.py as its `--key=value` arguments). All run on CPU
@@ -26,6 +26,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -48,14 +49,14 @@ RUNS = {
     "repetition": ("data_repetition", {
         "learning_rate": 1e-3, "min_lr": 1e-4, "warmup_iters": 20, "max_iters": 300,
         "lr_decay_iters": 300, "eval_interval": 20}, 8192),
-    # a peak LR ~100x nanoGPT's for this size: spikes and a loss far above its best
+    # a peak LR of 1, ~1000x nanoGPT's default: the loss far above the untrained model's, again and again
     "absurd_lr": ("lr_too_high", {
-        "learning_rate": 0.1, "min_lr": 0.01, "warmup_iters": 10, "max_iters": 150,
+        "learning_rate": 1.0, "min_lr": 0.1, "warmup_iters": 10, "max_iters": 150,
         "lr_decay_iters": 150, "eval_interval": 15, "eval_iters": 10}, None),
-    # a high peak LR at iteration 0 with no warmup: a rise right at the start, then recovery
+    # a high peak LR from iteration 0, decayed within 60 iterations: a blow-up at the start, then calm
     "no_warmup": ("warmup_too_short", {
-        "learning_rate": 1e-2, "min_lr": 1e-3, "warmup_iters": 0, "max_iters": 200,
-        "lr_decay_iters": 200, "eval_interval": 20, "eval_iters": 10}, None),
+        "learning_rate": 0.1, "min_lr": 1e-3, "warmup_iters": 0, "max_iters": 150,
+        "lr_decay_iters": 60, "eval_interval": 15, "eval_iters": 10}, None),
 }
 
 
@@ -66,7 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--only", nargs="+", choices=sorted(RUNS), help="regenerate only these logs")
     p.add_argument("--out", type=Path, default=OUT, help=f"where the logs go (default {OUT.relative_to(ROOT)})")
     p.add_argument("--work-dir", type=Path, default=None, help="data and run dirs (default: a temp dir)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (OMP_NUM_THREADS, default 1)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (OMP_NUM_THREADS, default 1)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
     args = p.parse_args(argv)
     if not (args.nanogpt / "train.py").is_file():
         p.error(f"--nanogpt {args.nanogpt}: no train.py there; git clone https://github.com/karpathy/nanoGPT")
@@ -101,29 +103,7 @@ def git_head(path: Path) -> str:
         return "unknown"
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    work = (args.work_dir or Path(tempfile.mkdtemp(prefix="nanogpt_logs_"))).resolve()
-    nanogpt = args.nanogpt.resolve()
-    args.out.mkdir(parents=True, exist_ok=True)
-    index_path = args.out / "runs.json"
-    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    for name in args.only or RUNS:
-        cause, own, train_tokens = RUNS[name]
-        dataset, n_train = write_dataset(work, name, train_tokens)
-        # the dataset's path differs per machine; the log shows it, the index records it as DATASET
-        settings = {**COMMON, **own, "out_dir": str(work / f"out_{name}")}
-        cmd = [sys.executable, "train.py", *arguments(settings), f"--dataset={dataset}"]
-        print(f"{name}: {' '.join(cmd[1:])}", flush=True)
-        proc = subprocess.run(cmd, cwd=nanogpt, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        (args.out / f"{name}.log").write_text(proc.stdout)
-        if proc.returncode != 0:
-            print(f"{name}: train.py exited with {proc.returncode}; its log is {args.out / f'{name}.log'}")
-            return 1
-        index[name] = {"cause": cause, "args": arguments({k: v for k, v in settings.items() if k != "out_dir"}),
-                       "train_tokens": n_train, "nanogpt_commit": git_head(nanogpt)}
-        index_path.write_text(json.dumps(index, indent=2) + "\n")
+def write_readme(out: Path, index: dict) -> None:
     lines = ["# nanoGPT console logs for the diagnosis tests", "",
              "Made by `python scripts/make_nanogpt_logs.py --nanogpt /path/to/nanoGPT` (nanoGPT's own `train.py`, "
              "on CPU); `runs.json` holds each run's arguments, its unique training tokens and the nanoGPT commit. "
@@ -132,8 +112,45 @@ def main(argv=None) -> int:
         lines += [f"## {name}.log: built for `{run['cause']}`", "", "```",
                   f"python train.py {' '.join(run['args'])} --dataset=DATASET", "```",
                   f"unique training tokens: {run['train_tokens']:,}", ""]
-    (args.out / "README.md").write_text("\n".join(lines))
-    return 0
+    (out / "README.md").write_text("\n".join(lines))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    work = (args.work_dir or Path(tempfile.mkdtemp(prefix="nanogpt_logs_"))).resolve()
+    nanogpt = args.nanogpt.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    index_path = args.out / "runs.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    names = list(args.only or RUNS)
+    pending = []  # (name, settings, train tokens, process, log file)
+    for name in names:
+        cause, own, train_tokens = RUNS[name]
+        dataset, n_train = write_dataset(work, name, train_tokens)
+        settings = {**COMMON, **own, "out_dir": str(work / f"out_{name}")}
+        cmd = [sys.executable, "train.py", *arguments(settings), f"--dataset={dataset}"]
+        print(f"{name}: {' '.join(cmd[1:])}", flush=True)
+        while len([p for p in pending if p[3].poll() is None]) >= args.jobs:
+            time.sleep(1)
+        log = open(args.out / f"{name}.log", "w")
+        pending.append((name, settings, n_train, subprocess.Popen(cmd, cwd=nanogpt, env=env, stdout=log,
+                                                                  stderr=subprocess.STDOUT, text=True), log))
+    failed = 0
+    for name, settings, n_train, proc, log in pending:
+        proc.wait()
+        log.close()
+        if proc.returncode != 0:
+            print(f"{name}: train.py exited with {proc.returncode}; its log is {args.out / f'{name}.log'}")
+            failed += 1
+            continue
+        # the dataset and out_dir paths differ per machine: the README names the dataset DATASET
+        index[name] = {"cause": RUNS[name][0],
+                       "args": arguments({k: v for k, v in settings.items() if k != "out_dir"}),
+                       "train_tokens": n_train, "nanogpt_commit": git_head(nanogpt)}
+    index_path.write_text(json.dumps(index, indent=2) + "\n")
+    write_readme(args.out, index)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -8,12 +8,14 @@ default stood in) multiplies it by ASSUMED_FACTOR (at most three times). The cau
   0.1 / 0.35 / 0.5 points past 1 / 4 / 16 epochs), val rising beyond noise from its best while the
   training loss keeps falling (+0.35), or val flat while train falls (+0.2), the train/val gap
   widening beyond noise since val's best (+0.15). Under one epoch it is at most 0.1.
-- ``lr_too_high``: divergence (a non-finite loss, or the training loss trend ending far above its
-  lowest point: 0.85); else loss spikes past the warmup's aftermath, 0.2 + 0.1 each (at most 0.7).
-- ``warmup_too_short``: a rise of the loss trend or two spikes right after warmup (0.45; one spike
-  0.2), a warmup
+- ``lr_too_high``: divergence (a non-finite loss, or the training loss ending far above its
+  lowest point: 0.85); else loss spikes and rises of the evaluations' train loss past the warmup's
+  aftermath, 0.3 + 0.15 each (at most 0.75), +0.2 when an evaluation's train loss rose above the
+  untrained model's (iteration 0), or a logged one did past the warmup's aftermath.
+- ``warmup_too_short``: a rise of the loss (its trend, or at an evaluation), a loss above the
+  untrained model's, or two spikes right after warmup (0.45; one spike 0.2), a warmup
   under 2% of the run (+0.2), the run recovering afterwards (+0.15); a run that diverged and
-  never recovered belongs to the LR, not the warmup (-0.3).
+  never recovered, or is unstable past the warmup's aftermath too, belongs to the LR (-0.3 each).
 - ``lr_still_high``: a plateau while a decaying LR is still far above its floor (0.8 x the share of
   the decay still ahead, when at least 0.3 of it is); a constant LR plateauing, 0.5.
 - ``min_lr_too_high``: a plateau through at least 10% of the run spent at the LR's floor (0.3,
@@ -39,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List
 
 from sweeps.diagnosis.curves import Curves
-from sweeps.diagnosis.signals import Signals, Z
+from sweeps.diagnosis.signals import EVAL_RISE_MIN, Signals, Z
 
 ASSUMED_FACTOR = 0.8
 REPEAT_FRESH, REPEAT_WORTHLESS = 4.0, 16.0  # epochs: repeated data ~fresh up to 4, worth little past 16
@@ -121,45 +123,71 @@ def _spike_list(spikes, n: int = 5) -> str:
     return ", ".join(f"iter {p.iter} (+{p.loss - p.trend:.2f} at lr {p.lr:.3g})" for p in spikes[:n])
 
 
+def _rise_list(rises, n: int = 3) -> str:
+    return ", ".join(f"+{r.rise:.2f} from iteration {r.start} to {r.iter}" for r in rises[:n])
+
+
 def lr_too_high(s: Signals, c: Curves) -> Cause:
-    late = s.late_spikes()
+    late, late_rises, late_above = s.late_spikes(), s.late_eval_rises(), s.late_above_start()
+    events = len(late) + len(late_rises)
     if s.diverged:
         points = 0.85
     else:
-        points = min(0.7, 0.2 + 0.1 * len(late)) if late else 0.0
+        points = min(0.75, 0.3 + 0.15 * events) if events else 0.0
+        if s.above_start > EVAL_RISE_MIN or late_above:  # worse than the untrained model, late in the run
+            points += 0.2
     if s.nonfinite_iter is not None:
         what = f"the loss became non-finite at iteration {s.nonfinite_iter}"
     elif s.diverged:
-        what = f"the training loss ended {s.train_rise:.2f} above its lowest point (diverged)"
+        what = (f"the training loss ended {max(s.train_rise, s.eval_train_rise_end):.2f} above its lowest point "
+                f"(diverged)")
+    elif events:
+        what = "; ".join(x for x in (f"{len(late)} loss spikes after warmup: {_spike_list(late)}" if late else "",
+                                     f"train loss at evaluation rose {_rise_list(late_rises)}" if late_rises else "")
+                         if x)
     else:
-        what = f"{len(late)} loss spikes after warmup: {_spike_list(late)}" if late else "no spikes after warmup"
+        what = "no spikes after warmup"
+    if s.above_start > EVAL_RISE_MIN and not s.diverged:
+        what += (f"; at iteration {s.above_start_iter} train loss was {s.above_start:.2f} above the untrained "
+                 f"model's")
+    elif late_above and not s.diverged:
+        what += f"; {len(late_above)} logged losses after warmup above the untrained model's (from iteration {late_above[0]})"
     sentence = (f"LR too high: {what} at peak lr {s.peak_lr:.3g}; search a lower peak LR "
                 f"(and a longer warmup).")
     return Cause("lr_too_high", "LR too high or unstable", points, sentence, {
-        "peak_lr": s.peak_lr, "spikes_after_warmup": len(late), "spikes_total": len(s.spikes),
+        "peak_lr": s.peak_lr, "spikes_after_warmup": len(late), "eval_rises_after_warmup": len(late_rises),
+        "spikes_total": len(s.spikes),
         "spikes": [{"iter": p.iter, "jump": _r(p.loss - p.trend, 3), "z": _r(p.z, 1), "lr": _r(p.lr, 8)}
                    for p in s.spikes[:10]],
-        "diverged": s.diverged, "nonfinite_iter": s.nonfinite_iter, "train_rise_from_lowest": _r(s.train_rise),
-        "train_noise": _r(s.train_noise, 5),
+        "above_untrained": _r(s.above_start), "iters_above_untrained_after_warmup": len(late_above), "diverged": s.diverged, "nonfinite_iter": s.nonfinite_iter,
+        "train_rise_from_lowest": _r(max(s.train_rise, s.eval_train_rise_end)), "train_noise": _r(s.train_noise, 5),
     }, _needs(c, "schedule"))
 
 
 def warmup_too_short(s: Signals, c: Curves) -> Cause:
-    early = s.early_spikes()
-    rise = s.early_rise > max(0.1, 5 * s.train_noise)
+    early, early_rises, early_above = s.early_spikes(), s.early_eval_rises(), s.early_above_start()
+    rise = s.early_rise > max(EVAL_RISE_MIN, 5 * s.train_noise)
+    recovered = s.recovered and all(r.recovered for r in early_rises)
     points = 0.0
-    if rise or len(early) >= 2:
+    if rise or early_rises or early_above or len(early) >= 2:
         points = 0.45
     elif early:
         points = 0.2
     if points:
         if s.warmup_iters < 0.02 * max(s.last_iter, 1):
             points += 0.2
-        if s.recovered:
+        if recovered:
             points += 0.15
         elif s.diverged:
             points -= 0.3
-    if rise:
+        if s.late_spikes() or s.late_eval_rises() or s.late_above_start():  # unstable later too: the LR itself
+            points -= 0.3
+    if early_rises:
+        what = f"train loss at evaluation rose {_rise_list(early_rises)}"
+    elif early_above:
+        what = (f"the loss went above the untrained model's at iteration{'s' if len(early_above) > 1 else ''} "
+                f"{', '.join(map(str, early_above[:5]))}")
+    elif rise:
         what = f"the loss trend rose {s.early_rise:.2f} by iteration {s.early_rise_iter}"
     else:
         what = f"{len(early)} spikes" + (f": {_spike_list(early)}" if early else "")
@@ -167,8 +195,8 @@ def warmup_too_short(s: Signals, c: Curves) -> Cause:
                 f"(peak lr {s.peak_lr:.3g}); warm up longer (a few percent of the run) or lower the peak.")
     return Cause("warmup_too_short", "warmup too short", max(points, 0.0), sentence, {
         "warmup_iters": s.warmup_iters, "window_end_iter": s.early_end, "early_rise": _r(s.early_rise),
-        "early_rise_iter": s.early_rise_iter, "early_spikes": len(early), "recovered": s.recovered,
-        "peak_lr": s.peak_lr,
+        "early_rise_iter": s.early_rise_iter, "early_eval_rise": _r(max([r.rise for r in early_rises], default=0.0)),
+        "early_spikes": len(early), "early_above_untrained": len(early_above), "recovered": recovered, "peak_lr": s.peak_lr,
     }, _needs(c, "schedule"))
 
 
@@ -218,7 +246,7 @@ def min_lr_too_high(s: Signals, c: Curves) -> Cause:
 
 def capacity(s: Signals, c: Curves) -> Cause:
     tpp = s.tokens_per_param
-    stable = not s.diverged and not s.late_spikes()
+    stable = not s.diverged and not s.late_spikes() and not s.late_eval_rises()
     flat_together = s.plateau and s.train_drop_tail < Z * math.sqrt(2) * max(s.val_se, s.train_noise / 4)
     points = 0.0
     if (tpp >= CHINCHILLA_TOKENS_PER_PARAM and flat_together and not _overfitting(s) and stable
@@ -241,7 +269,7 @@ def data_quality(s: Signals, c: Curves) -> Cause:
     ref = clean_text_loss(c.num_params)
     points = 0.0
     if (s.epochs is not None and s.epochs < 1 and s.tokens_per_param >= CHINCHILLA_TOKENS_PER_PARAM
-            and s.plateau and not s.diverged and not s.spikes and s.val_end > ref + DATA_QUALITY_MARGIN):
+            and s.plateau and not s.diverged and not s.spikes and not s.eval_rises and s.val_end > ref + DATA_QUALITY_MARGIN):
         points = 0.45
     sentence = (f"Data quality: under one epoch, stable, yet flat at val {s.val_end:.2f} where a "
                 f"{c.num_params / 1e6:.0f}M model reaches about {ref:.2f} on clean web text (GPT-2 tokenizer); "

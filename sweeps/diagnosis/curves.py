@@ -133,6 +133,9 @@ def read_run_dir(path: Path) -> Curves:
     path = Path(path)
     if not path.is_dir():
         raise DiagnosisError(f"{path}: not a folder; pass a run dir of ours or a nanoGPT console log")
+    if not (path / METRICS_NAME).is_file():
+        raise DiagnosisError(f"{path}: no {METRICS_NAME} in it; pass a run dir of ours (it holds "
+                             f"{METRICS_NAME}) or a nanoGPT console log")
     return read_metrics(path, _config_of_run_dir(path), f"run dir {path}")
 
 

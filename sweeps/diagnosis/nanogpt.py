@@ -39,6 +39,7 @@ NANOGPT_VOCAB_SIZE = 50304  # what train.py uses when the dataset has no meta.pk
 EVAL_LINE = re.compile(r"^step (\d+): train loss (\S+), val loss (\S+)")
 ITER_LINE = re.compile(r"^iter (\d+): loss (\S+), time ([\d.]+)ms, mfu (\S+)%")
 OVERRIDE_LINE = re.compile(r"^Overriding: (\w+) = (.*)$")
+CONFIG_FILE_LINE = re.compile(r"^Overriding config with (.+):$")  # then the file's text, printed whole
 TOKENS_PER_ITER_LINE = re.compile(r"^tokens per iteration will be: ([\d,]+)")
 PARAMS_LINE = re.compile(r"^number of parameters: ([\d.]+)M")
 VOCAB_LINE = re.compile(r"^found vocab_size = (\d+)")
@@ -54,7 +55,8 @@ class NanoGPTLog:
     evals: List[tuple]  # (iter, train loss, val loss)
     iters: List[tuple]  # (iter, loss)
     overrides: Dict[str, Any]  # its "Overriding: key = value" lines (the arguments train.py was given)
-    tokens_per_iter: Optional[int] = None
+    config_files: Dict[str, str] = field(default_factory=dict)  # config files train.py printed: name -> text
+    tokens_per_iter: Optional[int] = None  # its "tokens per iteration" line: printed after every override
     num_params: Optional[int] = None  # nanoGPT's count (without position embeddings), to 10k
     vocab_size: Optional[int] = None
     lines: int = 0
@@ -66,10 +68,13 @@ class NanoGPTSettings:
 
     values: Dict[str, Any]
     given: Dict[str, str] = field(default_factory=dict)  # key -> where it came from
+    # The log holds train.py's start (its settings are printed before "tokens per iteration"): a
+    # key it does not show overridden ran at nanoGPT's default, known rather than assumed.
+    complete: bool = False
 
     def assumed(self, keys) -> List[str]:
         """The keys among `keys` that nobody gave: nanoGPT's defaults stand in for them."""
-        return [k for k in keys if k not in self.given]
+        return [] if self.complete else [k for k in keys if k not in self.given]
 
 
 def _float(text: str) -> float:
@@ -87,10 +92,19 @@ def read_log(path: Path) -> NanoGPTLog:
         raise DiagnosisError(f"cannot read {path}: {e.strerror or e}; pass a nanoGPT console log "
                              f"(train.py's output saved to a file) or a run dir of ours") from None
     log = NanoGPTLog(evals=[], iters=[], overrides={})
-    for line in text.splitlines():
-        line = line.strip()
+    config_file: Optional[List[str]] = None  # the lines of a config file being printed
+    for raw in text.splitlines():
+        line = raw.strip()
         log.lines += 1
-        if m := EVAL_LINE.match(line):
+        if config_file is not None:
+            if not (OVERRIDE_LINE.match(line) or CONFIG_FILE_LINE.match(line) or TOKENS_PER_ITER_LINE.match(line)):
+                config_file.append(raw)
+                continue
+            config_file = None
+        if m := CONFIG_FILE_LINE.match(line):
+            config_file = []
+            log.config_files[m[1]] = config_file  # type: ignore[assignment]
+        elif m := EVAL_LINE.match(line):
             log.evals.append((int(m[1]), _float(m[2].rstrip(",")), _float(m[3].rstrip(","))))
         elif m := ITER_LINE.match(line):
             log.iters.append((int(m[1]), _float(m[2].rstrip(","))))
@@ -102,6 +116,7 @@ def read_log(path: Path) -> NanoGPTLog:
             log.num_params = round(float(m[1]) * 1e6)
         elif m := VOCAB_LINE.match(line):
             log.vocab_size = int(m[1])
+    log.config_files = {name: "\n".join(lines) for name, lines in log.config_files.items()}
     if not log.evals and not log.iters:
         raise DiagnosisError(f"{path}: no nanoGPT lines in it (`step N: train loss X, val loss Y` or "
                              f"`iter N: loss X, time Yms, mfu Z%`); pass train.py's console output")
@@ -144,15 +159,22 @@ def _evaluate(node: ast.AST) -> Any:
 
 
 def read_config_file(path: Path) -> Dict[str, Any]:
-    """The settings a nanoGPT config file (`config/*.py`) assigns. Statements other than plain
-    assignments (imports, `str(time.time())`) are skipped: none sets a value the diagnosis reads."""
+    """The settings a nanoGPT config file (`config/*.py`) assigns."""
     try:
-        tree = ast.parse(Path(path).read_text(), filename=str(path))
+        text = Path(path).read_text()
     except OSError as e:
         raise DiagnosisError(f"--config {path}: cannot read it ({e.strerror or e}); pass the nanoGPT config "
                              f"file train.py was given (plain assignments as in nanoGPT's config/*.py)") from None
+    return config_settings(text, f"--config {path}")
+
+
+def config_settings(text: str, where: str) -> Dict[str, Any]:
+    """The settings a config file's text assigns. Statements other than plain assignments
+    (imports, `str(time.time())`) are skipped: none sets a value the diagnosis reads."""
+    try:
+        tree = ast.parse(text)
     except SyntaxError as e:
-        raise DiagnosisError(f"--config {path}: not Python (line {e.lineno}: {e.msg}); pass the nanoGPT config "
+        raise DiagnosisError(f"{where}: not Python (line {e.lineno}: {e.msg}); pass the nanoGPT config "
                              f"file train.py was given") from None
     found: Dict[str, Any] = {}
     for node in tree.body:
@@ -164,7 +186,7 @@ def read_config_file(path: Path) -> Dict[str, Any]:
                 value = _evaluate(node.value)
             except (ValueError, TypeError, ZeroDivisionError, SyntaxError):
                 continue  # computed at run time (wandb_run_name = 'x' + str(time.time()))
-            found[key] = _check_type(key, value, f"--config {path}, line {node.lineno}")
+            found[key] = _check_type(key, value, f"{where}, line {node.lineno}")
     return found
 
 
@@ -181,10 +203,14 @@ def parse_arguments(arguments: List[str]) -> Dict[str, Any]:
 
 
 def settings_of(log: NanoGPTLog, config_file: Optional[Path], arguments: List[str]) -> NanoGPTSettings:
-    """The run's settings: nanoGPT's defaults, then what its log's `Overriding:` lines recorded,
-    then the config file, then the arguments (nanoGPT's own order for the last two)."""
+    """The run's settings: nanoGPT's defaults, then what its log recorded (the config files it
+    printed, its `Overriding:` lines), then the config file, then the arguments (nanoGPT's own
+    order for the last two)."""
     values, given = dict(NANOGPT_DEFAULTS), {}
-    sources = [("the log's Overriding lines", {k: v for k, v in log.overrides.items() if k in NANOGPT_DEFAULTS})]
+    sources = [(f"the log's copy of {name}", config_settings(text, f"{name} as printed in the log"))
+               for name, text in log.config_files.items()]
+    sources.append(("the log's Overriding lines",
+                    {k: v for k, v in log.overrides.items() if k in NANOGPT_DEFAULTS}))
     if config_file is not None:
         sources.append((f"--config {config_file}", read_config_file(config_file)))
     sources.append(("the arguments", parse_arguments(arguments)))
@@ -192,7 +218,7 @@ def settings_of(log: NanoGPTLog, config_file: Optional[Path], arguments: List[st
         for key, value in found.items():
             values[key] = value
             given[key] = where
-    return NanoGPTSettings(values, given)
+    return NanoGPTSettings(values, given, complete=log.tokens_per_iter is not None)
 
 
 def train_config_dict(s: Dict[str, Any], vocab_size: Optional[int]) -> Dict[str, Any]:

@@ -76,8 +76,10 @@ def run(c: Curves, iters: int, *, decay_to_end: bool = False, **changes) -> str:
     and `changes` (nanoGPT names for a nanoGPT run, ours otherwise)."""
     if c.kind == "nanogpt":
         keep = [a for a in c.nanogpt_arguments
-                if a.split("=")[0][2:] not in {"max_iters", "lr_decay_iters", *changes}]
-        extra = [f"--max_iters={iters}"] + ([f"--lr_decay_iters={iters}"] if decay_to_end else [])
+                if a.split("=")[0][2:] not in {"max_iters", "lr_decay_iters", "out_dir", *changes}]
+        out_dir = next((a.split("=", 1)[1] for a in c.nanogpt_arguments if a.startswith("--out_dir=")), "out")
+        extra = [f"--out_dir={out_dir}-next", f"--max_iters={iters}"] + (
+            [f"--lr_decay_iters={iters}"] if decay_to_end else [])  # a new out_dir: the run's checkpoint stays
         return _join(["python", "train.py", *keep, *extra, *(f"--{k}={v}" for k, v in changes.items())])
     sched = _schedule(c)
     if decay_to_end:  # a constant LR becomes nanoGPT's cosine

@@ -4,9 +4,15 @@ The training losses are one micro-batch each, so they are noisy: a rolling media
 and the noise is the median absolute residual around it, scaled to a standard deviation (1.4826,
 the Gaussian's MAD factor), per block of logged iterations so a loss that settles is judged
 against its own later noise. A spike is a loss above its trend by more than SPIKE_Z times the
-local noise (and SPIKE_MIN nats); spikes closer than SPIKE_MERGE logged iterations are one event.
+local noise (and SPIKE_MIN nats), or a burst of BURST_LEN losses in a row each BURST_Z times the
+noise above it (a trend over TREND_WINDOW iterations smooths a short burst away); spikes closer
+than SPIKE_MERGE logged iterations are one event.
 The eval's standard error is the one measured (our runs), else the training loss noise divided
-by sqrt(eval_iters) (an eval batch is a micro-batch of the same size).
+by sqrt(eval_iters) (an eval batch is a micro-batch of the same size). The evaluations' train
+losses (averages of eval_iters batches) show instability too: one above the lowest before it by
+more than EVAL_RISE_MIN and Z standard errors of a difference is a rise. Any loss above the
+untrained model's (the evaluation at iteration 0, else the first logged loss) by EVAL_RISE_MIN
+took a step far too large.
 """
 
 from __future__ import annotations
@@ -25,11 +31,15 @@ NOISE_BLOCK = 100  # logged iterations per noise estimate
 MAD_TO_STD = 1.4826
 SPIKE_Z = 6.0
 SPIKE_MIN = 0.05  # nats: never a spike below this, however quiet the run
+BURST_Z, BURST_LEN = 2.5, 3  # or this many losses in a row each this far above the trend
 SPIKE_MERGE = 5
 TAIL_SHARE = 0.25  # the plateau is judged over the last quarter of the run (at least TAIL_EVALS evals)
 TAIL_EVALS = 3
-EARLY_SHARE = 0.1  # "right after warmup": up to a warmup's length or this share of the run past it
-EARLY_MIN_ITERS = 10
+# "Right after warmup": up to a warmup's length past its end, and at least EARLY_ADAM_SPANS of
+# Adam's second-moment time constant, 1 / (1 - beta2) iterations (20 at nanoGPT's 0.95): the span
+# its step sizes take to settle, which a warmup is there to cover.
+EARLY_ADAM_SPANS = 2
+EVAL_RISE_MIN = 0.1  # nats: an evaluation's train loss above the lowest before it by more is a rise
 Z = 2.0  # differences within Z standard errors are noise
 
 
@@ -40,6 +50,14 @@ class Spike:
     trend: float
     z: float  # its height above the trend in units of the local noise
     lr: float
+
+
+@dataclass
+class EvalRise:
+    start: int  # the evaluation it rose from (its lowest train loss so far)
+    iter: int  # the evaluation it rose to
+    rise: float
+    recovered: bool  # a later evaluation's train loss fell below where it rose from
 
 
 @dataclass
@@ -81,7 +99,12 @@ class Signals:
     train_rise: float = 0.0  # the trend's end above its lowest point (nats)
     early_rise: float = 0.0  # the trend's largest rise right after warmup
     early_rise_iter: Optional[int] = None
-    recovered: bool = True  # after the early rise the trend fell below where it rose from
+    recovered: bool = True  # the trend ends below the lowest it reached right after warmup
+    eval_rises: List[EvalRise] = field(default_factory=list)
+    eval_train_rise_end: float = 0.0  # the last evaluation's train loss above the lowest one
+    above_start: float = 0.0  # the highest evaluation's train loss above the one at iteration 0 (if any)
+    above_start_iter: Optional[int] = None
+    iters_above_start: List[int] = field(default_factory=list)  # logged losses above the untrained model's
 
     @property
     def val_rise(self) -> float:
@@ -100,13 +123,27 @@ class Signals:
 
     @property
     def diverged(self) -> bool:
-        return self.nonfinite_iter is not None or self.train_rise > max(0.3, 10 * self.train_noise)
+        """A non-finite loss, or the training loss ending far above its lowest point."""
+        return (self.nonfinite_iter is not None or self.train_rise > max(0.3, 10 * self.train_noise)
+                or self.eval_train_rise_end > max(0.3, 10 * self.val_se))
 
     def early_spikes(self) -> List[Spike]:
         return [s for s in self.spikes if s.iter <= self.early_end]
 
     def late_spikes(self) -> List[Spike]:
         return [s for s in self.spikes if s.iter > self.early_end]
+
+    def early_above_start(self) -> List[int]:
+        return [i for i in self.iters_above_start if i <= self.early_end]
+
+    def late_above_start(self) -> List[int]:
+        return [i for i in self.iters_above_start if i > self.early_end]
+
+    def early_eval_rises(self) -> List[EvalRise]:
+        return [r for r in self.eval_rises if r.start <= self.early_end]
+
+    def late_eval_rises(self) -> List[EvalRise]:
+        return [r for r in self.eval_rises if r.start > self.early_end]
 
 
 def _trend(losses: np.ndarray) -> np.ndarray:
@@ -132,7 +169,12 @@ def _local_noise(residuals: np.ndarray) -> np.ndarray:
 def _spikes(iters: np.ndarray, losses: np.ndarray, trend: np.ndarray, noise: np.ndarray, lr) -> List[Spike]:
     floor = max(float(np.median(noise)) * 0.25, 1e-6)  # a block of identical losses has no noise
     z = (losses - trend) / np.maximum(noise, floor)
-    hits = np.flatnonzero((z > SPIKE_Z) & (losses - trend > SPIKE_MIN))
+    high = (z > BURST_Z) & (losses - trend > SPIKE_MIN)
+    runs = np.convolve(high.astype(int), np.ones(BURST_LEN, dtype=int), mode="full")[:len(z)]  # highs ending here
+    in_burst = np.zeros(len(z), dtype=bool)
+    for end in np.flatnonzero(runs >= BURST_LEN):
+        in_burst[end - BURST_LEN + 1:end + 1] = True
+    hits = np.flatnonzero(((z > SPIKE_Z) & (losses - trend > SPIKE_MIN)) | in_burst)
     events: List[Spike] = []
     last = -SPIKE_MERGE - 1
     for i in hits:
@@ -167,7 +209,7 @@ def measure(c: Curves) -> Signals:
     nonfinite = min([nonfinite] + [e.iter for e in c.evals if not (math.isfinite(e.val_loss) and
                                                                      math.isfinite(e.train_loss))],
                     key=lambda v: math.inf if v is None else v)
-    early_end = warmup + max(warmup, math.ceil(EARLY_SHARE * last), EARLY_MIN_ITERS)
+    early_end = warmup + max(warmup, math.ceil(EARLY_ADAM_SPANS / (1 - c.cfg.optim.beta2)))
     spikes: List[Spike] = []
     train_noise, train_rise, early_rise, early_rise_iter, recovered = 0.0, 0.0, 0.0, None, True
     trend = None
@@ -185,7 +227,8 @@ def measure(c: Curves) -> Signals:
             rises = np.where(early, trend - low, 0.0)
             k = int(np.argmax(rises))
             early_rise, early_rise_iter = float(rises[k]), int(iters[k])
-            recovered = bool(trend[k:].min() < low[k] - Z * train_noise) if early_rise > 0 else True
+            # recovered: the trend ends below the lowest it reached before the window closed
+            recovered = bool(trend[-1] < trend[early].min()) and not early.all()
 
     # evaluations
     evals = [e for e in c.evals if math.isfinite(e.val_loss) and math.isfinite(e.train_loss)]
@@ -201,6 +244,20 @@ def measure(c: Curves) -> Signals:
     if len(tail) < TAIL_EVALS:
         tail = evals[-TAIL_EVALS:]
     best = min(evals, key=lambda e: e.val_loss)
+    worst = max(evals[1:] or evals, key=lambda e: e.train_loss)
+    rises: List[EvalRise] = []
+    low = 0
+    for k in range(1, len(evals)):
+        rise = evals[k].train_loss - evals[low].train_loss
+        if rise > max(EVAL_RISE_MIN, Z * math.sqrt(2) * val_se):
+            back = any(e.train_loss < evals[low].train_loss for e in evals[k + 1:])
+            if rises and rises[-1].start == evals[low].iter:  # the same rise, higher
+                if rise > rises[-1].rise:
+                    rises[-1] = EvalRise(evals[low].iter, evals[k].iter, rise, back)
+            else:
+                rises.append(EvalRise(evals[low].iter, evals[k].iter, rise, back))
+        if evals[k].train_loss < evals[low].train_loss:
+            low = k
     gaps = [e.val_loss - e.train_loss for e in evals]
 
     def train_trend_at(it: int) -> float:
@@ -209,6 +266,8 @@ def measure(c: Curves) -> Signals:
         k = int(np.argmin(np.abs(iters - it)))
         return float(trend[k])
 
+    start = evals[0].train_loss if evals[0].iter == 0 else (finite_pts[0][1] if finite_pts else math.inf)
+    above = [i for i, x in finite_pts if i > 1 and x > start + EVAL_RISE_MIN]
     return Signals(
         last_iter=last, tokens_seen=c.tokens_seen, epochs=c.epochs,
         tokens_per_param=c.tokens_seen / max(c.num_params, 1),
@@ -222,4 +281,8 @@ def measure(c: Curves) -> Signals:
         total_drop=evals[0].val_loss - best.val_loss, tail_start=tail[0].iter,
         gap_end=gaps[-1], gap_at_val_min=best.val_loss - best.train_loss, gap_min=min(gaps),
         spikes=spikes, early_end=early_end, nonfinite_iter=nonfinite, train_rise=train_rise,
-        early_rise=early_rise, early_rise_iter=early_rise_iter, recovered=recovered)
+        early_rise=early_rise, early_rise_iter=early_rise_iter, recovered=recovered, eval_rises=rises,
+        eval_train_rise_end=evals[-1].train_loss - min(e.train_loss for e in evals),
+        above_start=max(0.0, worst.train_loss - evals[0].train_loss) if evals[0].iter == 0 else 0.0,
+        above_start_iter=worst.iter if evals[0].iter == 0 and worst.train_loss > evals[0].train_loss else None,
+        iters_above_start=above)

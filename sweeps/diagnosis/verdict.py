@@ -52,7 +52,7 @@ class Diagnosis:
         epochs = f"{s['epochs']:.2f} epochs of {s['unique_train_tokens']:,}" if s["epochs"] is not None \
             else "epochs unknown"
         return (f"{self.source}: {s['iters']:,} iterations, {s['tokens_seen']:,} tokens ({epochs}), "
-                f"{s['num_params'] / 1e6:.2f}M parameters ({s['tokens_per_param']:.1f} tokens/param); val loss "
+                f"{s['num_params'] / 1e6:.2f}M parameters ({s['tokens_per_param']:.3g} tokens/param); val loss "
                 f"{s['val_end']:.4f} at the end, best {s['val_best']:.4f} at iteration {s['val_best_iter']:,}")
 
     def _assumed_line(self) -> Optional[str]:
