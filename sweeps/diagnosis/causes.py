@@ -10,8 +10,9 @@ default stood in) multiplies it by ASSUMED_FACTOR (at most three times). The cau
   widening beyond noise since val's best (+0.15). Under one epoch it is at most 0.1.
 - ``lr_too_high``: divergence (a non-finite loss, or the training loss ending far above its
   lowest point: 0.85); else loss spikes and rises of the evaluations' train loss past the warmup's
-  aftermath, 0.3 + 0.15 each (at most 0.75), +0.2 when an evaluation's train loss rose above the
-  untrained model's (iteration 0), or a logged one did past the warmup's aftermath.
+  aftermath (logged losses above the untrained model's there count as one more), 0.3 + 0.15 each
+  (at most 0.75), +0.2 when an evaluation's train loss rose above the untrained model's
+  (iteration 0), or a logged one did past the warmup's aftermath.
 - ``warmup_too_short``: a rise of the loss (its trend, or at an evaluation), a loss above the
   untrained model's, or two spikes right after warmup (0.45; one spike 0.2), a warmup
   under 2% of the run (+0.2), the run recovering afterwards (+0.15); a run that diverged and
@@ -129,7 +130,7 @@ def _rise_list(rises, n: int = 3) -> str:
 
 def lr_too_high(s: Signals, c: Curves) -> Cause:
     late, late_rises, late_above = s.late_spikes(), s.late_eval_rises(), s.late_above_start()
-    events = len(late) + len(late_rises)
+    events = len(late) + len(late_rises) + bool(late_above)  # worse than untrained past warmup: one more
     if s.diverged:
         points = 0.85
     else:
@@ -137,21 +138,20 @@ def lr_too_high(s: Signals, c: Curves) -> Cause:
         if s.above_start > EVAL_RISE_MIN or late_above:  # worse than the untrained model, late in the run
             points += 0.2
     if s.nonfinite_iter is not None:
-        what = f"the loss became non-finite at iteration {s.nonfinite_iter}"
+        parts = [f"the loss became non-finite at iteration {s.nonfinite_iter}"]
     elif s.diverged:
-        what = (f"the training loss ended {max(s.train_rise, s.eval_train_rise_end):.2f} above its lowest point "
-                f"(diverged)")
-    elif events:
-        what = "; ".join(x for x in (f"{len(late)} loss spikes after warmup: {_spike_list(late)}" if late else "",
-                                     f"train loss at evaluation rose {_rise_list(late_rises)}" if late_rises else "")
-                         if x)
+        parts = [f"the training loss ended {max(s.train_rise, s.eval_train_rise_end):.2f} above its lowest point "
+                 f"(diverged)"]
     else:
-        what = "no spikes after warmup"
-    if s.above_start > EVAL_RISE_MIN and not s.diverged:
-        what += (f"; at iteration {s.above_start_iter} train loss was {s.above_start:.2f} above the untrained "
-                 f"model's")
-    elif late_above and not s.diverged:
-        what += f"; {len(late_above)} logged losses after warmup above the untrained model's (from iteration {late_above[0]})"
+        parts = [f"{len(late)} loss spikes after warmup: {_spike_list(late)}" if late else "",
+                 f"train loss at evaluation rose {_rise_list(late_rises)}" if late_rises else ""]
+        if s.above_start > EVAL_RISE_MIN:
+            parts.append(f"at iteration {s.above_start_iter} train loss was {s.above_start:.2f} above the "
+                         f"untrained model's")
+        if late_above:
+            parts.append(f"{len(late_above)} logged losses after warmup were above the untrained model's "
+                         f"(iterations {late_above[0]} to {late_above[-1]})")
+    what = "; ".join(p for p in parts if p) or "no spikes after warmup"
     sentence = (f"LR too high: {what} at peak lr {s.peak_lr:.3g}; search a lower peak LR "
                 f"(and a longer warmup).")
     return Cause("lr_too_high", "LR too high or unstable", points, sentence, {

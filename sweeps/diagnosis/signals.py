@@ -99,7 +99,7 @@ class Signals:
     train_rise: float = 0.0  # the trend's end above its lowest point (nats)
     early_rise: float = 0.0  # the trend's largest rise right after warmup
     early_rise_iter: Optional[int] = None
-    recovered: bool = True  # the trend ends below the lowest it reached right after warmup
+    recovered: bool = True  # the trend ends no higher than the lowest it reached right after warmup
     eval_rises: List[EvalRise] = field(default_factory=list)
     eval_train_rise_end: float = 0.0  # the last evaluation's train loss above the lowest one
     above_start: float = 0.0  # the highest evaluation's train loss above the one at iteration 0 (if any)
@@ -227,8 +227,9 @@ def measure(c: Curves) -> Signals:
             rises = np.where(early, trend - low, 0.0)
             k = int(np.argmax(rises))
             early_rise, early_rise_iter = float(rises[k]), int(iters[k])
-            # recovered: the trend ends below the lowest it reached before the window closed
-            recovered = bool(trend[-1] < trend[early].min()) and not early.all()
+            # recovered: the trend ends no higher (beyond one logged loss's noise) than the lowest it
+            # reached before the window closed
+            recovered = bool(trend[-1] <= trend[early].min() + train_noise) and not early.all()
 
     # evaluations
     evals = [e for e in c.evals if math.isfinite(e.val_loss) and math.isfinite(e.train_loss)]
