@@ -18,8 +18,13 @@ from sweeps.diagnosis import DiagnosisError, diagnose, diagnose_run_dir, diagnos
 from sweeps.diagnosis import curves, nanogpt
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, as every other bad input
+        self.exit(2, f"error: {message} (python -m sweeps.diagnose --help lists the options)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sweeps.diagnose", allow_abbrev=False,
+    p = _Parser(prog="python -m sweeps.diagnose", allow_abbrev=False,
                                 description=__doc__.split("\n\n")[0],
                                 epilog="nanoGPT settings: any of its train.py keys as --key=value, e.g. "
                                        "--batch_size=16 --block_size=1024 --learning_rate=1e-3 --max_iters=20000")

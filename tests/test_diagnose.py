@@ -2,6 +2,7 @@
 cause, must be diagnosed with that cause first and its evidence numbers; bad input is one line, exit 2."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -36,6 +37,9 @@ OUR_RUNS = {
     # a high peak LR from iteration 0, decayed within 60 iterations: one early blow-up, then calm
     "no_warmup": ("warmup_too_short", {"schedule": {"lr": 0.3, "min_lr": 3e-3, "max_iters": 150, "warmup_iters": 0,
                                                     "lr_decay_iters": 60}, "eval_interval": 10, "eval_iters": 16}),
+    # the motivating user's run in small: stopped on a plateau with the cosine decay barely begun
+    "long_decay": ("lr_still_high", {"schedule": {"lr": 1e-2, "min_lr": 1e-3, "max_iters": 200, "warmup_iters": 10,
+                                                  "lr_decay_iters": 4000}, "eval_interval": 10, "eval_iters": 16}),
 }
 
 
@@ -128,6 +132,20 @@ def test_a_run_without_warmup_at_a_high_lr_is_warmup_too_short(our_runs):
     assert above and max(above) <= lead.evidence["window_end_iter"]
     assert lead.evidence["early_above_untrained"] == len(above) and lead.evidence["recovered"]
     assert "+sweep=lr_warmup" in d.next_step.command
+
+
+def test_a_plateau_early_in_a_long_cosine_is_the_high_lr_part_of_the_schedule(our_runs):
+    run_dir, cfg, result = our_runs["long_decay"]
+    d = diagnose_run_dir(run_dir)
+    lead = d.causes[0]
+    assert lead.name == "lr_still_high", d.text()
+    s = cfg.schedule  # nanoGPT's cosine at the last trained iteration, 199
+    lr_end = s.min_lr + 0.5 * (1 + math.cos(math.pi * (199 - s.warmup_iters) / (s.lr_decay_iters - s.warmup_iters))) \
+        * (s.lr - s.min_lr)
+    assert lead.evidence["lr_end"] == pytest.approx(lr_end, rel=1e-4)
+    assert lead.evidence["decay_share_left"] == pytest.approx((lr_end - s.min_lr) / (s.lr - s.min_lr), abs=1e-3)
+    assert "3,800 iterations of decay ahead" in lead.sentence
+    assert "schedule.lr_decay_iters=200" in d.next_step.command and "schedule.max_iters=200" in d.next_step.command
 
 
 def test_the_cli_prints_the_verdict_first_and_the_markdown_has_the_table(our_runs, main):
@@ -245,6 +263,9 @@ def test_bad_input_is_one_line_saying_what_to_pass(tmp_path, main):
     (tmp_path / "odd.bin").write_bytes(b"abc")
     _one_error_line(*main(log, "--train-bin", tmp_path / "odd.bin"), "not a uint16 token file")
     _one_error_line(*main(log, "--train-tokens", "0"), "positive")
+    with pytest.raises(SystemExit) as exit_code:
+        main(log, "--train-tokens", "many")
+    assert exit_code.value.code == 2
     _one_error_line(*main(log, "--config", tmp_path / "missing.py"), "--config", "cannot read it")
     _one_error_line(*main(tmp_path), "no metrics.jsonl")
     _one_error_line(*main(), "pass PATH")

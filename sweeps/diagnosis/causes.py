@@ -6,7 +6,8 @@ default stood in) multiplies it by ASSUMED_FACTOR (at most three times). The cau
 
 - ``data_repetition``: epochs seen (up to 4 repeated data is worth nearly fresh, past 16 little:
   0.1 / 0.35 / 0.5 points past 1 / 4 / 16 epochs), val rising beyond noise from its best while the
-  training loss keeps falling (+0.35), or val flat while train falls (+0.2), the train/val gap
+  training loss keeps falling (+0.35), or val flat while train has fallen since val's best (+0.2),
+  the train/val gap
   widening beyond noise since val's best (+0.15). Under one epoch it is at most 0.1.
 - ``lr_too_high``: divergence (a non-finite loss, or the training loss ending far above its
   lowest point: 0.85); else loss spikes and rises of the evaluations' train loss past the warmup's
@@ -95,7 +96,7 @@ def data_repetition(s: Signals, c: Curves) -> Cause:
     rising = s.val_rise > Z * se and train_fall > Z * se
     if rising:
         points += 0.35
-    elif s.plateau and s.train_drop_tail > Z * math.sqrt(2) * se:
+    elif s.plateau and train_fall > Z * math.sqrt(2) * se:
         points += 0.2
     widening = s.gap_widening > max(Z * se, 0.02)
     if widening:

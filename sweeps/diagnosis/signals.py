@@ -147,9 +147,15 @@ class Signals:
 
 
 def _trend(losses: np.ndarray) -> np.ndarray:
-    half = TREND_WINDOW // 2
-    padded = np.pad(losses, half, mode="edge")
-    return np.median(np.lib.stride_tricks.sliding_window_view(padded, TREND_WINDOW), axis=1)
+    """The rolling median over TREND_WINDOW logged losses, centred; at the ends over what there is
+    (padding would copy an end loss into its own trend)."""
+    half, n = TREND_WINDOW // 2, len(losses)
+    out = np.empty(n)
+    if n > 2 * half:
+        out[half:n - half] = np.median(np.lib.stride_tricks.sliding_window_view(losses, TREND_WINDOW), axis=1)
+    for i in [*range(min(half, n)), *range(max(n - half, min(half, n)), n)]:
+        out[i] = np.median(losses[max(0, i - half):i + half + 1])
+    return out
 
 
 def _local_noise(residuals: np.ndarray) -> np.ndarray:
