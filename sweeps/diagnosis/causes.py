@@ -109,15 +109,16 @@ def data_repetition(s: Signals, c: Curves) -> Cause:
                 f"while train loss fell {train_fall:.3f}")
     else:
         what = f"val loss is flat ({s.val_drop_tail:+.3f} over the last quarter)"
+    gap = (f"the train/val gap is {s.gap_end:.3f}" + (f", widened {s.gap_widening:.3f} since val's best"
+                                                     if widening else ", not widening beyond noise"))
     sentence = (f"Data repetition: the run saw its training data {epochs} times (past ~{REPEAT_FRESH:g} "
-                f"repeated data is worth far less than fresh; past ~{REPEAT_WORTHLESS:g} little) and {what}; "
-                f"get more data or train for fewer epochs, tuning will not fix it.")
+                f"repeated data is worth far less than fresh; past ~{REPEAT_WORTHLESS:g} little), {what}, and "
+                f"{gap}; get more data or train for fewer epochs, tuning will not fix it.")
     return Cause("data_repetition", "data repetition", points, sentence, {
-        "epochs": None if s.epochs is None else _r(s.epochs, 2),
+        "epochs": None if s.epochs is None else _r(s.epochs, 2), "val_rise": _r(s.val_rise),
+        "train_fall_since_val_best": _r(train_fall), "gap_end": _r(s.gap_end), "gap_widening": _r(s.gap_widening),
+        "val_se": _r(se, 5), "val_best": _r(s.val_min), "val_best_iter": s.val_min_iter, "val_end": _r(s.val_end),
         "unique_train_tokens": c.unique_train_tokens, "tokens_seen": s.tokens_seen,
-        "val_best": _r(s.val_min), "val_best_iter": s.val_min_iter, "val_end": _r(s.val_end),
-        "val_rise": _r(s.val_rise), "train_fall_since_val_best": _r(train_fall),
-        "gap_end": _r(s.gap_end), "gap_widening": _r(s.gap_widening), "val_se": _r(se, 5),
     }, assumed)
 
 
