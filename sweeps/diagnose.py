@@ -10,6 +10,7 @@ Bad input is one line saying what to pass, exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -107,7 +108,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     for title, diagnosis in results:
         body = "" if diagnosis is None else (diagnosis.markdown() if args.markdown else diagnosis.text())
         blocks.append("\n".join(x for x in (f"== {title}" if title else None, body) if x))
-    print("\n\n".join(blocks))
+    try:
+        print("\n\n".join(blocks), flush=True)
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

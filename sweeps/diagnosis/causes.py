@@ -145,14 +145,15 @@ def lr_too_high(s: Signals, c: Curves) -> Cause:
         parts = [f"the training loss ended {max(s.train_rise, s.eval_train_rise_end):.2f} above its lowest point "
                  f"(diverged)"]
     else:
-        parts = [f"{len(late)} loss spikes after warmup: {_spike_list(late)}" if late else "",
-                 f"train loss at evaluation rose {_rise_list(late_rises)}" if late_rises else ""]
+        parts = []
         if s.above_start > EVAL_RISE_MIN:
             parts.append(f"at iteration {s.above_start_iter} train loss was {s.above_start:.2f} above the "
                          f"untrained model's")
         if late_above:
             parts.append(f"{len(late_above)} logged losses after warmup were above the untrained model's "
                          f"(iterations {late_above[0]} to {late_above[-1]})")
+        parts += [f"{len(late)} loss spikes after warmup: {_spike_list(late)}" if late else "",
+                  f"train loss at evaluation rose {_rise_list(late_rises)}" if late_rises else ""]
     what = "; ".join(p for p in parts if p) or "no spikes after warmup"
     sentence = (f"LR too high: {what} at peak lr {s.peak_lr:.3g}; search a lower peak LR "
                 f"(and a longer warmup).")
@@ -261,7 +262,7 @@ def capacity(s: Signals, c: Curves) -> Cause:
                 f"~{CHINCHILLA_TOKENS_PER_PARAM:g} is compute-optimal), train and val flat together with no "
                 f"widening gap: a bigger model, not more tuning, is the lever.")
     return Cause("capacity", "capacity", points, sentence, {
-        "num_params": c.num_params, "tokens_seen": s.tokens_seen, "tokens_per_param": _r(tpp, 1),
+        "num_params": c.num_params, "tokens_seen": s.tokens_seen, "tokens_per_param": _r(tpp, 4),
         "train_drop_tail": _r(s.train_drop_tail), "val_drop_tail": _r(s.val_drop_tail),
         "gap_widening": _r(s.gap_widening),
     }, assumed)
@@ -281,7 +282,7 @@ def data_quality(s: Signals, c: Curves) -> Cause:
         assumed.append("unique training tokens (--train-tokens, --train-bin or --data)")
     return Cause("data_quality", "data quality", points, sentence, {
         "val_end": _r(s.val_end), "clean_text_reference": _r(ref, 2), "epochs": None if s.epochs is None else _r(s.epochs, 2),
-        "tokens_per_param": _r(s.tokens_per_param, 1),
+        "tokens_per_param": _r(s.tokens_per_param, 4),
     }, assumed)
 
 
