@@ -209,6 +209,17 @@ def test_the_train_bin_is_counted_as_uint16_tokens(tmp_path, main):
     assert f"of {run['train_tokens']:,}" in out
 
 
+def test_parquet_data_is_tokenized_and_counted(workdir, main):
+    cwd, _ = workdir  # the data cache goes to outputs/data_cache under the cwd
+    run = RUNS["repetition"]
+    corpus = tiny_corpus(cwd / "tiny.parquet")
+    code, out, err = main(LOGS / "repetition.log", *run["args"], "--data", corpus)
+    assert code == 0, err
+    unique = prepare_data(as_train_config({"data": {"name": "parquet", "files": [str(corpus)]}}).data,
+                          progress=False).train.num_tokens
+    assert f"epochs of {unique:,})" in out
+
+
 def test_settings_come_from_the_logs_start_and_missing_ones_lower_the_confidence(tmp_path):
     run = RUNS["absurd_lr"]
     given = diagnose_nanogpt_log(LOGS / "absurd_lr.log", dict(a[2:].split("=", 1) for a in run["args"]),
