@@ -73,8 +73,9 @@ __all__ = [
     "RETRY_OF", "RUN_DIR", "STATUS", "STOP_REASON", "TOKENS_SEEN", "TRAIN_VAL_GAP", "USER_ATTRS",
     "VAL_BATCHES", "VAL_BATCH_LOSSES", "VAL_LOSS_SE", "WALL_TIME_S", "WARMUP_STEP", "baseline",
     "budget_step", "config_json", "fail_reason", "is_baseline", "lr_area", "lr_area_budget",
-    "out_of_memory", "record_outcome", "replay_curve", "retry_attrs", "retry_of", "set_baseline",
-    "resumed_from", "run_dir", "set_fail_reason", "set_out_of_memory", "set_plan", "set_resumed_from", "set_replay_curve", "set_run", "status", "stop_reason",
+    "out_of_memory", "record_outcome", "replay_curve", "resumed_from", "retry_attrs", "retry_of", "run_dir",
+    "set_baseline", "set_fail_reason", "set_out_of_memory", "set_plan", "set_replay_curve", "set_resumed_from",
+    "set_run", "status", "stop_reason",
     "tokens_seen", "val_batch_losses", "val_batches", "val_loss_se", "warmup_step",
 ]
 
@@ -294,6 +295,12 @@ def lr_area_budget(trial: HasUserAttrs) -> Optional[float]:
     return _float_or_none(trial.user_attrs.get(LR_AREA_BUDGET))
 
 
+def run_dir(trial: HasUserAttrs) -> Optional[str]:
+    """Its output directory (``metrics.jsonl``, ``ckpt.pt``); None when not recorded."""
+    path = trial.user_attrs.get(RUN_DIR)
+    return path if isinstance(path, str) and path else None
+
+
 def config_json(trial: HasUserAttrs) -> Optional[str]:
     """Its training config as JSON; None when not recorded (a trial that failed before)."""
     config = trial.user_attrs.get(CONFIG)
@@ -352,12 +359,6 @@ def is_baseline(trial: HasUserAttrs) -> bool:
 def retry_of(trial: HasUserAttrs) -> Optional[int]:
     """The first trial of the series this retry runs again; None if it is no retry."""
     return _int_or_none(trial.user_attrs.get(RETRY_OF))
-
-
-def run_dir(trial: HasUserAttrs) -> Optional[str]:
-    """The trial's run directory, or None."""
-    value = trial.user_attrs.get(RUN_DIR)
-    return None if value is None else str(value)
 
 
 def resumed_from(trial: HasUserAttrs) -> Optional[Dict[str, int]]:

@@ -30,9 +30,7 @@ from sweeps import trial_record
 from sweeps.config import StudyError
 from sweeps.resume_checks import refuse_another_run_in
 from sweeps.retries import first_of_series
-from trainer import CHECKPOINT_NAME, checkpoint_iter, tokens_per_iter
-
-METRICS_NAME = "metrics.jsonl"
+from trainer import CHECKPOINT_NAME, METRICS_NAME, checkpoint_iter, tokens_per_iter
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ def test_written_as_before_and_read_back_typed():
         assert record.val_batch_losses(t) == {0: [10.9, 10.7], 256: [7.1, 6.9]}
         assert record.val_batches(t) == "b-1"
         assert record.config_json(t) == '{"schedule": {"max_iters": 20}}'
+        assert record.run_dir(t) == "outputs/t0"
         assert record.status(t) == "completed" and record.stop_reason(t) == "completed its budget"
         assert record.tokens_seen(t) == 5120
         assert record.baseline(t) == record.BASELINE_IN_SPACE and record.is_baseline(t)
@@ -95,14 +96,16 @@ def test_readers_give_their_defaults_for_missing_or_malformed_attrs():
     assert record.val_batch_losses(bare) == {} and record.val_batches(bare) is None
     assert record.tokens_seen(bare) is None and not record.is_baseline(bare)
     assert record.config_json(bare) is None and record.retry_of(bare) is None
+    assert record.run_dir(bare) is None
     odd = optuna.trial.create_trial(value=1.0, user_attrs={
-        "warmup_step": "soon", "budget_step": [1], "lr_area_budget": "x", "val_batches": "",
+        "warmup_step": "soon", "budget_step": [1], "lr_area_budget": "x", "val_batches": "", "run_dir": 3,
         "val_loss_se": {"0": 0.1, "x": 0.2, "1.5": 0.3, "100": "n/a"},
         "lr_area": [0.0, 1.0],
         "val_batch_losses": {"0": [1.0, 2.0], "100": "1.5", "200": [1.0, None]},
     })
     assert record.warmup_step(odd) == 0 and record.budget_step(odd) is None
     assert record.lr_area_budget(odd) is None and record.val_batches(odd) is None
+    assert record.run_dir(odd) is None
     assert record.val_loss_se(odd) == {0: 0.1}
     assert record.lr_area(odd) == {}
     assert record.val_batch_losses(odd) == {0: [1.0, 2.0]}
