@@ -94,8 +94,12 @@ def next_step(cause: Optional[Cause], s: Signals, c: Curves) -> NextStep:
     placeholder = (f" (replace {PARQUET_PLACEHOLDER} with the parquet files your train.bin was made from, "
                    f"or pass them with --data)") if c.kind == "nanogpt" and not c.data_files else ""
     if cause is None:
-        return NextStep(f"No plateau to explain: val loss still fell {s.val_drop_tail:.3f} over the last quarter "
-                        f"of the run and nothing was unstable; train longer.")
+        if s.val_drop_tail >= 0:
+            return NextStep(f"No plateau to explain: val loss still fell {s.val_drop_tail:.3f} over the last "
+                            f"quarter of the run and nothing was unstable; train longer.")
+        return NextStep(f"No cause stands out: val loss rose {-s.val_drop_tail:.3f} over the last quarter of the "
+                        f"run, which none of the causes above explains; evaluate with more eval_iters, or rerun "
+                        f"with another seed, to see whether it is noise.")
     name = cause.name
     if name == "data_repetition":
         if c.unique_train_tokens is None:

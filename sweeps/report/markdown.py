@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 
 from matplotlib.figure import Figure
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from sweeps import trial_record
+from sweeps.diagnosis import DiagnosisError, diagnose_trial
 from sweeps.report import fmt, plots
 from sweeps.report.facts import MIN_IMPORTANCE_TRIALS, StudyFacts
 from sweeps.report.table import compute_line, gain_line
@@ -123,8 +124,27 @@ def failures_section(facts: StudyFacts) -> Optional[Section]:
     return Section(f"Failed trials ({len(failed)})", "\n".join(lines))
 
 
-SECTIONS: List[SectionBuilder] = [answer_section, best_vs_baseline_section, top_section, importance_section,
-                                  compute_section, failures_section]
+def _diagnosis_of(trial: FrozenTrial) -> str:
+    try:
+        return diagnose_trial(trial).markdown()
+    except (DiagnosisError, OSError) as e:  # its run dir moved or was deleted: say so, report the rest
+        return f"_no diagnosis: {e}_"
+
+
+def diagnosis_section(facts: StudyFacts) -> Optional[Section]:
+    """Why the best trial and the baseline ended where they did (sweeps.diagnose), each with
+    its evidence and the command to run next."""
+    shown = [(f"Best trial {facts.best.number}", facts.best)] if facts.best is not None else []
+    if facts.baseline is not None and facts.baseline is not facts.best:
+        shown.append((f"Baseline, trial {facts.baseline.number}", facts.baseline))
+    if not shown:
+        return None
+    text = "\n\n".join(f"### {title}\n\n{_diagnosis_of(trial)}" for title, trial in shown)
+    return Section("Why each plateaued: the diagnosis", text)
+
+
+SECTIONS: List[SectionBuilder] = [answer_section, best_vs_baseline_section, diagnosis_section, top_section,
+                                  importance_section, compute_section, failures_section]
 
 
 def build_sections(facts: StudyFacts, builders: List[SectionBuilder] = SECTIONS) -> List[Section]:
