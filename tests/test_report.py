@@ -326,3 +326,19 @@ def test_a_sweep_ends_with_a_report_folder_and_mode_report_rewrites_it(workdir, 
     run(*report_cfg(url, "lr_warmup"))
     assert (folder / "curves.png").stat().st_size > 0 and (folder / "report.md").read_text() == text
     assert "report: outputs/studies/lr_warmup/report/report.md" in capsys.readouterr().out
+
+
+def test_the_reports_files_are_the_studys_artifacts_once_per_content(tmp_path):
+    from optuna.artifacts import get_all_artifact_meta
+
+    from sweeps.artifacts import open_artifact_store
+    study = sampled_study(tmp_path)
+    store = open_artifact_store(tmp_path / "artifacts")
+    path = write_report(study, tmp_path / "report", artifact_store=store)
+    names = sorted(m.filename for m in get_all_artifact_meta(study))
+    assert names == sorted(p.name for p in path.parent.iterdir())  # report.md and every PNG
+    [md] = [m for m in get_all_artifact_meta(study) if m.filename == "report.md"]
+    with store.open_reader(md.artifact_id) as reader:
+        assert reader.read() == path.read_bytes()
+    write_report(study, tmp_path / "report", artifact_store=store)  # no new trial: nothing new to attach
+    assert sorted(m.filename for m in get_all_artifact_meta(study)) == names

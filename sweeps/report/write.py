@@ -11,9 +11,11 @@ from typing import List, Optional
 
 import optuna
 from omegaconf import DictConfig
+from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 from optuna_dashboard import save_note
 
+from sweeps.artifacts import open_artifact_store, upload
 from sweeps.compose import load_stored_study, study_dir_of
 from sweeps.config import StudyError
 from sweeps.report.facts import facts_of
@@ -47,10 +49,35 @@ def _swap_in(tmp: Path, folder: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_report(study: optuna.Study, folder: Path, builders: List[SectionBuilder] = SECTIONS) -> Path:
+def _attach_report(study: optuna.Study, folder: Path, store) -> None:
+    """Upload report.md and its PNGs as the study's artifacts, each unless the study already holds
+    a file of that name with the same bytes (a report written again after no new trial)."""
+    held: dict = {}
+    for meta in get_all_artifact_meta(study):
+        held.setdefault(meta.filename, []).append(meta.artifact_id)
+    for path in sorted(folder.iterdir()):
+        if path.name != REPORT_FILE and path.suffix != ".png":
+            continue
+        data = path.read_bytes()
+        same = False
+        for artifact_id in held.get(path.name, []):
+            try:
+                with store.open_reader(artifact_id) as reader:
+                    same = reader.read() == data
+            except Exception:  # noqa: BLE001 - an unreadable old copy: upload this one
+                same = False
+            if same:
+                break
+        if not same:
+            upload(store, study, path)
+
+
+def write_report(study: optuna.Study, folder: Path, builders: List[SectionBuilder] = SECTIONS,
+                 artifact_store=None) -> Path:
     """Writes ``folder``/report.md and its PNGs for ``study`` (built in a temporary folder beside
-    it, then renamed into place), saves the summary as the study's note for optuna-dashboard, and
-    returns the path of report.md."""
+    it, then renamed into place), saves the summary as the study's note for optuna-dashboard,
+    uploads the files as the study's artifacts when given an `artifact_store`, and returns the
+    path of report.md."""
     folder = Path(folder)
     facts = facts_of(study)
     sections = build_sections(facts, builders)
@@ -67,6 +94,8 @@ def write_report(study: optuna.Study, folder: Path, builders: List[SectionBuilde
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     save_note(study, note(facts, str(folder / REPORT_FILE)))
+    if artifact_store is not None:
+        _attach_report(study, folder, artifact_store)
     return folder / REPORT_FILE
 
 
@@ -75,7 +104,7 @@ def report_at_end_of_sweep(study: optuna.Study, study_dir: Path) -> Optional[Pat
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         print(f"no report: study {study.study_name!r} holds no complete trial")
         return None
-    path = write_report(study, Path(study_dir) / REPORT_DIR)
+    path = write_report(study, Path(study_dir) / REPORT_DIR, artifact_store=open_artifact_store())
     print(f"report: {path}")
     return path
 
@@ -92,6 +121,6 @@ def run_report(cfg: DictConfig, overrides: list[str]) -> Path:
         raise StudyError(f"study {study.study_name!r} has no complete trial to report ({held}); "
                          f"run mode=sweep first, or wait for a trial to finish")
     print(study_report(study))
-    path = write_report(study, study_dir_of(cfg) / REPORT_DIR)
+    path = write_report(study, study_dir_of(cfg) / REPORT_DIR, artifact_store=open_artifact_store())
     print(f"report: {path}")
     return path
