@@ -381,14 +381,23 @@ def test_unknown_or_missing_sweep_lists_the_known_ones(workdir):
 
 
 def test_trial_failures_never_end_the_study(workdir):
-    # an impossible sampled config fails at once with its reason
+    # a space of which no point can run is refused before any trial (the plan composes each)
     cfg, overrides = compose(workdir, "study.n_trials=2", "study.baseline=false")
     cfg.sweep.params = {"model.n_head": "choice(3)"}
-    with pytest.raises(StudyError, match="5 trials in a row failed .*divisible"):
+    with pytest.raises(StudyError, match="no trial of the sweep can run: .*must be divisible by model.n_head=3"):
         run(cfg, overrides)
-    failed = trials_of(cfg.study.storage, "lr_warmup")
-    assert [t.state for t in failed] == [TrialState.FAIL] * 5
+    assert trials_of(cfg.study.storage, "lr_warmup") == []
+
+    # an impossible sampled point fails at once with its reason, and the study goes on
+    cfg, overrides = compose(workdir, "study.name=some_impossible", "study.n_trials=3", "study.baseline=false",
+                             "study.sampler.name=random")
+    cfg.sweep.params = {"model.n_head": "choice(2, 3)"}
+    run(cfg, overrides)
+    trials = trials_of(cfg.study.storage, "some_impossible")
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed and all(t.params["model.n_head"] == 3 for t in failed)  # seed 0 draws 3 at least once
     assert "model.n_embd=32 is invalid: must be divisible by model.n_head=3" in failed[0].user_attrs["fail_reason"]
+    assert [t.params["model.n_head"] for t in trials if t.state == TrialState.COMPLETE] == [2, 2, 2]
 
     # a diverged trial is pruned with the reason
     cfg, overrides = compose(workdir, "study.name=diverge", "study.n_trials=1", "study.baseline=false",

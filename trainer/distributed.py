@@ -59,6 +59,7 @@ def start(ranks: Ranks, device_type: str) -> None:
 
 def stop(ranks: Ranks) -> None:
     if ranks.enabled and dist.is_initialized():
+        dist.barrier()  # no rank tears the group down while another still talks to it
         dist.destroy_process_group()
 
 
