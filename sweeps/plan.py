@@ -32,10 +32,10 @@ import torch
 from omegaconf import DictConfig
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from sweeps.compose import CONF_DIR, Composer, group_choices, require_sweep, study_name_of
+from sweeps.compose import Composer, group_choices, require_sweep, search_space_of, study_name_of
 from sweeps.config import PlanConfig, StudyError, check_plan, check_study
-from sweeps.search_space import SearchSpace, check_values_allowed, format_value, parse_search_space
-from trainer import (CUDA_RESERVED_BYTES, ConfigError, DataError, TrainConfig, as_train_config, check_config, eval_points,
+from sweeps.search_space import SearchSpace, check_values_allowed, format_value
+from trainer import (CUDA_RESERVED_BYTES, ConfigError, DataError, PreparedData, TrainConfig, as_train_config, check_config, eval_points,
                      flops_per_token, gpu_peak_flops, largest_micro_batch, num_params, prepare_data,
                      step_memory, tokens_per_iter)
 
@@ -75,7 +75,7 @@ class Plan:
     study_name: str
     n_trials: int
     space: SearchSpace
-    written: dict  # the sweep's params as written
+    written: dict  # the sweep's params as written (a conditional one with its condition)
     sizes: list  # of TrialSize; several when the space varies a trial's size
     impossible: list  # labels of bounding trials whose config cannot run
     unbounded: int  # bounding trials left out past MAX_CORNERS
@@ -138,20 +138,21 @@ def _size(label: str, cfg: TrainConfig, unique_tokens: int) -> TrialSize:
                      per_token / 3 * eval_tokens)
 
 
-def build_plan(cfg: DictConfig, overrides: list[str]) -> Plan:
+def build_plan(cfg: DictConfig, overrides: list[str], data: Optional[PreparedData] = None) -> Plan:
     """The plan of the study `cfg` describes; StudyError (or the trainer's ConfigError) for settings
-    that cannot run, as `mode=sweep` would raise them."""
+    that cannot run, as `mode=sweep` would raise them. `data`: the study's data, when the caller
+    has prepared it already (a sweep has: its cache is not checked a second time)."""
     require_sweep(cfg)
     check_study(cfg.study)
     check_plan(cfg.plan)
     name = study_name_of(cfg)
     baseline = as_train_config(cfg)
     check_config(baseline)
-    space = parse_search_space(cfg.sweep.params, cfg, CONF_DIR)
+    space = search_space_of(cfg)  # its conditional params (sweep.when) too
     check_values_allowed(space, cfg)
     compose = Composer(overrides)
     base_model = group_choices(overrides).get("model", "custom")
-    prepared: dict = {}  # data config -> its PreparedData
+    prepared: dict = {} if data is None else {repr(baseline.data): data}  # data config -> its PreparedData
     sizes, impossible = [], []
     points = bounding_points(space)
     for point in points[:MAX_CORNERS]:
@@ -173,7 +174,9 @@ def build_plan(cfg: DictConfig, overrides: list[str]) -> Plan:
         sizes.append(_size(label, trial_cfg, prepared[data_key].train.num_tokens))
     if not sizes:
         raise StudyError(f"no trial of the sweep can run: {'; '.join(impossible)}")
-    return Plan(name, cfg.study.n_trials, space, dict(cfg.sweep.params), sizes, impossible,
+    written = {**cfg.sweep.params, **{k: f"{v}, only where {c}" for c, branch in cfg.sweep.when.items()
+                                      for k, v in branch.items()}}
+    return Plan(name, cfg.study.n_trials, space, written, sizes, impossible,
                 max(0, len(points) - MAX_CORNERS), _target(cfg.plan),
                 cfg.plan.long_run_iters, cfg.plan.mfu)
 

@@ -27,7 +27,7 @@ from sweeps.samplers import build_sampler
 from sweeps.search_space import SearchSpace, SearchSpaceError, check_values_allowed
 from sweeps.storage import create_or_load_study, dashboard_storage_arg, open_storage, redact_url
 from sweeps.trial_record import BASELINE_AS_GIVEN, BASELINE_IN_SPACE, fail_reason
-from trainer import as_train_config, check_config, prepare_data, resolve_device, resolve_dtype, schedule_warnings
+from trainer import PreparedData, as_train_config, check_config, prepare_data, resolve_device, resolve_dtype, schedule_warnings
 
 MAX_CONSECUTIVE_FAILURES = 5
 
@@ -51,6 +51,7 @@ class PreparedStudy:
     study: optuna.Study
     sampler: optuna.samplers.BaseSampler
     objective: Callable[[optuna.Trial], float]
+    data: PreparedData  # the study's data, prepared (and its cache checked) once
 
 
 def _baseline(cfg: DictConfig, overrides: list[str], space: SearchSpace) -> tuple[Optional[str], Optional[dict]]:
@@ -104,7 +105,7 @@ def prepare_study(cfg: DictConfig, overrides: list[str]) -> PreparedStudy:
                           verbose=cfg.verbose)
     objective = requeued_when_interrupted(within_budget(recorded_when_crashed(objective, TrialFailed),
                                                         cfg.study.n_trials))
-    return PreparedStudy(study, sampler, objective)
+    return PreparedStudy(study, sampler, objective, data)
 
 
 def run_trials(prepared: PreparedStudy, n_trials: int, callbacks: Sequence[Callable] = ()) -> None:
@@ -144,7 +145,7 @@ def run_sweep(cfg: DictConfig, overrides: list[str], callbacks: Sequence[Callabl
     `callbacks(study, frozen_trial)` run after each of this worker's trials, as in `optimize`."""
     prepared = prepare_study(cfg, overrides)
     name, url = prepared.study.study_name, redact_url(cfg.study.storage)
-    print(short_plan(build_plan(cfg, overrides)))
+    print(short_plan(build_plan(cfg, overrides, prepared.data)))
     print(f"study {name!r} in {url}; watch it live, with each trial's config, metrics and curve, with:\n"
           f"  optuna-dashboard {dashboard_storage_arg(cfg.study.storage)} --artifact-dir {ARTIFACT_DIR} --host 127.0.0.1")
     one_line = OneLineTrialFailures()

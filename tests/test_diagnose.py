@@ -88,6 +88,13 @@ def main(capsys):
 
 # -- our runs -------------------------------------------------------------------------------------
 
+
+def eval_rows(run_dir):
+    """The evaluation records of a run's metrics.jsonl, read independently of the diagnosis."""
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [e for e in rows if e["type"] == "eval"]
+
+
 def test_a_run_that_repeats_a_tiny_corpus_is_data_repetition_with_its_epochs(our_runs):
     run_dir, cfg, result = our_runs["repetition"]
     d = diagnose_run_dir(run_dir)
@@ -98,8 +105,7 @@ def test_a_run_that_repeats_a_tiny_corpus_is_data_repetition_with_its_epochs(our
     assert epochs > 8
     assert lead.evidence["epochs"] == pytest.approx(epochs, abs=0.01)
     assert lead.evidence["unique_train_tokens"] == unique
-    evals = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    evals = [e for e in evals if e["type"] == "eval"]
+    evals = eval_rows(run_dir)
     best = min(evals, key=lambda e: e["val_loss"])
     assert lead.evidence["val_best"] == pytest.approx(best["val_loss"], abs=1e-4)
     assert lead.evidence["val_rise"] == pytest.approx(evals[-1]["val_loss"] - best["val_loss"], abs=1e-4)
@@ -114,8 +120,7 @@ def test_a_run_at_an_absurd_lr_is_lr_too_high(our_runs):
     lead = d.causes[0]
     assert lead.name == "lr_too_high", d.text()
     assert lead.evidence["peak_lr"] == cfg.schedule.lr
-    evals = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    evals = [e for e in evals if e["type"] == "eval"]
+    evals = eval_rows(run_dir)
     assert lead.evidence["above_untrained"] == pytest.approx(
         max(e["train_loss"] for e in evals[1:]) - evals[0]["train_loss"], abs=1e-4)
     assert lead.evidence["eval_rises_after_warmup"] + lead.evidence["spikes_after_warmup"] >= 1

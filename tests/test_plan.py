@@ -73,3 +73,10 @@ def test_bad_plan_settings_fail_with_one_line(workdir, capsys):
         plan_of(["+sweep=lr_warmup", "mode=plan", "plan.mfu=0", *common], capsys)
     with pytest.raises(StudyError, match="plan.long_run_iters=0 is invalid"):
         plan_of(["+sweep=lr_warmup", "mode=plan", "plan.long_run_iters=0", *common], capsys)
+
+
+def test_plan_states_a_conditional_param_with_its_condition(workdir, capsys):
+    _, common = workdir
+    plan, out = plan_of(["+sweep=optimizer", "mode=plan", *common], capsys)
+    assert plan.space.conditions == {"optim.muon_lr": ("optim", "muon")}
+    assert "optim.muon_lr" in out and "only where optim=muon" in out
