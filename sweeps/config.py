@@ -13,16 +13,18 @@ from typing import Dict, Literal, Optional, get_args
 from hydra.core.config_store import ConfigStore
 
 from sweeps.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S
-from trainer import TrainConfig
+from trainer import DECAY_SHAPES, TrainConfig
 
 # A trial's value is its best val loss, so a study minimizes it (OmegaConf rejects Literal
 # fields, so the fields are str and these aliases hold the valid values).
 Direction = Literal["minimize"]
 Mode = Literal["sweep", "best", "report", "plan"]
 LauncherName = Literal["none", "local", "slurm"]  # none: this process is the study's one worker
+Fidelity = Literal["full", "cooldown"]  # how a trial is judged: its whole run | decayed losses at rungs
 DIRECTIONS = get_args(Direction)
 MODES = get_args(Mode)
 LAUNCHERS = get_args(LauncherName)
+FIDELITIES = get_args(Fidelity)
 
 
 class StudyError(ValueError):
@@ -51,7 +53,8 @@ class SamplerConfig:
 
 @dataclass
 class PrunerConfig:
-    name: str = "plateau"  # plateau | median | percentile | patient | successive_halving | hyperband | none
+    # auto: plateau, or asha with study.fidelity=cooldown
+    name: str = "auto"  # auto | plateau | median | percentile | patient | successive_halving | hyperband | asha | none
     percentile: float = 50.0  # plateau/percentile: the level of the other trials to beat
     patience: int = 3  # plateau/patient: evaluations over which recent improvement is measured
     min_evals: int = 4  # plateau: never prune before this many evaluations
@@ -63,6 +66,15 @@ class PrunerConfig:
 
 
 @dataclass
+class RungsConfig:
+    """study.fidelity=cooldown: where trials are judged (sweeps.cooldown)."""
+    count: int = 4  # rungs; horizons max_iters / eta^k for k = count-1 .. 0
+    eta: int = 3  # horizon ratio between rungs; asha keeps the top 1/eta of the trials at a rung
+    cooldown_fraction: float = 0.2  # each rung's cooldown: this share of its horizon, down to min_lr
+    shape: str = "1-sqrt"  # the cooldown's shape: 1-sqrt | linear (trainer.config.DecayShape)
+
+
+@dataclass
 class StudyConfig:
     name: Optional[str] = None  # null: the sweep's name
     storage: str = "sqlite:///outputs/optuna.db"  # any SQLAlchemy URL
@@ -71,6 +83,8 @@ class StudyConfig:
     baseline: bool = True  # a new study's trial 0 is the config as given, unswept (not with grid)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    fidelity: str = "full"  # Fidelity; cooldown: judge trials on decayed losses at rungs (sweeps.cooldown)
+    rungs: RungsConfig = field(default_factory=RungsConfig)
     workers: str = "1"  # worker processes on this machine, one GPU each; auto: one per visible GPU
     heartbeat_interval: int = HEARTBEAT_INTERVAL_S  # seconds
     grace_period: int = GRACE_PERIOD_S  # seconds
@@ -130,9 +144,29 @@ def check_study(study: StudyConfig) -> None:
     """StudyError for study settings that cannot work, before anything is opened or trained."""
     if study.n_trials <= 0:
         raise StudyError(f"study.n_trials={study.n_trials} is invalid: must be a positive integer")
+    if study.fidelity not in FIDELITIES:
+        raise StudyError(f"study.fidelity={study.fidelity!r} is invalid: valid: {', '.join(FIDELITIES)}")
+    _check_pruner_fits_fidelity(study.pruner.name, study.fidelity)
+    if study.fidelity == "cooldown" and study.rungs.shape not in DECAY_SHAPES:
+        raise StudyError(f"study.rungs.shape={study.rungs.shape!r} is invalid: valid: {', '.join(DECAY_SHAPES)}")
     if study.direction not in DIRECTIONS:
         raise StudyError(f"study.direction={study.direction!r} is invalid: a trial's value is its best "
                          f"val loss, which the study minimizes; valid: {', '.join(DIRECTIONS)}")
+
+
+# Pruners that judge a trial's raw curve, and those that judge decayed losses at rungs.
+RUNG_PRUNERS = ("asha", "none", "auto")
+
+
+def _check_pruner_fits_fidelity(pruner: str, fidelity: str) -> None:
+    name = str(pruner).strip().lower()
+    if fidelity == "cooldown" and name not in RUNG_PRUNERS:
+        raise StudyError(f"study.pruner.name={pruner!r} judges raw learning curves, but study.fidelity=cooldown "
+                         f"reports decayed losses at rungs; use study.pruner.name=asha (or auto), or none to run "
+                         f"every trial to its full length")
+    if fidelity == "full" and name == "asha":
+        raise StudyError("study.pruner.name='asha' halves trials on the decayed losses of cooldown rungs; add "
+                         "study.fidelity=cooldown, or pick a pruner of raw curves (auto: plateau)")
 
 
 def check_launcher(launcher: LauncherConfig, mode: str) -> None:

@@ -18,12 +18,14 @@ from optuna.artifacts import FileSystemArtifactStore
 from sweeps import trial_record
 from sweeps.artifacts import upload_trial_files
 from sweeps.console import trial_log
+from sweeps.cooldown import RungsResult, RungValue, rungs_of, train_with_rungs
 from sweeps.plateau_pruner import StopsLeaders
 from sweeps.retries import first_of_series
+from sweeps.rung_pruner import RungHalvingPruner
 from sweeps.search_space import SearchSpace
 from sweeps.trial_resume import continue_previous_attempt, report_carried
-from sweeps.trial_record import BASELINE_AS_GIVEN, EvalRecorder
-from trainer import (CheckpointError, ConfigError, DataError, EvalMetrics, TrainResult, as_train_config, check_config,
+from sweeps.trial_record import BASELINE_AS_GIVEN, EvalRecorder, RungRecorder
+from trainer import (CheckpointError, ConfigError, DataError, EvalMetrics, as_train_config, check_config,
                      eval_points, halved_micro_batch, is_out_of_memory, lr_area, release_freed_memory, tokens_per_iter,
                      train, warmup_iters_of)
 
@@ -76,11 +78,16 @@ class Objective:
     sizes or lengths are compared at equal training tokens. Returns the best val loss. With an
     `artifact_store`, a trial that got as far as its run dir uploads its config, metrics and
     curve at its end, complete, pruned or failed (sweeps.artifacts).
+
+    With `rungs` (study.fidelity=cooldown), a trial is its stable phase and a cooldown branch at
+    each rung (sweeps.cooldown): it reports each rung's decayed val loss at the step of the rung's
+    horizon, records its stable curve in user attrs only, and returns the decayed val loss of its
+    last rung.
     """
 
     def __init__(self, space: SearchSpace, compose: Callable[[list], DictConfig], study_dir: Path,
                  baseline: Optional[str] = None, artifact_store: Optional[FileSystemArtifactStore] = None,
-                 verbose: bool = False):
+                 verbose: bool = False, rungs=None):
         self.space = space
         self.compose = compose  # Hydra overrides -> the trial's full config
         self.study_dir = Path(study_dir)
@@ -89,6 +96,7 @@ class Objective:
         self.baseline = baseline
         self.artifact_store = artifact_store
         self.verbose = verbose  # the trial's log (always in its run dir's train.log) on the console too
+        self.rungs = rungs  # a sweeps.config.RungsConfig with study.fidelity=cooldown, else None
 
     def __call__(self, trial: optuna.Trial) -> float:
         baseline = self.baseline if first_of_series(trial) == 0 else None  # trial 0, or its retry
@@ -113,14 +121,14 @@ class Objective:
             lr_area_budget=lr_area(train_cfg, train_cfg.schedule.max_iters))
         trial_record.set_run(trial, run_dir=train_cfg.out_dir, config=json.dumps(asdict(train_cfg)))
         try:
-            value = self._train(trial, train_cfg)
+            value = self._train_rungs(trial, train_cfg) if self.rungs is not None else self._train(trial, train_cfg)
         except optuna.TrialPruned as e:
             self._attach(trial, train_cfg, f"pruned: {e}")
             raise
         except Exception as e:  # TrialFailed, a full disk, a bug: the run dir still shows how far it got
             self._attach(trial, train_cfg, f"failed: {(str(e).strip().splitlines() or [type(e).__name__])[0]}")
             raise
-        self._attach(trial, train_cfg, f"complete, best val loss {value:.4f}")
+        self._attach(trial, train_cfg, f"complete, {'decayed' if self.rungs is not None else 'best'} val loss {value:.4f}")
         return value
 
     def _attach(self, trial: optuna.Trial, train_cfg, outcome: str) -> None:
@@ -152,17 +160,10 @@ class Objective:
 
         try:
             with trial_log(Path(train_cfg.out_dir), echo=self.verbose) as log:
-                result = self._train_fitting_memory(trial, train_cfg, on_eval, log)
-        except CheckpointError:
-            raise  # the disk, not the params: recorded and queued again (sweeps.retries)
-        except (ConfigError, DataError) as e:  # the sampled values do not fit the data or tokenizer
-            trial_record.set_fail_reason(trial, f"impossible config: {e}")
-            raise TrialFailed(f"impossible config: {e}") from None
-        except (torch.OutOfMemoryError, RuntimeError) as e:
-            if not is_out_of_memory(e):
-                raise
-            trial_record.set_fail_reason(trial, f"out of memory: {_first_line(e)}")
-            raise TrialFailed(f"out of memory: {_first_line(e)}") from None
+                result = self._train_fitting_memory(trial, train_cfg, lambda cfg: train(cfg, on_eval=on_eval, log=log), log)
+        except Exception as e:
+            self._fail_on_config_or_memory(trial, e)
+            raise
         finally:  # memory must not grow across trials
             _free_device_memory()
 
@@ -179,13 +180,73 @@ class Objective:
             raise optuna.TrialPruned(result.stop_reason)
         return result.best_val_loss
 
-    def _train_fitting_memory(self, trial: optuna.Trial, train_cfg, on_eval, log) -> TrainResult:
-        """Train; out of memory, train once more from scratch at half the micro-batch with twice
-        the accumulation (the same tokens per iteration: the same run, comparable with the
-        others), recording the error; out of memory again, or a micro-batch that cannot be
+    @staticmethod
+    def _fail_on_config_or_memory(trial: optuna.Trial, e: Exception) -> None:
+        """TrialFailed, with the reason recorded, for a config that does not fit the data, the
+        tokenizer or the device's memory; any other exception is left to the caller to raise
+        (a CheckpointError is the disk, not the params: it is queued again, sweeps.retries)."""
+        if isinstance(e, CheckpointError):
+            return
+        if isinstance(e, (ConfigError, DataError)):  # the sampled values do not fit the data or tokenizer
+            trial_record.set_fail_reason(trial, f"impossible config: {e}")
+            raise TrialFailed(f"impossible config: {e}") from None
+        if isinstance(e, (torch.OutOfMemoryError, RuntimeError)) and is_out_of_memory(e):
+            trial_record.set_fail_reason(trial, f"out of memory: {_first_line(e)}")
+            raise TrialFailed(f"out of memory: {_first_line(e)}") from None
+
+    def _train_rungs(self, trial: optuna.Trial, train_cfg) -> float:
+        """Train the trial's stable phase rung by rung with a cooldown branch at each, reporting
+        each branch's decayed val loss; that of the last rung, or TrialPruned."""
+        try:
+            rungs = rungs_of(train_cfg.schedule.max_iters, self.rungs.count, self.rungs.eta,
+                             self.rungs.cooldown_fraction)
+        except ConfigError as e:
+            trial_record.set_fail_reason(trial, f"impossible config: {e}")
+            raise TrialFailed(f"impossible config: {e}") from None
+        pruner = trial.study.pruner
+        evals, record = EvalRecorder(trial), RungRecorder(trial)
+
+        def on_stable_eval(m: EvalMetrics) -> None:
+            record.stable(m.tokens, m.val_loss)
+            evals.record(m.tokens, val_loss_se=m.val_loss_se, lr_area=m.lr_area)
+
+        def on_rung(v: RungValue) -> Optional[str]:
+            record.rung(v.step, v.val_loss, v.rung.cooldown_iters * tokens_per_iter(train_cfg))
+            trial.report(v.val_loss, v.step)
+            if v.rung.index == len(rungs) - 1 or not trial.should_prune():
+                return None
+            verdict = pruner.last_decision(trial.number) if isinstance(pruner, RungHalvingPruner) else None
+            return verdict.reason if verdict else f"{type(pruner).__name__} pruned at rung {v.rung.index}"
+
+        try:
+            with trial_log(Path(train_cfg.out_dir), echo=self.verbose) as log:
+                result: RungsResult = self._train_fitting_memory(
+                    trial, train_cfg,
+                    lambda cfg: train_with_rungs(cfg, rungs, self.rungs.shape, on_rung, on_stable_eval, log), log)
+        except Exception as e:
+            self._fail_on_config_or_memory(trial, e)
+            raise
+        finally:
+            _free_device_memory()
+        stable = result.stable
+        gap = stable.last_eval.val_loss - stable.last_eval.train_loss if stable and stable.last_eval else None
+        trial_record.record_outcome(
+            trial, status=result.status, stop_reason=result.stop_reason, num_params=stable.num_params,
+            num_params_non_embedding=stable.num_params_non_embedding, tokens_seen=result.tokens_trained,
+            epochs=result.tokens_trained / stable.unique_train_tokens, ms_per_iter=result.ms_per_iter,
+            train_val_gap=gap, best_iter=stable.best_iter, wall_time_s=result.wall_time_s,
+            checkpoint=stable.checkpoint_path)
+        if result.status != "completed" or result.value is None:
+            raise optuna.TrialPruned(result.stop_reason)
+        return result.value
+
+    def _train_fitting_memory(self, trial: optuna.Trial, train_cfg, run: Callable, log):
+        """`run(train_cfg)`; out of memory, run it once more from scratch at half the micro-batch
+        with twice the accumulation (the same tokens per iteration: the same run, comparable with
+        the others), recording the error; out of memory again, or a micro-batch that cannot be
         halved, raises it."""
         try:
-            return train(train_cfg, on_eval=on_eval, log=log)
+            return run(train_cfg)
         except (torch.OutOfMemoryError, RuntimeError) as e:
             smaller = halved_micro_batch(train_cfg) if is_out_of_memory(e) else None
             if smaller is None:
@@ -200,4 +261,4 @@ class Objective:
             print(message)
         trial_record.set_out_of_memory(trial, error)
         trial_record.set_run(trial, run_dir=smaller.out_dir, config=json.dumps(asdict(smaller)))
-        return train(dataclasses.replace(smaller, init_from="scratch"), on_eval=on_eval, log=log)
+        return run(dataclasses.replace(smaller, init_from="scratch"))

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Callable, Dict, Union
 import optuna
 
 from sweeps.plateau_pruner import PlateauPruner
+from sweeps.rung_pruner import RungHalvingPruner
 
 if TYPE_CHECKING:  # pragma: no cover - only for the annotations; keeps hydra/trainer unloaded
     from sweeps.config import PrunerConfig
 
-__all__ = ["PRUNER_NAMES", "build_pruner"]
+__all__ = ["PRUNER_NAMES", "build_pruner", "pruner_name_of"]
 
 
 def _plateau(cfg: PrunerConfig) -> optuna.pruners.BasePruner:
@@ -71,6 +72,10 @@ def _hyperband(cfg: PrunerConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.HyperbandPruner(max_resource="auto", **kwargs)
 
 
+def _asha(cfg: PrunerConfig, eta: int) -> optuna.pruners.BasePruner:
+    return RungHalvingPruner(eta=eta)
+
+
 def _none(cfg: PrunerConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
@@ -85,11 +90,20 @@ _BUILDERS: Dict[str, Callable[["PrunerConfig"], optuna.pruners.BasePruner]] = {
     "none": _none,
 }
 
-PRUNER_NAMES = tuple(_BUILDERS)
+PRUNER_NAMES = ("auto", *_BUILDERS, "asha")
 
 
-def build_pruner(cfg: PrunerConfig) -> optuna.pruners.BasePruner:
-    """The pruner named by ``cfg.name``, configured from the other fields of ``cfg``.
+def pruner_name_of(name: str, fidelity: str = "full") -> str:
+    """The pruner a study uses: `auto` is plateau, or asha with study.fidelity=cooldown."""
+    name = str(name).strip().lower()
+    if name != "auto":
+        return name
+    return "asha" if fidelity == "cooldown" else "plateau"
+
+
+def build_pruner(cfg: PrunerConfig, fidelity: str = "full", eta: int = 3) -> optuna.pruners.BasePruner:
+    """The pruner named by ``cfg.name``, configured from the other fields of ``cfg`` (``asha``:
+    from the cooldown rungs' ``eta``; ``auto``: see :func:`pruner_name_of`).
 
     =====================  ===================================================================
     name                   pruner (fields used)
@@ -104,13 +118,17 @@ def build_pruner(cfg: PrunerConfig) -> optuna.pruners.BasePruner:
                            reduction_factor)
     hyperband              HyperbandPruner (min_resource, null -> Optuna's default;
                            reduction_factor; max_resource "auto")
+    asha                   :class:`~sweeps.rung_pruner.RungHalvingPruner` (study.rungs.eta;
+                           study.fidelity=cooldown only)
     none                   NopPruner
     =====================  ===================================================================
 
     Raises:
         ValueError: for an unknown name, listing the valid ones (or for a bad field value).
     """
-    name = str(cfg.name).strip().lower()
+    name = pruner_name_of(cfg.name, fidelity)
+    if name == "asha":
+        return _asha(cfg, eta)
     try:
         builder = _BUILDERS[name]
     except KeyError:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import optuna
 
@@ -62,22 +62,34 @@ def check_space_fits_study(study: optuna.Study, space: SearchSpace, storage_url:
                     f"(study.name=NEW) or search it as before") from None
 
 
-def check_settings_fit_study(study: optuna.Study, baseline, space: SearchSpace, storage_url: str) -> None:
+def fidelity_settings(study_cfg) -> dict:
+    """How the study judges trials, as fixed settings: its fidelity and, with cooldown rungs, their
+    layout (a trial's value is the decayed loss at its last rung: other rungs, other values)."""
+    if study_cfg.fidelity != "cooldown":
+        return {"study.fidelity": "full"}
+    return {"study.fidelity": "cooldown", **{f"study.rungs.{k}": study_cfg.rungs[k]
+                                             for k in ("count", "eta", "cooldown_fraction", "shape")}}
+
+
+def check_settings_fit_study(study: optuna.Study, baseline, space: SearchSpace, storage_url: str,
+                             fidelity: Optional[dict] = None) -> None:
     """StudyError when the study's trials were trained under other fixed settings (other data, model,
-    schedule, optimizer or batch; the searched params aside): their val losses are not comparable
-    with the new trials', so the sampler, the pruner and the best trial would mix them. A study
-    made before the settings were recorded takes the current ones."""
+    schedule, optimizer or batch; the searched params aside; other fidelity settings): their val
+    losses are not comparable with the new trials', so the sampler, the pruner and the best trial
+    would mix them. A study made before the settings were recorded takes the current ones; one
+    made before fidelity was recorded judged full-length trials."""
     searched_keys = [*space.distributions, *(OVERRIDDEN_BY[k] for k in space.distributions if k in OVERRIDDEN_BY)]
 
     def searched(key: str) -> bool:
         return any(key == p or key.startswith(p + ".") for p in searched_keys)
 
-    now = json.loads(json.dumps({k: v for k, v in run_settings(asdict(baseline), STUDY_DEFINING).items()
-                                 if not searched(k)}))
+    now = json.loads(json.dumps({**{k: v for k, v in run_settings(asdict(baseline), STUDY_DEFINING).items()
+                                    if not searched(k)}, **(fidelity or {})}))
     was = study.user_attrs.get(STUDY_SETTINGS_ATTR)
     if was is None:
         study.set_user_attr(STUDY_SETTINGS_ATTR, now)
         return
+    was = {"study.fidelity": "full", **was}
     changed = _differences({k: v for k, v in was.items() if not searched(k)}, now)
     if changed:
         raise StudyError(f"study {study.study_name!r} in {redact_url(storage_url)} trained its trials with other "

@@ -17,17 +17,19 @@ from sweeps.compose import (Composer, baseline_config, group_choices, require_sw
                             study_dir_of, study_name_of)
 from sweeps.config import StudyError, check_study
 from sweeps.console import StudyProgress
+from sweeps.cooldown import check_cooldown_study
 from sweeps.objective import METRIC_NAME, Objective, TrialFailed
 from sweeps.plan import build_plan, short_plan
 from sweeps.pruners import build_pruner
 from sweeps.report import report_at_end_of_sweep, study_report
-from sweeps.resume_checks import check_settings_fit_study, check_space_fits_study
+from sweeps.resume_checks import check_settings_fit_study, check_space_fits_study, fidelity_settings
 from sweeps.retries import MAX_RETRIES, recorded_when_crashed, requeue_lost_baseline, requeued_when_interrupted
 from sweeps.samplers import build_sampler
 from sweeps.search_space import SearchSpace, SearchSpaceError, check_values_allowed
 from sweeps.storage import create_or_load_study, dashboard_storage_arg, open_storage, redact_url
 from sweeps.trial_record import BASELINE_AS_GIVEN, BASELINE_IN_SPACE, fail_reason
-from trainer import PreparedData, as_train_config, check_config, prepare_data, resolve_device, resolve_dtype, schedule_warnings
+from trainer import (ConfigError, PreparedData, as_train_config, check_config, prepare_data, resolve_device, resolve_dtype,
+                     schedule_warnings, warmup_iters_of)
 
 MAX_CONSECUTIVE_FAILURES = 5
 
@@ -72,10 +74,21 @@ def _sampler_and_pruner(cfg: DictConfig, space: SearchSpace, baseline_values: Op
     except ValueError as e:
         raise StudyError(str(e)) from None
     try:
-        pruner = build_pruner(cfg.study.pruner)
+        pruner = build_pruner(cfg.study.pruner, cfg.study.fidelity, cfg.study.rungs.eta)
     except ValueError as e:
         raise StudyError(f"study.pruner: {e}") from None
     return sampler, pruner
+
+
+def _check_cooldown(cfg: DictConfig, baseline, space: SearchSpace) -> None:
+    rungs = cfg.study.rungs
+    try:
+        warnings = check_cooldown_study(baseline.schedule.max_iters, rungs.count, rungs.eta, rungs.cooldown_fraction,
+                                        list(space.distributions), warmup_iters_of(baseline.schedule))
+    except ConfigError as e:
+        raise StudyError(str(e)) from None
+    for warning in warnings:
+        print(f"WARNING: {warning}")
 
 
 def prepare_study(cfg: DictConfig, overrides: list[str]) -> PreparedStudy:
@@ -91,6 +104,8 @@ def prepare_study(cfg: DictConfig, overrides: list[str]) -> PreparedStudy:
         print(f"WARNING: the baseline's {warning}")
     space = search_space_of(cfg)
     check_values_allowed(space, cfg)
+    if cfg.study.fidelity == "cooldown":
+        _check_cooldown(cfg, baseline, space)
     baseline_kind, baseline_values = _baseline(cfg, overrides, space)
     sampler, pruner = _sampler_and_pruner(cfg, space, baseline_values)
     open_storage(cfg.study.storage)  # an unreachable database fails before the data is read
@@ -98,11 +113,11 @@ def prepare_study(cfg: DictConfig, overrides: list[str]) -> PreparedStudy:
     data.check_fits(cfg.model.block_size)
     study = create_or_load_study(cfg.study, name, sampler, pruner, metric_name=METRIC_NAME)
     check_space_fits_study(study, space, cfg.study.storage)
-    check_settings_fit_study(study, baseline, space, cfg.study.storage)
+    check_settings_fit_study(study, baseline, space, cfg.study.storage, fidelity_settings(cfg.study))
     if baseline_kind is not None and trials_taken(study) < cfg.study.n_trials and requeue_lost_baseline(study):
         print("the baseline (trial 0) failed every time it ran; it is queued to run again")
     objective = Objective(space, Composer(overrides), study_dir_of(cfg), baseline_kind, open_artifact_store(ARTIFACT_DIR),
-                          verbose=cfg.verbose)
+                          verbose=cfg.verbose, rungs=cfg.study.rungs if cfg.study.fidelity == "cooldown" else None)
     objective = requeued_when_interrupted(within_budget(recorded_when_crashed(objective, TrialFailed),
                                                         cfg.study.n_trials))
     return PreparedStudy(study, sampler, objective, data)

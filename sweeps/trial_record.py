@@ -24,6 +24,14 @@ Evaluations, each map rewritten whole after every evaluation (:class:`EvalRecord
 ``val_batches``      str: names the val batches those losses were measured on (the same at
                      every evaluation); written with the first batch losses.
 
+Cooldown rungs (``study.fidelity=cooldown``, :class:`RungRecorder`), each map rewritten whole:
+
+``rung_val_loss``    {str(step): float}: the decayed val loss of each rung reached, at the step
+                     of its horizon (training tokens); the same values are the trial's reports.
+``stable_val_loss``  {str(step): float}: the stable phase's val loss at each of its evaluations
+                     (a constant LR: never reported, so no pruner mixes it with decayed values).
+``cooldown_tokens``  int: the tokens its cooldown branches trained (in ``tokens_seen`` too).
+
 Outcome, written after training (:func:`record_outcome`), from :class:`trainer.TrainResult`:
 
 ``status``           str: ``"completed"``, ``"stopped"`` or ``"diverged"``.
@@ -68,7 +76,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol
 
 __all__ = [
     "BASELINE_ATTR", "BASELINE_AS_GIVEN", "BASELINE_IN_SPACE", "BEST_ITER", "BUDGET_STEP",
-    "CHECKPOINT", "CONFIG", "EPOCHS", "EvalRecorder", "FAIL_REASON", "LR_AREA",
+    "CHECKPOINT", "CONFIG", "COOLDOWN_TOKENS", "EPOCHS", "RUNG_VAL_LOSS", "RungRecorder", "STABLE_VAL_LOSS",
+    "cooldown_tokens", "rung_val_loss", "stable_val_loss", "EvalRecorder", "FAIL_REASON", "LR_AREA",
     "LR_AREA_BUDGET", "MS_PER_ITER", "NUM_PARAMS", "NUM_PARAMS_NON_EMBEDDING", "OUT_OF_MEMORY", "REPLAY_CURVE", "RESUMED_FROM",
     "RETRY_OF", "RUN_DIR", "STATUS", "STOP_REASON", "TOKENS_SEEN", "TRAIN_VAL_GAP", "USER_ATTRS",
     "VAL_BATCHES", "VAL_BATCH_LOSSES", "VAL_LOSS_SE", "WALL_TIME_S", "WARMUP_STEP", "baseline",
@@ -90,6 +99,10 @@ VAL_LOSS_SE = "val_loss_se"
 LR_AREA = "lr_area"
 VAL_BATCH_LOSSES = "val_batch_losses"
 VAL_BATCHES = "val_batches"
+# cooldown rungs
+RUNG_VAL_LOSS = "rung_val_loss"
+STABLE_VAL_LOSS = "stable_val_loss"
+COOLDOWN_TOKENS = "cooldown_tokens"
 # outcome
 STATUS = "status"
 STOP_REASON = "stop_reason"
@@ -114,6 +127,7 @@ REPLAY_CURVE = "curve"
 USER_ATTRS = (
     WARMUP_STEP, BUDGET_STEP, LR_AREA_BUDGET, RUN_DIR, CONFIG,
     VAL_LOSS_SE, LR_AREA, VAL_BATCH_LOSSES, VAL_BATCHES,
+    RUNG_VAL_LOSS, STABLE_VAL_LOSS, COOLDOWN_TOKENS,
     STATUS, STOP_REASON, NUM_PARAMS, NUM_PARAMS_NON_EMBEDDING, TOKENS_SEEN, EPOCHS, MS_PER_ITER,
     TRAIN_VAL_GAP, BEST_ITER, WALL_TIME_S, CHECKPOINT,
     BASELINE_ATTR, RETRY_OF, FAIL_REASON, OUT_OF_MEMORY, RESUMED_FROM, REPLAY_CURVE,
@@ -202,6 +216,27 @@ class EvalRecorder:
         if lr_area is not None:
             self._lr_area[key] = lr_area
             self._trial.set_user_attr(LR_AREA, dict(self._lr_area))
+
+
+class RungRecorder:
+    """A cooldown trial's rung values and stable curve, kept as they grow and written whole."""
+
+    def __init__(self, trial: _Writable) -> None:
+        self._trial = trial
+        self._rungs: Dict[str, float] = {}
+        self._stable: Dict[str, float] = {}
+        self._cooldown_tokens = 0
+
+    def stable(self, step: int, val_loss: float) -> None:
+        self._stable[str(step)] = val_loss
+        self._trial.set_user_attr(STABLE_VAL_LOSS, dict(self._stable))
+
+    def rung(self, step: int, val_loss: float, cooldown_tokens: int) -> None:
+        """The decayed val loss of the rung whose horizon is ``step``, and its branch's tokens."""
+        self._rungs[str(step)] = val_loss
+        self._cooldown_tokens += cooldown_tokens
+        self._trial.set_user_attr(RUNG_VAL_LOSS, dict(self._rungs))
+        self._trial.set_user_attr(COOLDOWN_TOKENS, self._cooldown_tokens)
 
 
 def record_outcome(trial: _Writable, *, status: str, stop_reason: str, num_params: int,
@@ -326,6 +361,22 @@ def val_batches(trial: HasUserAttrs) -> Optional[str]:
     """The name of the batches its batch losses were measured on; None when not recorded."""
     name = trial.user_attrs.get(VAL_BATCHES)
     return name if isinstance(name, str) and name else None
+
+
+def rung_val_loss(trial: HasUserAttrs) -> Dict[int, float]:
+    """{horizon step: decayed val loss} of each cooldown rung reached; empty without cooldown rungs."""
+    return _per_step(trial.user_attrs.get(RUNG_VAL_LOSS), _float_or_none)
+
+
+def stable_val_loss(trial: HasUserAttrs) -> Dict[int, float]:
+    """{step: val loss} of a cooldown trial's stable phase; empty without cooldown rungs."""
+    return _per_step(trial.user_attrs.get(STABLE_VAL_LOSS), _float_or_none)
+
+
+def cooldown_tokens(trial: HasUserAttrs) -> int:
+    """The tokens its cooldown branches trained; 0 without cooldown rungs."""
+    value = _int_or_none(trial.user_attrs.get(COOLDOWN_TOKENS))
+    return 0 if value is None else value
 
 
 def status(trial: HasUserAttrs) -> Optional[str]:

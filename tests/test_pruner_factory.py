@@ -10,7 +10,8 @@ import pytest
 
 from sweeps.config import PrunerConfig
 from sweeps.plateau_pruner import PlateauPruner
-from sweeps.pruners import PRUNER_NAMES, build_pruner
+from sweeps.pruners import PRUNER_NAMES, build_pruner, pruner_name_of
+from sweeps.rung_pruner import RungHalvingPruner
 
 EXPECTED = {
     "plateau": PlateauPruner,
@@ -20,6 +21,7 @@ EXPECTED = {
     "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
     "hyperband": optuna.pruners.HyperbandPruner,
     "none": optuna.pruners.NopPruner,
+    "asha": RungHalvingPruner,
 }
 
 
@@ -38,7 +40,14 @@ def test_config_fields_are_the_ones_the_factory_reads():
 
 
 def test_names_cover_every_pruner():
-    assert set(PRUNER_NAMES) == set(EXPECTED)
+    assert set(PRUNER_NAMES) == set(EXPECTED) | {"auto"}
+
+
+def test_auto_is_plateau_on_full_runs_and_asha_on_cooldown_rungs():
+    assert pruner_name_of("auto") == "plateau" and pruner_name_of("auto", "cooldown") == "asha"
+    assert pruner_name_of("Median", "cooldown") == "median"  # an explicit name is kept (check_study refuses it)
+    assert isinstance(build_pruner(PrunerConfig(), "cooldown", eta=4), RungHalvingPruner)
+    assert build_pruner(PrunerConfig(name="asha"), "cooldown", eta=4).eta == 4
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -57,9 +66,9 @@ def test_name_is_case_insensitive():
 
 def test_unknown_name_lists_the_valid_names():
     with pytest.raises(ValueError) as err:
-        build(name="asha")
+        build(name="sha")
     message = str(err.value)
-    assert "'asha'" in message
+    assert "'sha'" in message
     for name in EXPECTED:
         assert name in message
 
@@ -109,6 +118,8 @@ def test_built_pruners_run_in_a_study():
     """Every built pruner answers should_prune on token-sized steps without error."""
     for name in EXPECTED:
         study = optuna.create_study(direction="minimize", pruner=build(name=name))
+        if name == "asha":  # judged by tests/test_rung_pruner.py on rung values
+            continue
         for _ in range(4):
             t = study.ask()
             for i, v in enumerate([10.8, 7.0, 6.0, 5.5, 5.2, 5.0]):

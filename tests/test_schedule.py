@@ -53,6 +53,34 @@ def test_wsd_holds_then_decays_linearly_over_the_last_fraction():
     assert get_lr(100, cfg) == pytest.approx(1e-4)
 
 
+def test_wsd_one_minus_sqrt_decay_falls_fast_then_slowly():
+    cfg = ScheduleConfig(name="wsd", lr=1e-3, min_lr=1e-4, max_iters=100, warmup_iters=10, decay_fraction=0.2,
+                         decay_shape="1-sqrt")
+    assert get_lr(80, cfg) == 1e-3
+    assert get_lr(85, cfg) == pytest.approx(1e-4 + 9e-4 * 0.5)  # a quarter of the way: sqrt(0.25) = 0.5 gone
+    assert get_lr(100, cfg) == pytest.approx(1e-4)
+    linear = ScheduleConfig(**{**cfg.__dict__, "decay_shape": "linear"})
+    assert all(get_lr(it, cfg) < get_lr(it, linear) for it in range(81, 100))
+
+
+def test_wsd_decay_inside_warmup_starts_from_the_lr_warmup_reached():
+    # a cooldown branch of an early rung: warmup would end at 50, the decay starts at 20
+    cfg = ScheduleConfig(name="wsd", lr=1e-3, min_lr=0.0, max_iters=25, warmup_iters=50, decay_fraction=0.2)
+    reached = 1e-3 * 21 / 51
+    assert get_lr(19, cfg) == pytest.approx(1e-3 * 20 / 51)
+    assert get_lr(20, cfg) == pytest.approx(reached)
+    assert get_lr(22, cfg) == pytest.approx(reached * 0.6)
+    assert all(get_lr(it + 1, cfg) < get_lr(it, cfg) for it in range(20, 25))
+
+
+def test_a_decay_shape_that_does_not_exist_names_the_valid_ones():
+    from trainer.config import ConfigError, TrainConfig, check_config
+    cfg = TrainConfig()
+    cfg.schedule.decay_shape = "cosine"
+    with pytest.raises(ConfigError, match="schedule.decay_shape='cosine'.*linear, 1-sqrt"):
+        check_config(cfg)
+
+
 def test_unknown_schedule_names_the_valid_ones():
     with pytest.raises(ValueError, match="cosine, constant, wsd"):
         get_lr(50, ScheduleConfig(name="linear"))

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from typing import List, Literal, Optional, get_args
 
 ScheduleName = Literal["cosine", "constant", "wsd"]
+DecayShape = Literal["linear", "1-sqrt"]
 OptimName = Literal["adamw", "muon"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 CheckpointPolicy = Literal["best", "last", "none"]
 InitFrom = Literal["scratch", "resume"]
 SCHEDULE_NAMES = get_args(ScheduleName)
+DECAY_SHAPES = get_args(DecayShape)
 OPTIM_NAMES = get_args(OptimName)
 DTYPES = get_args(DType)
 CHECKPOINT_POLICIES = get_args(CheckpointPolicy)
@@ -62,6 +64,7 @@ class ScheduleConfig:
     lr_decay_iters: Optional[int] = None  # None: follows max_iters
     lr_decay_fraction: Optional[float] = None  # when set, lr_decay_iters = round(max_iters * fraction)
     decay_fraction: float = 0.2  # wsd: share of max_iters spent decaying to min_lr
+    decay_shape: str = "linear"  # DecayShape; wsd: linear, or 1-sqrt (Hägele et al. 2024: lower loss)
 
 
 @dataclass
@@ -167,6 +170,7 @@ def check_config(cfg: TrainConfig) -> None:
         value = getattr(s, key)
         need(value is None or 0.0 <= value <= 1.0, f"schedule.{key}", value, "must be in [0, 1] or null")
     need(0.0 <= s.decay_fraction <= 1.0, "schedule.decay_fraction", s.decay_fraction, "must be in [0, 1]")
+    need(s.decay_shape in DECAY_SHAPES, "schedule.decay_shape", s.decay_shape, f"valid: {', '.join(DECAY_SHAPES)}")
     need(math.isfinite(o.weight_decay) and o.weight_decay >= 0, "optim.weight_decay", o.weight_decay,
          "must be a finite number >= 0")
     need(0.0 <= o.beta1 < 1.0, "optim.beta1", o.beta1, "must be in [0, 1)")

@@ -70,13 +70,24 @@ def _constant(it: int, cfg: ScheduleConfig) -> float:
     return cfg.lr
 
 
-def _wsd(it: int, cfg: ScheduleConfig) -> float:
-    decay_iters = round(cfg.decay_fraction * cfg.max_iters)
-    decay_start = cfg.max_iters - decay_iters
-    if it < decay_start or decay_iters == 0:
-        return cfg.lr
-    progress = min(1.0, (it - decay_start) / decay_iters)
-    return cfg.lr + progress * (min_lr_of(cfg) - cfg.lr)
+def wsd_decay_start(cfg: ScheduleConfig) -> int:
+    """The iteration at which a wsd schedule starts its decay (max_iters when it has none)."""
+    return cfg.max_iters - round(cfg.decay_fraction * cfg.max_iters)
+
+
+def _warmup_or_peak(it: int, cfg: ScheduleConfig) -> float:
+    warmup_iters = warmup_iters_of(cfg)
+    return cfg.lr * (it + 1) / (warmup_iters + 1) if it < warmup_iters else cfg.lr
+
+
+def _wsd_decay(it: int, cfg: ScheduleConfig) -> float:
+    """The LR in a wsd decay: from the LR at its start (the peak, or where warmup got to when the
+    decay starts inside it) down to min_lr at max_iters, linearly or as 1 - sqrt(progress)."""
+    start = wsd_decay_start(cfg)
+    progress = min(1.0, (it - start) / (cfg.max_iters - start))
+    kept = 1.0 - math.sqrt(progress) if cfg.decay_shape == "1-sqrt" else 1.0 - progress
+    min_lr = min_lr_of(cfg)
+    return min_lr + kept * (_warmup_or_peak(start, cfg) - min_lr)
 
 
 def _cosine(it: int, cfg: ScheduleConfig) -> float:
@@ -88,8 +99,9 @@ def _cosine(it: int, cfg: ScheduleConfig) -> float:
     return min_lr + coeff * (lr - min_lr)
 
 
-# The LR after warmup, per schedule name (trainer.config.ScheduleName lists the same names).
-AFTER_WARMUP = {"cosine": _cosine, "constant": _constant, "wsd": _wsd}
+# The LR after warmup, per schedule name (trainer.config.ScheduleName lists the same names);
+# wsd's hold (its decay is _wsd_decay).
+AFTER_WARMUP = {"cosine": _cosine, "constant": _constant, "wsd": _constant}
 
 
 def get_lr(it: int, cfg: ScheduleConfig) -> float:
@@ -99,11 +111,16 @@ def get_lr(it: int, cfg: ScheduleConfig) -> float:
     it < warmup_iters (see warmup_iters_of). Then:
     - cosine: nanoGPT's get_lr, cosine from lr down to min_lr at lr_decay_iters, min_lr after;
     - constant: lr;
-    - wsd: lr until the last decay_fraction of max_iters, then linear down to min_lr at max_iters.
+    - wsd: lr until the last decay_fraction of max_iters, then down to min_lr at max_iters, linearly
+      or as 1 - sqrt of the decay's progress (decay_shape). A decay that starts inside warmup starts
+      from the LR warmup got to (a cooldown branch of a short rung, sweeps.cooldown).
     """
     after_warmup = AFTER_WARMUP.get(cfg.name)
     if after_warmup is None:
         raise ValueError(f"unknown schedule.name={cfg.name!r}; valid: {', '.join(AFTER_WARMUP)}")
+    decaying = cfg.name == "wsd" and wsd_decay_start(cfg) < cfg.max_iters and it >= wsd_decay_start(cfg)
+    if decaying:
+        return _wsd_decay(it, cfg)
     warmup_iters = warmup_iters_of(cfg)
     if it < warmup_iters:
         return cfg.lr * (it + 1) / (warmup_iters + 1)

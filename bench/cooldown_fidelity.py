@@ -1,0 +1,162 @@
+"""Cooldown multi-fidelity against full-length trials, on CPU: record once, replay many orders.
+
+    python bench/cooldown_fidelity.py record --out bench/results/cooldown_grid.json   # ~30-60 min, 2 cores
+    python bench/cooldown_fidelity.py replay bench/results/cooldown_grid.json --orders 200 \
+        > bench/results/cooldown_fidelity.md
+
+`record` trains every point of a grid (peak lr x warmup share, the nano model on the sample data,
+the cpu_demo budget of the lr_warmup sweep) twice, each exactly as a study's trial would:
+  - the ground truth: a full-length cosine run (what a trial is without study.fidelity), its
+    whole curve in bench/pruner_replay.py's format, so Optuna's pruners can be replayed on it;
+  - the cooldown trial: `sweeps.cooldown.train_with_rungs` with every rung of RECORD_RUNGS (none
+    stopped), each rung's decayed val loss and the stable phase's curve.
+It also runs the cosine ground truth of the grid's best point at NOISE_SEEDS more seeds: the
+spread of one config across seeds ("one seed's noise"). A killed `record` resumes: points already
+in --out are kept.
+
+`replay` then plays the grid in many random orders through each method and scores it: the tokens
+it trains (branches included) as a share of the full grid's cosine tokens, and the regret of the
+config it picks (that config's full-length cosine loss minus the grid's best). Methods: no
+pruning; the plateau pruner, Optuna's median pruner with warmup steps and Optuna's Hyperband on
+the raw cosine curves (via bench.pruner_replay); ASHA (sweeps.rung_pruner) on the decayed rung
+values, for the last 3, 4 and 5 rungs. And the Spearman rank correlation, against the
+full-length cosine ranking, of the decayed value at each rung and of the raw cosine curve's
+value at the same tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sweeps.compose import compose_study_config  # noqa: E402
+from sweeps.cooldown import rungs_of, train_with_rungs  # noqa: E402
+from sweeps.objective import batch_group_means, batch_groups  # noqa: E402
+from trainer import as_train_config, eval_points, lr_area, tokens_per_iter, train, warmup_iters_of  # noqa: E402
+
+GRID_LRS = (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2)
+GRID_WARMUPS = (0.02, 0.1, 0.3)  # shares of max_iters, as the lr_warmup sweep searches them
+RECORD_RUNGS = dict(count=5, eta=3, cooldown_fraction=0.2, shape="1-sqrt")
+NOISE_SEEDS = (1, 2)
+
+
+def point_config(lr: float, warmup: float, workdir: Path, name: str, seed: int = 1337):
+    cfg = compose_study_config(["+sweep=lr_warmup", f"schedule.lr={lr}", f"schedule.warmup_fraction={warmup}",
+                                f"seed={seed}", f"data.cache_dir={workdir / 'data_cache'}"])
+    train_cfg = as_train_config(cfg)
+    train_cfg.out_dir = str(workdir / name)
+    train_cfg.checkpoint = "none"
+    return train_cfg
+
+
+def cosine_curve(train_cfg) -> dict:
+    """A full-length cosine run as bench/pruner_replay.py reads a curve."""
+    groups = batch_groups(train_cfg.eval_iters, len(eval_points(train_cfg)))
+    per_iter = tokens_per_iter(train_cfg)
+    t0 = time.time()
+    result = train(train_cfg, log=lambda line: None)
+    evals = result.evals
+    return {
+        "steps": [m.tokens for m in evals], "values": [m.val_loss for m in evals],
+        "se": [m.val_loss_se for m in evals], "lr_area": [m.lr_area for m in evals],
+        "batch_losses": [batch_group_means(m.val_batch_losses, groups) for m in evals] if groups else None,
+        "val_batches": evals[0].val_batches if evals else None,
+        "warmup_step": warmup_iters_of(train_cfg.schedule) * per_iter,
+        "budget_step": train_cfg.schedule.max_iters * per_iter,
+        "lr_area_budget": lr_area(train_cfg, train_cfg.schedule.max_iters),
+        "final": evals[-1].val_loss, "tokens": result.tokens_seen, "status": result.status,
+        "wall_s": round(time.time() - t0, 1),
+    }
+
+
+def cooldown_record(train_cfg) -> dict:
+    train_cfg.eval_interval = train_cfg.schedule.max_iters  # the stable phase is judged only at the rungs
+    rungs = rungs_of(train_cfg.schedule.max_iters, RECORD_RUNGS["count"], RECORD_RUNGS["eta"],
+                     RECORD_RUNGS["cooldown_fraction"])
+    stable = []
+    t0 = time.time()
+    result = train_with_rungs(train_cfg, rungs, RECORD_RUNGS["shape"], on_rung=lambda v: None,
+                              on_stable_eval=lambda m: stable.append((m.tokens, m.val_loss)), log=lambda line: None)
+    per_iter = tokens_per_iter(train_cfg)
+    return {
+        "rungs": [{"horizon": v.rung.horizon, "decay_start": v.rung.decay_start, "step": v.step,
+                   "stable_tokens": v.rung.decay_start * per_iter, "branch_tokens": v.rung.cooldown_iters * per_iter,
+                   "val_loss": v.val_loss, "se": v.val_loss_se} for v in result.values],
+        "stable_curve": stable, "status": result.status, "tokens": result.tokens_trained,
+        "wall_s": round(time.time() - t0, 1),
+    }
+
+
+def record(out: Path, workdir: Path) -> None:
+    data = json.loads(out.read_text()) if out.is_file() else {"meta": {}, "points": [], "noise": []}
+    data["meta"] = {"command": " ".join(sys.argv), "machine": f"{platform.node()} {os.cpu_count()} cpus",
+                    "grid": {"schedule.lr": GRID_LRS, "schedule.warmup_fraction": GRID_WARMUPS},
+                    "rungs": RECORD_RUNGS, "started": data["meta"].get("started", time.strftime("%Y-%m-%d %H:%M")),
+                    "load_before": os.getloadavg()}
+    done = {(p["params"]["schedule.lr"], p["params"]["schedule.warmup_fraction"]) for p in data["points"]}
+
+    def save() -> None:
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, out)
+
+    for lr in GRID_LRS:
+        for warmup in GRID_WARMUPS:
+            if (lr, warmup) in done:
+                continue
+            name = f"lr{lr:g}_w{warmup:g}"
+            cfg = point_config(lr, warmup, workdir, name + "_cosine")
+            point = {"params": {"schedule.lr": lr, "schedule.warmup_fraction": warmup},
+                     "config": asdict(cfg), "cosine": cosine_curve(cfg)}
+            rung_cfg = point_config(lr, warmup, workdir, name + "_cooldown")
+            point["cooldown"] = cooldown_record(rung_cfg)
+            shutil.rmtree(workdir / (name + "_cooldown"), ignore_errors=True)
+            data["points"].append(point)
+            save()
+            print(f"{name}: cosine {point['cosine']['final']:.4f} ({point['cosine']['wall_s']} s), rungs "
+                  f"{[round(r['val_loss'], 4) for r in point['cooldown']['rungs']]} ({point['cooldown']['wall_s']} s)",
+                  flush=True)
+    best = min(data["points"], key=lambda p: p["cosine"]["final"])["params"]
+    done_seeds = {n["seed"] for n in data["noise"]}
+    for seed in NOISE_SEEDS:
+        if seed in done_seeds:
+            continue
+        cfg = point_config(best["schedule.lr"], best["schedule.warmup_fraction"], workdir, f"noise_seed{seed}", seed)
+        data["noise"].append({"seed": seed, "params": best, "final": cosine_curve(cfg)["final"]})
+        save()
+        print(f"best point at seed {seed}: {data['noise'][-1]['final']:.4f}", flush=True)
+    data["meta"]["finished"] = time.strftime("%Y-%m-%d %H:%M")
+    save()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("record", help="train the grid's cosine runs and cooldown trials")
+    rec.add_argument("--out", type=Path, required=True)
+    rec.add_argument("--workdir", type=Path, default=Path("outputs/bench_cooldown"))
+    rep = sub.add_parser("replay", help="score the methods on a recorded grid")
+    rep.add_argument("record", type=Path)
+    rep.add_argument("--orders", type=int, default=200)
+    rep.add_argument("--seed", type=int, default=0)
+    rep.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    if args.command == "record":
+        record(args.out, args.workdir)
+        return 0
+    from bench.cooldown_replay import replay_main
+    return replay_main(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
