@@ -20,12 +20,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from trainer import (CHECKPOINT_NAME, ConfigError, EvalMetrics, TrainConfig, TrainResult, min_lr_of, tokens_per_iter,
-                     train, warmup_iters_of, wsd_decay_start)
+from sweeps.resume_checks import run_settings
+from trainer import (CHECKPOINT_NAME, ConfigError, EvalMetrics, TrainConfig, TrainResult, as_train_config, min_lr_of,
+                     tokens_per_iter, train, warmup_iters_of, wsd_decay_start)
 
 BRANCHES_DIR = "cooldown"  # in a trial's run dir: one folder per rung's branch
 
@@ -115,11 +117,18 @@ def branch_config(cfg: TrainConfig, rung: Rung, branch_dir: Path, shape: str) ->
     return branch
 
 
-def _copy_atomically(source: Path, target: Path) -> None:
+def copy_atomically(source: Path, target: Path) -> None:
+    """Copy `source` over `target` through a temp file of its own: a kill mid-copy leaves `target`
+    as it was, and processes copying the same file at once all leave it whole."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 # What a cooldown trial trains as given: its peak LR, its warmup and the min_lr it decays to. The
@@ -148,6 +157,15 @@ def check_cooldown_study(max_iters: int, count: int, eta: int, cooldown_fraction
             f"warmup avoid it"]
 
 
+def stable_phase_settings(train_cfg: dict) -> dict:
+    """What a stable phase trains, flat: a checkpoint of it continues, as another run's stable
+    phase, only where these are equal (its length, decay and min_lr are the rungs' or the long
+    run's own; the warmup counts in iterations)."""
+    cfg = as_train_config(train_cfg)
+    settings = {k: v for k, v in run_settings(dataclasses.asdict(cfg)).items() if not k.startswith("schedule.")}
+    return {**settings, "schedule.lr": cfg.schedule.lr, "schedule.warmup_iters": warmup_iters_of(cfg.schedule)}
+
+
 OnRung = Callable[[RungValue], Optional[str]]  # returns a reason to stop past this rung, or None
 
 
@@ -170,7 +188,7 @@ def train_with_rungs(cfg: TrainConfig, rungs: List[Rung], shape: str, on_rung: O
             result.status, result.stop_reason = stable.status, stable.stop_reason
             break
         branch_dir = out_dir / BRANCHES_DIR / f"rung_{rung.index}"
-        _copy_atomically(out_dir / CHECKPOINT_NAME, branch_dir / CHECKPOINT_NAME)
+        copy_atomically(out_dir / CHECKPOINT_NAME, branch_dir / CHECKPOINT_NAME)
         if log is not None:
             log(f"rung {rung.index}: cooldown from iteration {rung.decay_start} to {rung.horizon} ({shape})")
         branch = train(branch_config(cfg, rung, branch_dir, shape), log=log)

@@ -97,6 +97,14 @@ def check_settings_fit_study(study: optuna.Study, baseline, space: SearchSpace, 
                          f"study (study.name=NEW) or resume with the study's settings")
 
 
+def stored_fidelity(study: optuna.Study) -> dict:
+    """The fidelity settings a study's trials were judged under (fidelity_settings' keys); a study
+    made before fidelity was recorded judged full-length trials."""
+    settings = study.user_attrs.get(STUDY_SETTINGS_ATTR) or {}
+    return {k: v for k, v in settings.items() if k.startswith("study.fidelity") or k.startswith("study.rungs.")} \
+        or {"study.fidelity": "full"}
+
+
 def refuse_another_run_in(out_dir: Path, train_cfg) -> None:
     """StudyError when `out_dir` holds a checkpoint of a run with other training settings (a
     different command, or the study's best trial changed since it started): resuming it would

@@ -184,5 +184,5 @@ def run_sweep(cfg: DictConfig, overrides: list[str], callbacks: Sequence[Callabl
             handler.removeFilter(one_line)
     say_what_still_runs(prepared.study, cfg.study.n_trials, cfg.study.grace_period)
     print(study_report(prepared.study))
-    report_at_end_of_sweep(prepared.study, study_dir_of(cfg))
+    report_at_end_of_sweep(prepared.study, study_dir_of(cfg), long_run_iters=cfg.plan.long_run_iters)
     return prepared.study

@@ -5,7 +5,7 @@ only the names below.
 """
 
 from trainer.checkpoint import CheckpointError, checkpoint_config, checkpoint_iter, load_model
-from trainer.config import DECAY_SHAPES, ConfigError, TrainConfig, as_train_config, check_config
+from trainer.config import DECAY_SHAPES, ConfigError, ScheduleConfig, TrainConfig, as_train_config, check_config
 from trainer.data import DataError, PreparedData, prepare_data
 from trainer.distributed import is_main_process
 from trainer.estimate import (CUDA_RESERVED_BYTES, StepMemory, device_peak_flops, flops_per_token, gpu_peak_flops,
@@ -18,7 +18,7 @@ from trainer.train import (CHECKPOINT_NAME, METRICS_NAME, EvalMetrics, TrainResu
                            resolve_dtype, tokens_per_iter, train)
 
 __all__ = ["CHECKPOINT_NAME", "CUDA_RESERVED_BYTES", "DECAY_SHAPES", "METRICS_NAME", "SHARES", "CheckpointError", "ConfigError", "DataError",
-           "EvalMetrics", "Interrupted", "PreparedData", "Share", "StepMemory", "TrainConfig", "TrainResult", "as_train_config",
+           "EvalMetrics", "Interrupted", "PreparedData", "ScheduleConfig", "Share", "StepMemory", "TrainConfig", "TrainResult", "as_train_config",
            "check_config", "checkpoint_config", "checkpoint_iter", "device_peak_flops", "eval_points",
            "flops_per_token", "get_lr", "gpu_peak_flops", "halved_micro_batch", "is_main_process", "is_out_of_memory",
            "largest_micro_batch", "load_model", "lr_area", "min_lr_of", "num_params", "prepare_data", "release_freed_memory",

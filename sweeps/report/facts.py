@@ -4,6 +4,7 @@ params' fANOVA importances. Plots and text only present these."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
@@ -14,6 +15,7 @@ from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeps import trial_record
+from sweeps.long_run_prediction import LongRunPrediction, predict_long_run
 
 # fANOVA fits a random forest to (params -> val loss): on fewer complete trials its importances
 # are noise, so the report states why it shows none rather than ranking noise.
@@ -148,6 +150,9 @@ class StudyFacts:
     importances: Importances
     distributions: Dict[str, BaseDistribution] = field(default_factory=dict)  # every searched param
     top_k: int = TOP_K
+    long_run_iters: Optional[int] = None  # the long run the predictions are for (plan.long_run_iters)
+    # trial number -> its long run's loss, predicted from its cooldown rungs (trials with 3 or more)
+    predictions: Dict[int, LongRunPrediction] = field(default_factory=dict)
 
     @property
     def top(self) -> List[FrozenTrial]:
@@ -164,7 +169,27 @@ class StudyFacts:
         return self.best is not None and self.baseline is not None and self.best is not self.baseline
 
 
-def facts_of(study: optuna.Study, top_k: int = TOP_K) -> StudyFacts:
+def _tokens_per_iter(trial: FrozenTrial) -> Optional[int]:
+    config, budget = trial_record.config_json(trial), trial_record.budget_step(trial)
+    if config is None or budget is None:
+        return None
+    max_iters = json.loads(config).get("schedule", {}).get("max_iters")
+    return budget // max_iters if max_iters else None
+
+
+def long_run_prediction(trial: FrozenTrial, long_run_iters: int) -> Optional[LongRunPrediction]:
+    """Its long run's loss at `long_run_iters` iterations of its config, fit to its decayed rung
+    values (sweeps.long_run_prediction); None without three rungs."""
+    rungs, per_iter = trial_record.rung_val_loss(trial), _tokens_per_iter(trial)
+    if len(rungs) < 3 or per_iter is None:
+        return None
+    steps = sorted(rungs)
+    se = trial_record.val_loss_se(trial)  # the stable phase's, near each rung: the eval noise there
+    ses = [min(se.items(), key=lambda kv: abs(kv[0] - s))[1] if se else None for s in steps]
+    return predict_long_run(steps, [rungs[s] for s in steps], ses, long_run_iters * per_iter)
+
+
+def facts_of(study: optuna.Study, top_k: int = TOP_K, long_run_iters: Optional[int] = None) -> StudyFacts:
     trials = study.get_trials(deepcopy=False)
     complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (t.value, t.number))
     best = complete[0] if complete else None
@@ -176,7 +201,14 @@ def facts_of(study: optuna.Study, top_k: int = TOP_K) -> StudyFacts:
             distributions.setdefault(k, d)
     gain = token_gain(best, baseline) if best is not None and baseline is not None and best is not baseline else None
     used, saved = total_compute(per_trial.values())
+    predictions = {}
+    if long_run_iters is not None:
+        for t in trials:
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                prediction = long_run_prediction(t, long_run_iters)
+                if prediction is not None:
+                    predictions[t.number] = prediction
     return StudyFacts(
         name=study.study_name, trials=trials, complete=complete, best=best, baseline=baseline,
         used=used, saved=saved, per_trial_compute=per_trial, gain=gain, importances=importances_of(complete, study),
-        distributions=distributions, top_k=top_k)
+        distributions=distributions, top_k=top_k, long_run_iters=long_run_iters, predictions=predictions)

@@ -143,8 +143,42 @@ def diagnosis_section(facts: StudyFacts) -> Optional[Section]:
     return Section("Why each plateaued: the diagnosis", text)
 
 
-SECTIONS: List[SectionBuilder] = [answer_section, best_vs_baseline_section, diagnosis_section, top_section,
-                                  importance_section, compute_section, failures_section]
+def rungs_section(facts: StudyFacts) -> Optional[Section]:
+    """A cooldown study's trials ranked by their long run's predicted loss, beside what they
+    measured: the decayed val loss at the last rung each reached."""
+    with_rungs = [t for t in facts.trials if trial_record.rung_val_loss(t)]
+    if not with_rungs:
+        return None
+    text = [f"Every value of this study is a decayed val loss: the loss after a cooldown to min_lr from the "
+            f"trial's stable phase at a rung (study.fidelity=cooldown), never a point of its constant-LR curve. "
+            f"{len(with_rungs)} trials reached a rung."]
+    if facts.predictions:
+        tokens = next(iter(facts.predictions.values())).tokens
+        text.append(f"\nRanked by the loss predicted for the long run (plan.long_run_iters={facts.long_run_iters:,} "
+                    f"iterations of each trial's config, {tokens:,} tokens for the first ranked), fit to each trial's rungs as "
+                    f"L(D) = E + A * D^-alpha, with a 95% interval:\n")
+        text.append("| rank | trial | state | predicted long run | last rung: decayed val loss | rungs | trusted | params |")
+        text.append("|---:|---:|---|---|---|---:|---|---|")
+        ranked = sorted(facts.predictions.items(), key=lambda kv: kv[1].loss)
+        by_number = {t.number: t for t in facts.trials}
+        for rank, (number, p) in enumerate(ranked, 1):
+            t = by_number[number]
+            rungs = trial_record.rung_val_loss(t)
+            last = max(rungs)
+            text.append(f"| {rank} | {number} | {t.state.name} | {p.loss:.4f} [{p.low:.4f}, {p.high:.4f}] | "
+                        f"{rungs[last]:.4f} at {last:,} tokens | {len(rungs)} | {'yes' if p.trusted else 'no'} | "
+                        f"{fmt.params(t.params) or 'the config as given'} |")
+        doubts = sorted({d for p in facts.predictions.values() for d in p.doubts})
+        if doubts:
+            text.append("\nWhy some predictions are not to be trusted:\n")
+            text += [f"- {d}" for d in doubts]
+    else:
+        text.append("No trial reached three rungs, so no long run is predicted (a power law has three parameters).")
+    return Section("Cooldown rungs and the long run predicted", "\n".join(text))
+
+
+SECTIONS: List[SectionBuilder] = [answer_section, best_vs_baseline_section, rungs_section, diagnosis_section,
+                                  top_section, importance_section, compute_section, failures_section]
 
 
 def build_sections(facts: StudyFacts, builders: List[SectionBuilder] = SECTIONS) -> List[Section]:

@@ -73,13 +73,13 @@ def _attach_report(study: optuna.Study, folder: Path, store) -> None:
 
 
 def write_report(study: optuna.Study, folder: Path, builders: List[SectionBuilder] = SECTIONS,
-                 artifact_store=None) -> Path:
+                 artifact_store=None, long_run_iters: Optional[int] = None) -> Path:
     """Writes ``folder``/report.md and its PNGs for ``study`` (built in a temporary folder beside
     it, then renamed into place), saves the summary as the study's note for optuna-dashboard,
     uploads the files as the study's artifacts when given an `artifact_store`, and returns the
-    path of report.md."""
+    path of report.md. `long_run_iters`: the long run a cooldown study's rungs predict."""
     folder = Path(folder)
-    facts = facts_of(study)
+    facts = facts_of(study, long_run_iters=long_run_iters)
     sections = build_sections(facts, builders)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
@@ -99,12 +99,13 @@ def write_report(study: optuna.Study, folder: Path, builders: List[SectionBuilde
     return folder / REPORT_FILE
 
 
-def report_at_end_of_sweep(study: optuna.Study, study_dir: Path) -> Optional[Path]:
+def report_at_end_of_sweep(study: optuna.Study, study_dir: Path, long_run_iters: Optional[int] = None) -> Optional[Path]:
     """The sweep's closing report: written when the study holds a complete trial, else one line why."""
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         print(f"no report: study {study.study_name!r} holds no complete trial")
         return None
-    path = write_report(study, Path(study_dir) / REPORT_DIR, artifact_store=open_artifact_store())
+    path = write_report(study, Path(study_dir) / REPORT_DIR, artifact_store=open_artifact_store(),
+                        long_run_iters=long_run_iters)
     print(f"report: {path}")
     return path
 
@@ -121,6 +122,7 @@ def run_report(cfg: DictConfig, overrides: list[str]) -> Path:
         raise StudyError(f"study {study.study_name!r} has no complete trial to report ({held}); "
                          f"run mode=sweep first, or wait for a trial to finish")
     print(study_report(study))
-    path = write_report(study, study_dir_of(cfg) / REPORT_DIR, artifact_store=open_artifact_store())
+    path = write_report(study, study_dir_of(cfg) / REPORT_DIR, artifact_store=open_artifact_store(),
+                        long_run_iters=cfg.plan.long_run_iters)
     print(f"report: {path}")
     return path
