@@ -97,7 +97,7 @@ def cooldown_record(train_cfg) -> dict:
     }
 
 
-def record(out: Path, workdir: Path) -> None:
+def record(out: Path, workdir: Path, lrs=GRID_LRS, noise: bool = True) -> None:
     data = json.loads(out.read_text()) if out.is_file() else {"meta": {}, "points": [], "noise": []}
     data["meta"] = {"command": " ".join(sys.argv), "machine": f"{platform.node()} {os.cpu_count()} cpus",
                     "grid": {"schedule.lr": GRID_LRS, "schedule.warmup_fraction": GRID_WARMUPS},
@@ -110,7 +110,7 @@ def record(out: Path, workdir: Path) -> None:
         tmp.write_text(json.dumps(data))
         os.replace(tmp, out)
 
-    for lr in GRID_LRS:
+    for lr in lrs:
         for warmup in GRID_WARMUPS:
             if (lr, warmup) in done:
                 continue
@@ -126,6 +126,8 @@ def record(out: Path, workdir: Path) -> None:
             print(f"{name}: cosine {point['cosine']['final']:.4f} ({point['cosine']['wall_s']} s), rungs "
                   f"{[round(r['val_loss'], 4) for r in point['cooldown']['rungs']]} ({point['cooldown']['wall_s']} s)",
                   flush=True)
+    if not noise:
+        return
     best = min(data["points"], key=lambda p: p["cosine"]["final"])["params"]
     done_seeds = {n["seed"] for n in data["noise"]}
     for seed in NOISE_SEEDS:
@@ -145,6 +147,12 @@ def main(argv=None) -> int:
     rec = sub.add_parser("record", help="train the grid's cosine runs and cooldown trials")
     rec.add_argument("--out", type=Path, required=True)
     rec.add_argument("--workdir", type=Path, default=Path("outputs/bench_cooldown"))
+    rec.add_argument("--lrs", help="comma-separated subset of the grid's lrs (several processes at once); "
+                                   "then `merge` their files and `record` once more for the noise seeds")
+    rec.add_argument("--no-noise", action="store_true", help="skip the best point's extra seeds")
+    mer = sub.add_parser("merge", help="merge record files of grid subsets into --out")
+    mer.add_argument("parts", type=Path, nargs="+")
+    mer.add_argument("--out", type=Path, required=True)
     rep = sub.add_parser("replay", help="score the methods on a recorded grid")
     rep.add_argument("record", type=Path)
     rep.add_argument("--orders", type=int, default=200)
@@ -152,7 +160,15 @@ def main(argv=None) -> int:
     rep.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if args.command == "record":
-        record(args.out, args.workdir)
+        lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else GRID_LRS
+        record(args.out, args.workdir, lrs, noise=not args.no_noise)
+        return 0
+    if args.command == "merge":
+        parts = [json.loads(p.read_text()) for p in args.parts]
+        merged = {"meta": {**parts[0]["meta"], "command": " ; ".join(p["meta"]["command"] for p in parts),
+                           "parts": [p["meta"] for p in parts]},
+                  "points": [pt for p in parts for pt in p["points"]], "noise": [n for p in parts for n in p["noise"]]}
+        args.out.write_text(json.dumps(merged))
         return 0
     from bench.cooldown_replay import replay_main
     return replay_main(args)

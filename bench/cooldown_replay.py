@@ -1,0 +1,223 @@
+"""Score the methods on a grid recorded by `bench/cooldown_fidelity.py record` (see its docstring).
+
+Every method sees the same seeded random orders of the grid's points, one trial after another
+(one worker). Ground truth: each point's full-length cosine run; a method's regret is the best
+cosine val loss of the config it picks minus the grid's best, and its compute is every token it
+trains (cooldown branches included) as a share of the grid's cosine tokens.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Sequence
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+from scipy.stats import spearmanr
+
+from bench.pruner_replay import Curve, first_eval_after_warmup, replay_order
+from sweeps.long_run_prediction import predict_long_run
+from sweeps.plateau_pruner import PlateauFallbackWarning, PlateauPruner
+from sweeps.rung_pruner import RungHalvingPruner
+
+
+@dataclass
+class Score:
+    method: str
+    compute: float  # mean share of the grid's tokens
+    mean_regret: float
+    max_regret: float
+    within_noise: float  # share of orders whose regret is within one seed's noise
+    picks: Dict[str, int]  # the configs picked, with how many orders picked each
+
+
+def cosine_curves(points: Sequence[dict]) -> List[Curve]:
+    return [Curve(params=p["params"], steps=p["cosine"]["steps"], values=p["cosine"]["values"],
+                  se=p["cosine"]["se"], warmup_step=p["cosine"]["warmup_step"], budget_step=p["cosine"]["budget_step"],
+                  lr_area=p["cosine"]["lr_area"], lr_area_budget=p["cosine"]["lr_area_budget"],
+                  batch_losses=p["cosine"]["batch_losses"], val_batches=p["cosine"]["val_batches"])
+            for p in points]
+
+
+def _label(params: dict) -> str:
+    return ", ".join(f"{k.split('.')[-1]}={v:g}" for k, v in params.items())
+
+
+def asha_order(points: Sequence[dict], order: Sequence[int], rungs: Sequence[int], eta: int,
+               prune: bool = True) -> tuple[int, int]:
+    """One study of the cooldown trials through RungHalvingPruner, judged at the recorded rungs
+    `rungs` (indices): (tokens trained, the index of the picked point)."""
+    study = optuna.create_study(direction="minimize", pruner=RungHalvingPruner(eta) if prune
+                                else optuna.pruners.NopPruner())
+    tokens = 0
+    for idx in order:
+        record = points[idx]["cooldown"]["rungs"]
+        trial = study.ask()
+        trial.set_user_attr("point", int(idx))
+        state, value = TrialState.COMPLETE, None
+        for k, r in enumerate(rungs):
+            rung = record[r]
+            trial.report(rung["val_loss"], rung["step"])
+            tokens += rung["branch_tokens"]
+            value = rung["val_loss"]
+            last_stable = rung["stable_tokens"]
+            if k < len(rungs) - 1 and trial.should_prune():
+                state = TrialState.PRUNED
+                break
+        tokens += last_stable
+        if state == TrialState.COMPLETE and math.isfinite(value):
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=TrialState.PRUNED)
+    best = min(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.value)
+    return tokens, best.user_attrs["point"]
+
+
+def score(method: str, results: Sequence[tuple[int, int]], truth: Sequence[float], grid_tokens: int,
+          noise: float, points: Sequence[dict]) -> Score:
+    best = min(truth)
+    regrets = np.array([truth[pick] - best for _, pick in results])
+    picks: Dict[str, int] = {}
+    for _, pick in results:
+        label = _label(points[pick]["params"])
+        picks[label] = picks.get(label, 0) + 1
+    return Score(method, float(np.mean([t for t, _ in results]) / grid_tokens), float(regrets.mean()),
+                 float(regrets.max()), float(np.mean(regrets <= noise + 1e-12)), picks)
+
+
+def raw_pruner_order(curves, order, pruner) -> tuple[int, int]:
+    """bench.pruner_replay's replay of the cosine curves: (tokens trained, the picked point)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlateauFallbackWarning)
+        warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+        result = replay_order(curves, order, pruner, study_name="cooldown-bench")
+    # replay_order reports the regret against the curves' best; the pick is the curve whose best it is
+    target = min(c.best for c in curves) + result.regret
+    pick = min(range(len(curves)), key=lambda i: abs(curves[i].best - target))
+    return result.steps_run, pick
+
+
+def rank_correlations(points: Sequence[dict], truth: Sequence[float]) -> List[dict]:
+    """Spearman correlation with the full-length cosine ranking, per rung: of the decayed values,
+    and of the raw cosine curve's values at the same tokens (its last evaluation at or before)."""
+    rows = []
+    for r in range(len(points[0]["cooldown"]["rungs"])):
+        step = points[0]["cooldown"]["rungs"][r]["step"]
+        decayed = [p["cooldown"]["rungs"][r]["val_loss"] for p in points]
+        raw = []
+        for p in points:
+            steps, values = p["cosine"]["steps"], p["cosine"]["values"]
+            raw.append(values[max(i for i, s in enumerate(steps) if s <= step)])
+        rows.append({"rung": r, "tokens": step, "decayed": float(spearmanr(decayed, truth).statistic),
+                     "raw": float(spearmanr(raw, truth).statistic)})
+    return rows
+
+
+def prediction_errors(points: Sequence[dict], fit_rungs: Sequence[int], at_rungs: Sequence[int]) -> List[dict]:
+    """The power law fit to the rungs `fit_rungs` of each point, read at the later rungs `at_rungs`,
+    against what those rungs measured."""
+    rows = []
+    for p in points:
+        rungs = p["cooldown"]["rungs"]
+        fit = [rungs[i] for i in fit_rungs]
+        for j in at_rungs:
+            prediction = predict_long_run([r["step"] for r in fit], [r["val_loss"] for r in fit],
+                                          [r["se"] for r in fit], rungs[j]["step"])
+            if prediction is None:
+                continue
+            rows.append({"params": p["params"], "at_tokens": rungs[j]["step"],
+                         "ratio": rungs[j]["step"] / fit[-1]["step"], "predicted": prediction.loss,
+                         "low": prediction.low, "high": prediction.high, "measured": rungs[j]["val_loss"],
+                         "error": prediction.loss - rungs[j]["val_loss"], "trusted": prediction.trusted})
+    return rows
+
+
+def replay_main(args) -> int:
+    import json
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = json.loads(args.record.read_text())
+    points = data["points"]
+    curves = cosine_curves(points)
+    truth = [c.best for c in curves]
+    grid_tokens = sum(p["cosine"]["tokens"] for p in points)
+    best_idx = int(np.argmin(truth))
+    seeds = [truth[best_idx]] + [n["final"] for n in data.get("noise", [])]
+    noise = float(np.std(seeds, ddof=1)) if len(seeds) > 1 else 0.0
+    rng = np.random.default_rng(args.seed)
+    orders = [rng.permutation(len(points)).tolist() for _ in range(args.orders)]
+    n_rungs = len(points[0]["cooldown"]["rungs"])
+    eta = data["meta"]["rungs"]["eta"]
+    first = first_eval_after_warmup(curves)
+    budget = max(int(c.budget_step) for c in curves)
+    warmup = int(np.median([c.warmup_step for c in curves]))
+    raw = {
+        "no pruning (the grid)": lambda: optuna.pruners.NopPruner(),
+        "plateau (default)": PlateauPruner,
+        f"median (n_startup_trials=4, n_warmup_steps={warmup})":
+            lambda: optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=warmup),
+        f"hyperband (min_resource={first}, rf=3)":
+            lambda: optuna.pruners.HyperbandPruner(min_resource=first, max_resource=budget, reduction_factor=3),
+    }
+    scores = []
+    t0 = time.time()
+    for name, make in raw.items():
+        scores.append(score(name, [raw_pruner_order(curves, o, make()) for o in orders], truth, grid_tokens, noise,
+                            points))
+    for count in range(min(n_rungs, 5), 1, -1):
+        rungs = list(range(n_rungs - count, n_rungs))
+        scores.append(score(f"cooldown + ASHA, {count} rungs (eta={eta})",
+                            [asha_order(points, o, rungs, eta) for o in orders], truth, grid_tokens, noise, points))
+    scores.append(score(f"cooldown, no pruning ({n_rungs} rungs)",
+                        [asha_order(points, o, list(range(n_rungs)), eta, prune=False) for o in orders[:1]],
+                        truth, grid_tokens, noise, points))
+    correlations = rank_correlations(points, truth)
+    # the grid's own check of the long-run fit: every rung but the last predicts the last (eta x further)
+    predictions = prediction_errors(points, list(range(n_rungs - 1)), [n_rungs - 1]) if n_rungs >= 4 else []
+    out = {"meta": data["meta"], "orders": args.orders, "seed": args.seed, "noise_sd": noise, "seeds": seeds,
+           "grid_best": {"params": points[best_idx]["params"], "cosine_best": truth[best_idx]},
+           "scores": [s.__dict__ for s in scores], "rank_correlations": correlations, "predictions": predictions,
+           "seconds": round(time.time() - t0, 1)}
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+    print(format_report(out, points, truth))
+    return 0
+
+
+def format_report(out: dict, points: Sequence[dict], truth: Sequence[float]) -> str:
+    meta = out["meta"]
+    lines = [f"# Cooldown multi-fidelity against full-length trials ({len(points)} grid points, {out['orders']} orders)",
+             "", f"Recorded: `{meta.get('command')}` ({meta.get('started')} to {meta.get('finished')}, {meta.get('machine')}); "
+             f"rungs {meta.get('rungs')}.", "",
+             f"Grid best: {_label(out['grid_best']['params'])}, cosine val loss {out['grid_best']['cosine_best']:.4f}; "
+             f"one seed's noise (sd over seeds {', '.join(f'{s:.4f}' for s in out['seeds'])}): {out['noise_sd']:.4f}.", "",
+             "| method | compute (share of the grid's tokens) | mean regret | max regret | regret within noise | picks |",
+             "|---|---:|---:|---:|---:|---|"]
+    for s in out["scores"]:
+        picks = "; ".join(f"{k} x{v}" for k, v in sorted(s["picks"].items(), key=lambda kv: -kv[1])[:3])
+        lines.append(f"| {s['method']} | {100 * s['compute']:.1f}% | {s['mean_regret']:.4f} | {s['max_regret']:.4f} | "
+                     f"{100 * s['within_noise']:.0f}% | {picks} |")
+    lines += ["", "Rank correlation (Spearman) with the full-length cosine ranking:", "",
+              "| rung | tokens | decayed value at the rung | raw cosine value at those tokens |", "|---:|---:|---:|---:|"]
+    for r in out["rank_correlations"]:
+        lines.append(f"| {r['rung']} | {r['tokens']:,} | {r['decayed']:.3f} | {r['raw']:.3f} |")
+    if out["predictions"]:
+        errors = np.array([p["error"] for p in out["predictions"]])
+        inside = np.mean([p["low"] <= p["measured"] <= p["high"] for p in out["predictions"]])
+        lines += ["", f"Long-run fit inside the grid: the power law over every rung but the last, read at the last "
+                  f"({out['predictions'][0]['ratio']:.0f}x further): mean error {errors.mean():+.4f}, mean |error| "
+                  f"{np.abs(errors).mean():.4f}, max |error| {np.abs(errors).max():.4f}; the measured value inside the "
+                  f"95% interval for {100 * inside:.0f}% of the {len(errors)} points; "
+                  f"{sum(p['trusted'] for p in out['predictions'])} fits trusted."]
+    lines += ["", "Each point: cosine best, then the decayed value at each rung:", "",
+              "| config | cosine | " + " | ".join(f"rung {i}" for i in range(len(points[0]['cooldown']['rungs']))) + " |",
+              "|---|---:|" + "---:|" * len(points[0]["cooldown"]["rungs"])]
+    for p, t in sorted(zip(points, truth), key=lambda pt: pt[1]):
+        lines.append(f"| {_label(p['params'])} | {t:.4f} | "
+                     + " | ".join(f"{r['val_loss']:.4f}" for r in p["cooldown"]["rungs"]) + " |")
+    return "\n".join(lines)
