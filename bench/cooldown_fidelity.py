@@ -141,6 +141,34 @@ def record(out: Path, workdir: Path, lrs=GRID_LRS, noise: bool = True) -> None:
     save()
 
 
+LONG_HORIZONS = (44, 133, 400, 1600, 4000)  # a trial's three rungs (cpu_demo's 400), then 4x and 10x it
+
+
+def record_long(out: Path, workdir: Path, lr: float, warmup: float) -> None:
+    """One config's cooldown trial extended to 10x the trial horizon: its first three rungs are
+    those a 400-iteration trial has, the last two the long runs (4x, 10x) they should predict."""
+    from sweeps.cooldown import Rung
+
+    cfg = point_config(lr, warmup, workdir, f"long_lr{lr:g}_w{warmup:g}")
+    cfg.schedule.warmup_iters = round(warmup * cfg.schedule.max_iters)  # the trial's warmup, kept absolute
+    cfg.schedule.warmup_fraction = None
+    cfg.schedule.max_iters = LONG_HORIZONS[-1]
+    cfg.eval_interval = LONG_HORIZONS[-1]
+    fraction = RECORD_RUNGS["cooldown_fraction"]
+    rungs = [Rung(i, h, h - round(fraction * h)) for i, h in enumerate(LONG_HORIZONS)]
+    t0 = time.time()
+    result = train_with_rungs(cfg, rungs, RECORD_RUNGS["shape"], on_rung=lambda v: print(
+        f"rung {v.rung.index} ({v.rung.horizon} iterations): {v.val_loss:.4f}", flush=True), log=lambda line: None)
+    data = json.loads(out.read_text()) if out.is_file() else {"runs": []}
+    data["runs"].append({"params": {"schedule.lr": lr, "schedule.warmup_fraction": warmup}, "config": asdict(cfg),
+                         "rungs": [{"horizon": v.rung.horizon, "step": v.step, "val_loss": v.val_loss, "se": v.val_loss_se}
+                                   for v in result.values],
+                         "command": " ".join(sys.argv), "wall_s": round(time.time() - t0, 1),
+                         "date": time.strftime("%Y-%m-%d %H:%M"), "load_before": os.getloadavg()})
+    out.write_text(json.dumps(data, indent=1))
+    shutil.rmtree(workdir / f"long_lr{lr:g}_w{warmup:g}", ignore_errors=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -150,6 +178,11 @@ def main(argv=None) -> int:
     rec.add_argument("--lrs", help="comma-separated subset of the grid's lrs (several processes at once); "
                                    "then `merge` their files and `record` once more for the noise seeds")
     rec.add_argument("--no-noise", action="store_true", help="skip the best point's extra seeds")
+    lon = sub.add_parser("long", help="one config's rungs out to 10x the trial horizon (the prediction check)")
+    lon.add_argument("--out", type=Path, required=True)
+    lon.add_argument("--workdir", type=Path, default=Path("outputs/bench_cooldown"))
+    lon.add_argument("--lr", type=float, required=True)
+    lon.add_argument("--warmup", type=float, required=True)
     mer = sub.add_parser("merge", help="merge record files of grid subsets into --out")
     mer.add_argument("parts", type=Path, nargs="+")
     mer.add_argument("--out", type=Path, required=True)
@@ -162,6 +195,9 @@ def main(argv=None) -> int:
     if args.command == "record":
         lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else GRID_LRS
         record(args.out, args.workdir, lrs, noise=not args.no_noise)
+        return 0
+    if args.command == "long":
+        record_long(args.out, args.workdir, args.lr, args.warmup)
         return 0
     if args.command == "merge":
         parts = [json.loads(p.read_text()) for p in args.parts]

@@ -171,17 +171,21 @@ OnRung = Callable[[RungValue], Optional[str]]  # returns a reason to stop past t
 
 def train_with_rungs(cfg: TrainConfig, rungs: List[Rung], shape: str, on_rung: OnRung,
                      on_stable_eval: Optional[Callable[[EvalMetrics], Optional[str]]] = None,
-                     log: Optional[Callable[[str], None]] = None) -> RungsResult:
+                     log: Optional[Callable[[str], None]] = None,
+                     carried: Optional[List[RungValue]] = None) -> RungsResult:
     """Train `cfg`'s stable phase rung by rung, branching a cooldown at each; `on_rung` after each
     branch may stop the trial there. The stable phase lives in cfg.out_dir (its checkpoint is the
     trial's); each branch in out_dir/cooldown/rung_K, of which only the latest keeps its checkpoint
-    (the trial's decayed model)."""
+    (the trial's decayed model). With `carried` (the first rungs' values, from an earlier attempt
+    whose stable-phase checkpoint is in out_dir) it resumes that checkpoint and goes on from the
+    next rung."""
     out_dir = Path(cfg.out_dir)
     per_iter = tokens_per_iter(cfg)
-    result = RungsResult(status="completed", stop_reason="completed its budget")
+    result = RungsResult(status="completed", stop_reason="completed its budget", values=list(carried or []))
     previous_branch: Optional[Path] = None
-    for rung in rungs:
-        stable = train(stable_config(cfg, rung.decay_start, resume=rung.index > 0), on_eval=on_stable_eval, log=log)
+    for rung in rungs[len(result.values):]:
+        resume = rung.index > 0 or cfg.init_from == "resume"
+        stable = train(stable_config(cfg, rung.decay_start, resume=resume), on_eval=on_stable_eval, log=log)
         result.stable = stable
         result.wall_time_s += stable.wall_time_s
         if stable.status != "completed":
@@ -207,7 +211,9 @@ def train_with_rungs(cfg: TrainConfig, rungs: List[Rung], shape: str, on_rung: O
         if reason and rung.index < len(rungs) - 1:
             result.status, result.stop_reason = "stopped", reason
             break
-    stable_iters = result.stable.iters if result.stable is not None else 0
+    if result.stable is None:  # every rung was carried: the stable phase is where the earlier attempt left it
+        result.stable = train(stable_config(cfg, rungs[-1].decay_start, resume=True), log=log)
+    stable_iters = result.stable.iters
     result.tokens_trained = stable_iters * per_iter + result.branch_tokens
     result.ms_per_iter = result.stable.ms_per_iter if result.stable is not None else float("nan")
     return result

@@ -18,14 +18,14 @@ from optuna.artifacts import FileSystemArtifactStore
 from sweeps import trial_record
 from sweeps.artifacts import upload_trial_files
 from sweeps.console import trial_log
-from sweeps.cooldown import RungsResult, RungValue, rungs_of, train_with_rungs
+from sweeps.cooldown import RungsResult, RungValue, rungs_of, stable_phase_settings, train_with_rungs
 from sweeps.plateau_pruner import StopsLeaders
 from sweeps.retries import first_of_series
 from sweeps.rung_pruner import RungHalvingPruner
 from sweeps.search_space import SearchSpace
-from sweeps.trial_resume import continue_previous_attempt, report_carried
+from sweeps.trial_resume import continue_previous_attempt, previous_attempt, report_carried
 from sweeps.trial_record import BASELINE_AS_GIVEN, EvalRecorder, RungRecorder
-from trainer import (CheckpointError, ConfigError, DataError, EvalMetrics, as_train_config, check_config,
+from trainer import (CheckpointError, ConfigError, DataError, EvalMetrics, as_train_config, checkpoint_config, check_config,
                      eval_points, halved_micro_batch, is_out_of_memory, lr_area, release_freed_memory, tokens_per_iter,
                      train, warmup_iters_of)
 
@@ -205,6 +205,7 @@ class Objective:
             raise TrialFailed(f"impossible config: {e}") from None
         pruner = trial.study.pruner
         evals, record = EvalRecorder(trial), RungRecorder(trial)
+        train_cfg, carried = self._continue_rungs(trial, train_cfg, rungs, record)
 
         def on_stable_eval(m: EvalMetrics) -> None:
             record.stable(m.tokens, m.val_loss)
@@ -222,7 +223,8 @@ class Objective:
             with trial_log(Path(train_cfg.out_dir), echo=self.verbose) as log:
                 result: RungsResult = self._train_fitting_memory(
                     trial, train_cfg,
-                    lambda cfg: train_with_rungs(cfg, rungs, self.rungs.shape, on_rung, on_stable_eval, log), log)
+                    lambda cfg: train_with_rungs(cfg, rungs, self.rungs.shape, on_rung, on_stable_eval, log,
+                                                 carried if cfg.init_from == "resume" else None), log)
         except Exception as e:
             self._fail_on_config_or_memory(trial, e)
             raise
@@ -239,6 +241,29 @@ class Objective:
         if result.status != "completed" or result.value is None:
             raise optuna.TrialPruned(result.stop_reason)
         return result.value
+
+    @staticmethod
+    def _continue_rungs(trial: optuna.Trial, train_cfg, rungs, record: RungRecorder):
+        """A retry of a cooldown trial: its previous attempt's stable phase continued (when its
+        checkpoint holds the same stable phase), its rung values and stable curve reported again.
+        (train_cfg, the carried RungValues)."""
+        def same_stable_phase(ckpt: Path) -> bool:
+            return stable_phase_settings(checkpoint_config(ckpt)) == stable_phase_settings(asdict(train_cfg))
+
+        train_cfg, continuation = continue_previous_attempt(trial, train_cfg, same_run=same_stable_phase, carry_all=True)
+        if continuation is None:
+            return train_cfg, []
+        trial_record.set_resumed_from(trial, continuation.attempt, continuation.step)
+        attempt = previous_attempt(trial)
+        for step, loss in sorted(trial_record.stable_val_loss(attempt).items()):
+            if step <= continuation.step:
+                record.stable(step, loss)
+        per_iter, carried = tokens_per_iter(train_cfg), []
+        for rung, e in zip(rungs, continuation.evals):  # one value per rung, in rung order
+            record.rung(e.step, e.val_loss, rung.cooldown_iters * per_iter)
+            trial.report(e.val_loss, e.step)
+            carried.append(RungValue(rung, e.step, e.val_loss, float("nan"), ""))
+        return train_cfg, carried
 
     def _train_fitting_memory(self, trial: optuna.Trial, train_cfg, run: Callable, log):
         """`run(train_cfg)`; out of memory, run it once more from scratch at half the micro-batch

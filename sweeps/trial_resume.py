@@ -21,7 +21,7 @@ import os
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -67,9 +67,23 @@ def _copy_atomically(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def continue_previous_attempt(trial: optuna.Trial, train_cfg) -> tuple[object, Optional[Continuation]]:
+def _holds_this_run(run_dir: Path, train_cfg, same_run: Optional[Callable[[Path], bool]]) -> bool:
+    if same_run is not None:
+        return same_run(run_dir / CHECKPOINT_NAME)
+    try:
+        refuse_another_run_in(run_dir, train_cfg)
+    except StudyError:
+        return False
+    return True
+
+
+def continue_previous_attempt(trial: optuna.Trial, train_cfg, same_run: Optional[Callable[[Path], bool]] = None,
+                              carry_all: bool = False) -> tuple[object, Optional[Continuation]]:
     """`train_cfg` resuming the previous attempt's checkpoint, copied into this trial's run dir,
-    and what to report again; (`train_cfg`, None) when there is nothing to continue."""
+    and what to report again; (`train_cfg`, None) when there is nothing to continue. `same_run`
+    (checkpoint path -> whether it holds this run) replaces the check that its settings are
+    `train_cfg`'s; `carry_all` reports every value of the attempt again, not only those up to
+    its checkpoint (a cooldown trial's rung values lie past its stable phase's checkpoint)."""
     attempt = previous_attempt(trial)
     if attempt is None or trial_record.run_dir(attempt) is None:
         return train_cfg, None
@@ -78,9 +92,7 @@ def continue_previous_attempt(trial: optuna.Trial, train_cfg) -> tuple[object, O
     if not checkpoint.is_file():
         print(f"trial {trial.number}: trial {attempt.number} left no checkpoint; training from scratch")
         return train_cfg, None
-    try:
-        refuse_another_run_in(source, train_cfg)
-    except StudyError:
+    if not _holds_this_run(source, train_cfg, same_run):
         print(f"trial {trial.number}: trial {attempt.number}'s checkpoint holds other settings; training from scratch")
         return train_cfg, None
     step = checkpoint_iter(checkpoint) * tokens_per_iter(train_cfg)
@@ -92,7 +104,7 @@ def continue_previous_attempt(trial: optuna.Trial, train_cfg) -> tuple[object, O
     se, area, losses = (trial_record.val_loss_se(attempt), trial_record.lr_area(attempt),
                         trial_record.val_batch_losses(attempt))
     evals = [CarriedEval(s, v, se.get(s), area.get(s), losses.get(s))
-             for s, v in sorted(attempt.intermediate_values.items()) if s <= step]
+             for s, v in sorted(attempt.intermediate_values.items()) if s <= step or carry_all]
     print(f"trial {trial.number}: continuing trial {attempt.number} from its checkpoint at {step:,} tokens "
           f"({len(evals)} evaluations carried over)")
     return replace(train_cfg, init_from="resume"), Continuation(attempt.number, step, evals,

@@ -71,3 +71,40 @@ def test_a_killed_trial_is_continued_from_its_last_checkpoint(workdir):
     expected = (trials[0].user_attrs[TOKENS_SEEN] + max(killed.intermediate_values)
                 + again.user_attrs[TOKENS_SEEN] - resumed["step"])
     assert used == expected
+
+
+@pytest.mark.slow
+def test_a_killed_cooldown_trial_continues_its_stable_phase_with_its_rungs_carried(workdir):
+    cwd, common = workdir
+    url = sqlite_url(cwd)
+    args = ["+sweep=lr_warmup", *TINY, "schedule.max_iters=90", "eval_interval=9", "study.fidelity=cooldown",
+            "study.rungs.count=3", f"study.storage={url}", "study.n_trials=2", "study.heartbeat_interval=1",
+            "study.grace_period=2", *common]
+    proc = runner(args, cwd)
+
+    def two_rungs_of_trial_1():
+        try:
+            trials = trials_of(url, "lr_warmup")
+        except KeyError:
+            return False
+        return len(trials) == 2 and len(trials[1].intermediate_values) == 2
+
+    try:
+        wait_for(two_rungs_of_trial_1, timeout=300, what="trial 1 to report two rungs")
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    killed = trials_of(url, "lr_warmup")[1]
+    wait_for(lambda: stale_trials(url, "lr_warmup", grace_period=2) == [1], what="its heartbeat to go stale")
+    code, out = run_cli(args, cwd)
+    assert code == 0, out
+    again = trials_of(url, "lr_warmup")[2]
+    assert again.state == TrialState.COMPLETE and again.user_attrs[RESUMED_FROM]["trial"] == 1
+    resumed_at = again.user_attrs[RESUMED_FROM]["step"] // TOKENS_PER_ITER
+    assert 24 <= resumed_at <= 72  # past rung 1's cooldown start, within the stable phase to rung 2's
+    horizons = [10 * TOKENS_PER_ITER, 30 * TOKENS_PER_ITER, 90 * TOKENS_PER_ITER]
+    assert sorted(again.intermediate_values) == horizons
+    assert {s: again.intermediate_values[s] for s in horizons[:2]} == killed.intermediate_values
+    assert again.value == again.intermediate_values[horizons[-1]]
+    assert again.user_attrs["cooldown_tokens"] == (2 + 6 + 18) * TOKENS_PER_ITER  # every rung's, counted once

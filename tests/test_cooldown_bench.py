@@ -1,0 +1,52 @@
+"""bench/cooldown_replay.py on a hand-made record: compute shares, picks and regret are what the
+rules give (the real pruners, no training)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from bench.cooldown_replay import replay_main
+
+PER_ITER = 512
+
+
+def point(lr: float, final: float, rung_losses: list[float]) -> dict:
+    steps = [i * 20 * PER_ITER for i in range(21)]
+    values = list(np.linspace(10.5 + final / 100, final, 21))
+    horizons = [5, 15, 44, 133, 400]
+    return {
+        "params": {"schedule.lr": lr, "schedule.warmup_fraction": 0.1},
+        "cosine": {"steps": steps, "values": values, "se": [0.01] * 21, "lr_area": None, "lr_area_budget": None,
+                   "batch_losses": None, "val_batches": None, "warmup_step": 40 * PER_ITER,
+                   "budget_step": 400 * PER_ITER, "final": final, "tokens": 400 * PER_ITER},
+        "cooldown": {"rungs": [{"horizon": h, "step": h * PER_ITER, "stable_tokens": (h - round(0.2 * h)) * PER_ITER,
+                                "branch_tokens": round(0.2 * h) * PER_ITER, "val_loss": v, "se": 0.01}
+                               for h, v in zip(horizons, rung_losses)]},
+    }
+
+
+def test_replay_scores_the_grid_and_asha_on_rungs_that_rank_like_the_truth(tmp_path, capsys):
+    # decayed values follow a power law per point and rank the points as their cosine finals do
+    points = [point(lr, final, [final + 4.0 * (400 / h) ** 0.5 / 20 ** 0.5 for h in (5, 15, 44, 133, 400)])
+              for lr, final in [(1e-3, 6.2), (2e-3, 6.0), (4e-3, 5.8), (8e-3, 5.9), (1.6e-2, 6.4), (3.2e-2, 7.0)]]
+    record = tmp_path / "grid.json"
+    record.write_text(json.dumps({"meta": {"rungs": {"count": 5, "eta": 3}, "command": "test"},
+                                  "points": points, "noise": [{"seed": 1, "final": 5.81}, {"seed": 2, "final": 5.79}]}))
+    out = tmp_path / "scores.json"
+    assert replay_main(argparse.Namespace(record=record, orders=20, seed=0, json=out)) == 0
+    report = capsys.readouterr().out
+    scores = {s["method"]: s for s in json.loads(out.read_text())["scores"]}
+    grid = scores["no pruning (the grid)"]
+    assert grid["compute"] == 1.0 and grid["mean_regret"] == 0.0 and grid["picks"] == {"lr=0.004, warmup_fraction=0.1": 20}
+    asha = scores["cooldown + ASHA, 3 rungs (eta=3)"]
+    assert asha["mean_regret"] == 0.0 and asha["compute"] < 1.0  # the decayed values rank the truth: the best survives
+    full = scores["cooldown, no pruning (5 rungs)"]
+    # every trial to its full length: its stable phase to 320, plus every branch
+    assert full["compute"] == (320 + 1 + 3 + 9 + 27 + 80) / 400
+    saved = json.loads(out.read_text())
+    assert [r["decayed"] for r in saved["rank_correlations"]][-1] == 1.0
+    assert len(saved["predictions"]) == 6 and all(abs(p["error"]) < 0.05 for p in saved["predictions"])
+    assert "| cooldown + ASHA, 3 rungs (eta=3) |" in report and "one seed's noise" in report
