@@ -95,6 +95,11 @@ def rungs_of(max_iters: int, count: int, eta: int, cooldown_fraction: float) -> 
     return rungs
 
 
+def trained_iters(rungs: List[Rung]) -> int:
+    """The iterations a trial that reaches the last rung trains: its stable phase and every branch."""
+    return rungs[-1].decay_start + sum(r.cooldown_iters for r in rungs)
+
+
 def stable_config(cfg: TrainConfig, until: int, resume: bool) -> TrainConfig:
     """The trial's stable phase up to iteration `until`: its warmup (in iterations of the full
     trial, so every segment warms up alike) and then its peak LR, checkpointed at every evaluation."""

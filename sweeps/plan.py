@@ -34,6 +34,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from sweeps.compose import Composer, group_choices, require_sweep, search_space_of, study_name_of
 from sweeps.config import PlanConfig, StudyError, check_plan, check_study
+from sweeps.cooldown import rungs_of, trained_iters
 from sweeps.search_space import SearchSpace, check_values_allowed, format_value
 from trainer import (CUDA_RESERVED_BYTES, ConfigError, DataError, PreparedData, TrainConfig, as_train_config, check_config, eval_points,
                      flops_per_token, gpu_peak_flops, largest_micro_batch, num_params, prepare_data,
@@ -128,12 +129,16 @@ def _unsaid(line: str) -> None:
     pass
 
 
-def _size(label: str, cfg: TrainConfig, unique_tokens: int) -> TrialSize:
+def _size(label: str, cfg: TrainConfig, unique_tokens: int, rungs=None) -> TrialSize:
+    """A trial's size; with cooldown `rungs` (study.fidelity=cooldown) its tokens are those of a
+    trial that reaches the last rung, its branches included."""
     per_iter = tokens_per_iter(cfg)
-    tokens = cfg.schedule.max_iters * per_iter
+    iters = cfg.schedule.max_iters if rungs is None else trained_iters(
+        rungs_of(cfg.schedule.max_iters, rungs.count, rungs.eta, rungs.cooldown_fraction))
+    tokens = iters * per_iter
     eval_tokens = len(eval_points(cfg)) * 2 * cfg.eval_iters * cfg.batch_size * cfg.model.block_size
     per_token = flops_per_token(cfg.model)
-    return TrialSize(label, cfg, cfg.schedule.max_iters, tokens, tokens / unique_tokens, unique_tokens,
+    return TrialSize(label, cfg, iters, tokens, tokens / unique_tokens, unique_tokens,
                      num_params(cfg.model, non_embedding=False), float(per_token) * tokens,
                      per_token / 3 * eval_tokens)
 
@@ -171,7 +176,8 @@ def build_plan(cfg: DictConfig, overrides: list[str], data: Optional[PreparedDat
         except DataError as e:
             impossible.append(f"{label}: {e}")
             continue
-        sizes.append(_size(label, trial_cfg, prepared[data_key].train.num_tokens))
+        sizes.append(_size(label, trial_cfg, prepared[data_key].train.num_tokens,
+                           cfg.study.rungs if cfg.study.fidelity == "cooldown" else None))
     if not sizes:
         raise StudyError(f"no trial of the sweep can run: {'; '.join(impossible)}")
     written = {**cfg.sweep.params, **{k: f"{v}, only where {c}" for c, branch in cfg.sweep.when.items()

@@ -134,6 +134,11 @@ def _diagnosis_of(trial: FrozenTrial) -> str:
 def diagnosis_section(facts: StudyFacts) -> Optional[Section]:
     """Why the best trial and the baseline ended where they did (sweeps.diagnose), each with
     its evidence and the command to run next."""
+    if facts.best is not None and trial_record.rung_val_loss(facts.best):
+        return Section("Why each plateaued: the diagnosis", (
+            "Not for cooldown trials: the diagnosis reads a run's whole schedule, and a cooldown trial is a "
+            "constant-LR stable phase with short decayed branches. Diagnose the best trial's long run instead: "
+            "`mode=best`, then `python -m sweeps.diagnose outputs/studies/NAME/best_run`."))
     shown = [(f"Best trial {facts.best.number}", facts.best)] if facts.best is not None else []
     if facts.baseline is not None and facts.baseline is not facts.best:
         shown.append((f"Baseline, trial {facts.baseline.number}", facts.baseline))
