@@ -78,3 +78,20 @@ def test_a_trial_stopped_at_a_rung_trains_no_further(tmp_path):
     assert result.status == "stopped" and result.stop_reason == "behind" and len(result.values) == 2
     assert result.stable.iters == rungs[1].decay_start
     assert result.tokens_trained == (rungs[1].decay_start + rungs[0].cooldown_iters + rungs[1].cooldown_iters) * 128
+
+
+@pytest.mark.parametrize("sweep", ["lr_warmup", "lr_warmup_grid", "schedule", "regularization", "model_size",
+                                   "optimizer", "full"])
+def test_every_sweep_runs_with_cooldown_rungs_but_the_one_searching_the_decay(sweep):
+    from sweeps.compose import compose_study_config, search_space_of
+    from trainer import as_train_config, warmup_iters_of
+
+    cfg = compose_study_config([f"+sweep={sweep}", "study.fidelity=cooldown"])
+    space, baseline = search_space_of(cfg), as_train_config(cfg)
+    args = (baseline.schedule.max_iters, cfg.study.rungs.count, cfg.study.rungs.eta, cfg.study.rungs.cooldown_fraction,
+            list(space.distributions), warmup_iters_of(baseline.schedule))
+    if sweep == "schedule":  # it searches the cosine decay's length, which the rungs replace
+        with pytest.raises(ConfigError, match="schedule.lr_decay_fraction would be ignored"):
+            check_cooldown_study(*args)
+    else:
+        check_cooldown_study(*args)
