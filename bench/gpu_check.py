@@ -178,10 +178,22 @@ def model_overrides(check: Check, model: str) -> tuple:
     return (f"model={model}", *check.sizes.model_overrides, *batch)
 
 
-def run_config(check: Check, model: str, label: str, iters: int, dtype: str, compile_: bool = False,
-               batch_size: Optional[int] = None):
-    """A short run of `model` at budget=gpu's micro-batch: every iteration logged (and timed), no
-    checkpoint, warm-up a tenth of the run."""
+def micro_batch(check: Check, cfg) -> int:
+    """`cfg`'s micro-batch (budget=gpu's), or on a GPU where mode=plan's estimate says it does not fit
+    (a 12 GB card), the largest that does: the estimate's own `largest_micro_batch`."""
+    if check.device != "cuda":
+        return cfg.batch_size
+    import torch
+
+    from trainer import CUDA_RESERVED_BYTES, largest_micro_batch
+
+    usable = torch.cuda.get_device_properties(0).total_memory - CUDA_RESERVED_BYTES
+    return max(1, min(cfg.batch_size, largest_micro_batch(cfg.model, True, "cuda", usable)))
+
+
+def run_config(check: Check, model: str, label: str, iters: int, dtype: str, compile_: bool = False):
+    """A short run of `model` at budget=gpu's micro-batch (`micro_batch`): every iteration logged
+    (and timed), no checkpoint, warm-up a tenth of the run."""
     from trainer import as_train_config
 
     cfg = as_train_config(study_config(check, *model_overrides(check, model)))
@@ -189,7 +201,7 @@ def run_config(check: Check, model: str, label: str, iters: int, dtype: str, com
     schedule = dataclasses.replace(cfg.schedule, max_iters=iters, lr=s.lr, min_lr=s.lr / 10, min_lr_ratio=None,
                                    warmup_iters=max(1, iters // 10), warmup_fraction=None, lr_decay_iters=None,
                                    lr_decay_fraction=None)
-    return dataclasses.replace(cfg, schedule=schedule, batch_size=batch_size or cfg.batch_size, dtype=dtype,
+    return dataclasses.replace(cfg, schedule=schedule, batch_size=micro_batch(check, cfg), dtype=dtype,
                                compile=compile_, eval_interval=min(s.eval_interval, iters), eval_iters=s.eval_iters,
                                log_interval=1, checkpoint="none", init_from="scratch",
                                out_dir=str(check.work / "runs" / label))
@@ -245,9 +257,13 @@ def train_run(check: Check, label: str, cfg, limit_s: float) -> dict:
 
 
 def _run_line(r: dict) -> str:
+    def f(key: str, fmt: str = ".3f") -> str:  # "?" for a number a run stopped too early to have
+        value = r.get(key)
+        return "?" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+
     mfu_part = f", MFU {r['mfu']:.1%}" if r.get("mfu") is not None else ""
-    return (f"loss {r['first_loss']:.3f} -> {r['last_loss']:.3f} (val {r['first_val_loss']:.3f} -> "
-            f"{r['last_val_loss']:.3f}) in {r['iters']} iterations, {r['tokens_per_s']:,.0f} tokens/s{mfu_part}"
+    return (f"loss {f('first_loss')} -> {f('last_loss')} (val {f('first_val_loss')} -> {f('last_val_loss')}) "
+            f"in {r['iters']} iterations, {f('tokens_per_s', ',.0f')} tokens/s{mfu_part}"
             + ("" if r["finite"] else ", NOT FINITE"))
 
 
@@ -275,8 +291,8 @@ def precision(check: Check, limit: float, results: dict) -> str:
         runs[dtype] = train_run(check, dtype, cfg, time_left(until) / (len(dtypes) - i))
     trained = {k: r for k, r in runs.items() if "finite" in r}
     results["summary"] = "; ".join(f"{k}: {_run_line(r)}" for k, r in trained.items())
-    bad = [f"{k} {'is not finite' if not r['finite'] else 'did not lower val loss'}"
-           for k, r in trained.items() if not r["val_loss_fell"]]
+    bad = [f"{k} {'is not finite' if not r['finite'] else 'did not lower val loss'} in {r['iters']} iterations"
+           + (f" ({r['stop_reason']})" if r["stop_reason"] else "") for k, r in trained.items() if not r["val_loss_fell"]]
     return f"failed: {', '.join(bad)}" if bad else "ok"
 
 
@@ -337,10 +353,15 @@ def compile_speedup(check: Check, limit: float, results: dict) -> str:
 def sweep(check: Check, limit: float, results: dict) -> str:
     import optuna
 
+    from trainer import as_train_config
+
     where = check.work / "sweep"
     where.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{where / 'study.db'}"
-    args = [*study_overrides(check, *check.sizes.sweep_overrides), f"study.n_trials={SWEEP_TRIALS}",
+    cfg = as_train_config(study_config(check, *check.sizes.sweep_overrides))
+    batch = micro_batch(check, cfg)  # what fits, so the trials need not find out by running out of memory
+    args = [*study_overrides(check, *check.sizes.sweep_overrides),
+            *([f"batch_size={batch}"] if batch != cfg.batch_size else []), f"study.n_trials={SWEEP_TRIALS}",
             "study.name=gpu_check", f"study.storage={url}", f"hydra.run.dir={where / 'hydra'}"]
     results["command"] = "python study_runner.py " + " ".join(args)
     say(check, f"  {results['command']}")
@@ -371,18 +392,13 @@ def sweep(check: Check, limit: float, results: dict) -> str:
 
 def nanogpt(check: Check, limit: float, results: dict) -> str:
     from bench.train_throughput import Setup, nanogpt_command, ours_command, run_one
-    from trainer import CUDA_RESERVED_BYTES, as_train_config, largest_micro_batch
+    from trainer import as_train_config
 
     if not (check.nanogpt / "train.py").is_file() or not (check.nanogpt / "model.py").is_file():
         return f"skipped: no nanoGPT checkout at {check.nanogpt}"
     until = time.monotonic() + limit
     cfg = as_train_config(study_config(check, *model_overrides(check, "gpt2")))
-    batch = cfg.batch_size
-    if check.device == "cuda":
-        import torch
-
-        usable = torch.cuda.get_device_properties(0).total_memory - CUDA_RESERVED_BYTES
-        batch = min(batch, max(1, largest_micro_batch(cfg.model, True, "cuda", usable)))
+    batch = micro_batch(check, cfg)
     model = {k: getattr(cfg.model, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout")}
     setup = Setup(model=model, batch_size=batch, device=check.device,
                   dtype="float32" if check.dry_run else check.half, compile=not check.dry_run)
@@ -424,13 +440,13 @@ SECTIONS: dict[str, Callable[[Check, float, dict], str]] = {
 # ----------------------------------------------------------------------------- running them
 
 @contextmanager
-def hard_limit(seconds: float):
-    """SectionTimeLimit in this (the main) thread once `seconds` have passed."""
+def hard_limit(limit: float):
+    """SectionTimeLimit in this (the main) thread GRACE_S after `limit` seconds."""
     def expire(signum, frame):
-        raise SectionTimeLimit(f"ran past its limit of {seconds:.0f} s")
+        raise SectionTimeLimit(f"stopped {GRACE_S:.0f} s past its limit of {limit:.0f} s")
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, limit + GRACE_S)
     try:
         yield
     finally:
@@ -458,7 +474,7 @@ def run_section(check: Check, name: str, blocked: Optional[str] = None) -> dict:
     else:
         say(check, f"{name}: start (limit {limit:.0f} s)")
         try:
-            with hard_limit(limit + GRACE_S):
+            with hard_limit(limit):
                 status = SECTIONS[name](check, limit, results)
         except subprocess.TimeoutExpired as e:
             status = f"failed: a subprocess ran past the section's limit of {limit:.0f} s ({e.timeout:.0f} s)"

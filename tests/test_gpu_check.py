@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.gpu_check import SECTIONS, SWEEP_TRIALS, main
 from tests.test_estimate import TOLERANCE
@@ -17,8 +18,19 @@ def records_in(out: Path) -> dict:
     return {name: json.loads((out / f"{name}.json").read_text()) for name in SECTIONS}
 
 
+@pytest.fixture
+def one_thread(monkeypatch):
+    """One torch thread here and in the subprocesses: toy models gain nothing from two, and on a
+    machine shared with other jobs two threads wait on each other."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
-def test_the_dry_run_runs_every_section_and_records_sane_numbers(tmp_path):
+def test_the_dry_run_runs_every_section_and_records_sane_numbers(tmp_path, one_thread):
     nanogpt = Path(os.environ.get("NANOGPT_DIR") or tmp_path / "no_nanogpt")
     out = tmp_path / "out"
     assert main(["--dry-run", "--out", str(out), "--work-dir", str(tmp_path / "work"), "--nanogpt", str(nanogpt)]) == 0
