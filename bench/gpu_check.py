@@ -67,8 +67,8 @@ TOY_MODEL = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32}  # --dry
 SWEEP_TRIALS = 3
 
 
-def _toy(prefix: str = "model.") -> tuple:
-    return tuple(f"{prefix}{k}={v}" for k, v in TOY_MODEL.items())
+def _toy() -> tuple:
+    return tuple(f"model.{k}={v}" for k, v in TOY_MODEL.items())
 
 
 @dataclass(frozen=True)
@@ -121,9 +121,8 @@ class SectionTimeLimit(BaseException):
     """A section ran GRACE_S past its limit (a BaseException: no `except Exception` swallows it)."""
 
 
-def say(check: Optional[Check], line: str) -> None:
-    at = f"+{time.monotonic() - check.started:.0f}s " if check else ""
-    print(f"[gpu_check {at}] {line}", flush=True)
+def say(check: Check, line: str) -> None:
+    print(f"[gpu_check +{time.monotonic() - check.started:.0f}s] {line}", flush=True)
 
 
 # ----------------------------------------------------------------------------- setup
