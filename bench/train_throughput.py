@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +43,25 @@ ITER_LINE = re.compile(r"^iter (\d+): loss (\S+), time ([\d.]+)ms(?:, mfu (\S+)%
 MODEL = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 128, "bias": False, "dropout": 0.0}
 BATCH_SIZE = 8
 LR, MIN_LR, WARMUP = 6e-4, 6e-5, 10  # nanoGPT's peak and floor; a short warm-up for both
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What both trainers run, alike: the model, the micro-batch, the device, dtype and compile.
+    The default is this script's CPU comparison; bench/gpu_check.py runs gpt2 on a GPU with it."""
+
+    model: dict = field(default_factory=lambda: dict(MODEL))  # n_layer, n_head, n_embd, block_size, bias, dropout
+    batch_size: int = BATCH_SIZE
+    device: str = "cpu"
+    dtype: str = "float32"
+    compile: bool = False
+
+    @property
+    def tokens_per_iter(self) -> int:
+        return self.batch_size * self.model["block_size"]
+
+
+CPU_SETUP = Setup()
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -87,29 +107,29 @@ def prepare_shared_data(work: Path) -> Path:
     return dataset
 
 
-def ours_command(work: Path, out_dir: Path, iters: int) -> list[str]:
-    m = MODEL
+def ours_command(work: Path, out_dir: Path, iters: int, setup: Setup = CPU_SETUP) -> list[str]:
+    m = setup.model
     return [sys.executable, "-m", "trainer",
             f"model.n_layer={m['n_layer']}", f"model.n_head={m['n_head']}", f"model.n_embd={m['n_embd']}",
             f"model.block_size={m['block_size']}", f"model.bias={m['bias']}", f"model.dropout={m['dropout']}",
             "model.vocab_size=50304",
             "data=sample", "data.val_fraction=0.1", f"data.cache_dir={work / 'data_cache'}",
-            f"batch_size={BATCH_SIZE}", "gradient_accumulation_steps=1",
+            f"batch_size={setup.batch_size}", "gradient_accumulation_steps=1",
             "schedule=cosine", f"schedule.lr={LR}", f"schedule.min_lr={MIN_LR}",
             f"schedule.warmup_iters={WARMUP}", f"schedule.max_iters={iters}",
             f"eval_interval={iters}", "eval_iters=1", "log_interval=1",
-            "device=cpu", "dtype=float32", "compile=false", "checkpoint=none",
-            f"out_dir={out_dir}"]
+            f"device={setup.device}", f"dtype={setup.dtype}", f"compile={str(setup.compile).lower()}",
+            "checkpoint=none", f"out_dir={out_dir}"]
 
 
-def nanogpt_command(nanogpt: Path, dataset: Path, out_dir: Path, iters: int) -> list[str]:
-    m = MODEL
+def nanogpt_command(nanogpt: Path, dataset: Path, out_dir: Path, iters: int, setup: Setup = CPU_SETUP) -> list[str]:
+    m = setup.model
     # nanoGPT runs iterations 0..max_iters inclusive: max_iters = iters - 1 gives `iters` of them
     return [sys.executable, "train.py",
-            "--device=cpu", "--compile=False", "--dtype=float32", f"--dataset={dataset}",
+            f"--device={setup.device}", f"--compile={setup.compile}", f"--dtype={setup.dtype}", f"--dataset={dataset}",
             f"--n_layer={m['n_layer']}", f"--n_head={m['n_head']}", f"--n_embd={m['n_embd']}",
             f"--block_size={m['block_size']}", f"--bias={m['bias']}", f"--dropout={m['dropout']}",
-            f"--batch_size={BATCH_SIZE}", "--gradient_accumulation_steps=1",
+            f"--batch_size={setup.batch_size}", "--gradient_accumulation_steps=1",
             f"--learning_rate={LR}", f"--min_lr={MIN_LR}", f"--warmup_iters={WARMUP}",
             f"--lr_decay_iters={iters}", f"--max_iters={iters - 1}",
             f"--eval_interval={10 * iters}", "--eval_iters=1", "--log_interval=1",
@@ -125,7 +145,8 @@ def run_one(name: str, cmd: list[str], cwd: Path, env: dict, log: Path, timeout:
     if proc.returncode != 0:
         tail = "\n".join(proc.stdout.splitlines()[-25:])
         raise RuntimeError(f"{name} exited with {proc.returncode} (log {log}):\n{tail}")
-    rows = [(int(i), float(loss), float(ms)) for i, loss, ms, _ in ITER_LINE.findall(proc.stdout)]
+    found = ITER_LINE.findall(proc.stdout)
+    rows = [(int(i), float(loss), float(ms)) for i, loss, ms, _ in found]
     if len(rows) <= skip:
         raise RuntimeError(f"{name}: only {len(rows)} iteration lines in its output (log {log})")
     times = [ms for _, _, ms in rows[skip:]]
@@ -135,6 +156,8 @@ def run_one(name: str, cmd: list[str], cwd: Path, env: dict, log: Path, timeout:
             "ms_mean": statistics.fmean(times),
             "iters_logged": len(rows), "iters_timed": len(times), "final_loss": rows[-1][1],
             "params_M": float(params.group(1)) if params else None, "process_wall_s": round(wall, 1),
+            # as the trainer printed it: ours against this GPU's peak, nanoGPT's against an A100's
+            "printed_mfu_last": next((float(mfu) for *_, mfu in reversed(found) if mfu), None),
             "log": str(log)}
 
 
