@@ -4,8 +4,8 @@
     python bench/cooldown_fidelity.py replay bench/results/cooldown_grid.json --orders 200 \
         > bench/results/cooldown_fidelity.md
 
-`record` trains every point of a grid (peak lr x warmup share, the nano model on the sample data,
-the cpu_demo budget of the lr_warmup sweep) twice, each exactly as a study's trial would:
+`record` trains every point of a grid (peak lr x warmup share, BENCH_MODEL on the sample data,
+the cpu_demo budget of the lr_warmup sweep: 400 iterations, 21 evaluations) twice, each exactly as a study's trial would:
   - the ground truth: a full-length cosine run (what a trial is without study.fidelity), its
     whole curve in bench/pruner_replay.py's format, so Optuna's pruners can be replayed on it;
   - the cooldown trial: `sweeps.cooldown.train_with_rungs` with every rung of RECORD_RUNGS (none
@@ -48,11 +48,15 @@ GRID_LRS = (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2)
 GRID_WARMUPS = (0.02, 0.1, 0.3)  # shares of max_iters, as the lr_warmup sweep searches them
 RECORD_RUNGS = dict(count=5, eta=3, cooldown_fraction=0.2, shape="1-sqrt")
 NOISE_SEEDS = (1, 2)
+# A narrow nano (the same 2 layers, half the width) on 4 x 32-token sequences: an eighth of the
+# nano's cost per iteration, so the grid's 15 points x 2 runs fit an hour of this 2-core machine.
+BENCH_MODEL = ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "batch_size=4"]
 
 
 def point_config(lr: float, warmup: float, workdir: Path, name: str, seed: int = 1337):
-    cfg = compose_study_config(["+sweep=lr_warmup", f"schedule.lr={lr}", f"schedule.warmup_fraction={warmup}",
-                                f"seed={seed}", f"data.cache_dir={workdir / 'data_cache'}"])
+    cfg = compose_study_config(["+sweep=lr_warmup", *BENCH_MODEL, f"schedule.lr={lr}",
+                                f"schedule.warmup_fraction={warmup}", f"seed={seed}",
+                                f"data.cache_dir={workdir / 'data_cache'}"])
     train_cfg = as_train_config(cfg)
     train_cfg.out_dir = str(workdir / name)
     train_cfg.checkpoint = "none"
@@ -100,6 +104,7 @@ def cooldown_record(train_cfg) -> dict:
 def record(out: Path, workdir: Path, lrs=GRID_LRS, noise: bool = True) -> None:
     data = json.loads(out.read_text()) if out.is_file() else {"meta": {}, "points": [], "noise": []}
     data["meta"] = {"command": " ".join(sys.argv), "machine": f"{platform.node()} {os.cpu_count()} cpus",
+                    "model": BENCH_MODEL,
                     "grid": {"schedule.lr": GRID_LRS, "schedule.warmup_fraction": GRID_WARMUPS},
                     "rungs": RECORD_RUNGS, "started": data["meta"].get("started", time.strftime("%Y-%m-%d %H:%M")),
                     "load_before": os.getloadavg()}

@@ -25,10 +25,12 @@ import os
 import tempfile
 import textwrap
 from pathlib import Path
-from typing import BinaryIO, Iterable, Optional, Union
+from typing import BinaryIO, Dict, Iterable, Optional, Union
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+from sweeps import trial_record
 
 ARTIFACT_DIR = Path("outputs") / "artifacts"  # relative to the cwd, as outputs/studies/ is
 CONFIG_FILE = "config.yaml"
@@ -97,12 +99,15 @@ def read_metrics(path: Union[str, Path]) -> list[dict]:
     return records
 
 
-def plot_curve(records: Iterable[dict], path: Union[str, Path], title: str) -> Optional[Path]:
+def plot_curve(records: Iterable[dict], path: Union[str, Path], title: str,
+               decayed: Optional[Dict[int, float]] = None) -> Optional[Path]:
     """Draw a run's losses against training tokens into the PNG `path`: val loss and train loss at
     each evaluation, the per-iteration train loss faint behind them, the best val loss marked.
     The x axis is logarithmic past the first evaluation after the start and linear before it
     (symlog), so the loss at 0 tokens, where a diverging run leaves from, is drawn too; the y
     axis turns logarithmic when the losses span more than a factor of 3 (a diverged run).
+    `decayed` (a cooldown trial's {horizon tokens: decayed val loss}) is drawn over the stable
+    phase's curve as the points the trial was judged by.
     Returns `path`, or None when the records hold no evaluation (nothing to draw)."""
     from matplotlib.figure import Figure  # no pyplot: draws with Agg, whatever backend a notebook chose
 
@@ -124,7 +129,14 @@ def plot_curve(records: Iterable[dict], path: Union[str, Path], title: str) -> O
     best = min(range(len(val)), key=val.__getitem__)
     ax.plot([tokens[best]], [val[best]], "*", color="tab:red", markersize=14,
             label=f"best val loss {val[best]:.4f} at {tokens[best]:,} tokens")
-    positive = [t for t in tokens + [r["tokens"] for r in iters] if t > 0]
+    if decayed:
+        steps = sorted(decayed)
+        ax.plot(steps, [decayed[t] for t in steps], "-s", color="tab:green", markersize=6,
+                label="decayed val loss at each rung (cooldown branch; the values reported)")
+        tokens_drawn = tokens + steps
+    else:
+        tokens_drawn = tokens
+    positive = [t for t in tokens_drawn + [r["tokens"] for r in iters] if t > 0]
     ax.set_xscale("symlog", linthresh=min(positive) if positive else 1, linscale=0.3)
     ax.set_xlabel("training tokens seen (log scale; linear up to the first evaluation)")
     losses = [x for r in evals for x in (r["val_loss"], r["train_loss"])] + [r["loss"] for r in iters]
@@ -166,7 +178,7 @@ def upload_trial_files(store: FileSystemArtifactStore, trial: optuna.Trial, run_
         files.append(metrics)
         try:
             title = f"study {trial.study.study_name!r}, trial {trial.number}: {outcome}"
-            curve = plot_curve(read_metrics(metrics), run_dir / CURVE_FILE, title)
+            curve = plot_curve(read_metrics(metrics), run_dir / CURVE_FILE, title, trial_record.rung_val_loss(trial))
             if curve is not None:
                 files.append(curve)
         except Exception as e:  # noqa: BLE001 - a plot never fails the trial

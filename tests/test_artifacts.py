@@ -114,6 +114,8 @@ def test_the_curve_draws_every_evaluation_and_skips_a_truncated_line(tmp_path, r
     assert [r["tokens"] for r in records if r["type"] == "eval"] == [0, 640, 1280, 1920, 2560]
     assert plot_curve(records, tmp_path / "curve.png", "study 'x', trial 0: complete") == tmp_path / "curve.png"
     assert png_size(tmp_path / "curve.png") == (500, 800)
+    with_rungs = plot_curve(records, tmp_path / "rungs.png", "cooldown trial", decayed={800: 7.1, 2560: 6.2})
+    assert with_rungs == tmp_path / "rungs.png" and (tmp_path / "rungs.png").read_bytes() != (tmp_path / "curve.png").read_bytes()
     no_evals = [r for r in records if r["type"] == "train"]
     assert plot_curve(no_evals, tmp_path / "none.png", "nothing") is None and not (tmp_path / "none.png").exists()
 
