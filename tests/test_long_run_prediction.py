@@ -1,0 +1,43 @@
+"""sweeps.long_run_prediction on hand-made rung values: the law recovered, and the doubts said."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sweeps.long_run_prediction import power_law, predict_long_run
+
+TOKENS = [1e5, 3e5, 9e5, 2.7e6]
+
+
+def law(tokens, E=3.0, A=50.0, alpha=0.3):
+    return [power_law(t, E, A, alpha) for t in tokens]
+
+
+def test_a_power_law_measured_with_noise_is_recovered_and_its_long_run_inside_the_interval():
+    rng = np.random.default_rng(0)
+    noisy = [v + rng.normal(0, 0.005) for v in law(TOKENS)]
+    p = predict_long_run(TOKENS, noisy, [0.005] * 4, 2.7e7)
+    truth = law([2.7e7])[0]
+    assert p.trusted and p.n_points == 4
+    assert p.low <= truth <= p.high and abs(p.loss - truth) < 0.02
+    assert p.E == pytest.approx(3.0, abs=0.3) and p.alpha == pytest.approx(0.3, abs=0.1)
+
+
+def test_three_rungs_fit_exactly_and_are_not_trusted():
+    p = predict_long_run(TOKENS[1:], law(TOKENS[1:]), [0.005] * 3, 1e7)
+    assert p.loss == pytest.approx(law([1e7])[0], abs=1e-3)
+    assert not p.trusted and "3 rungs fit the law's 3 parameters exactly" in p.doubts[0]
+
+
+def test_a_curve_with_no_floor_yet_and_a_far_extrapolation_are_doubted():
+    exponential = [2.0 + 10 * np.exp(-t / 1e6) for t in TOKENS]
+    p = predict_long_run(TOKENS, exponential, [0.005] * 4, 1e7)
+    assert not p.trusted and any("no floor" in d or "faster than any power law" in d for d in p.doubts)
+    far = predict_long_run(TOKENS, law(TOKENS), [0.005] * 4, 2.7e8)
+    assert any("extrapolates 100x past the last rung" in d for d in far.doubts)
+
+
+def test_too_few_finite_points_give_no_prediction():
+    assert predict_long_run(TOKENS[:2], law(TOKENS[:2]), None, 1e7) is None
+    assert predict_long_run(TOKENS, [5.0, float("nan"), 4.0, float("inf")], None, 1e7) is None
