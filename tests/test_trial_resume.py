@@ -90,7 +90,7 @@ def test_a_killed_cooldown_trial_continues_its_stable_phase_with_its_rungs_carri
         return len(trials) == 2 and len(trials[1].intermediate_values) == 2
 
     try:
-        wait_for(two_rungs_of_trial_1, timeout=300, what="trial 1 to report two rungs")
+        wait_for(two_rungs_of_trial_1, timeout=600, what="trial 1 to report two rungs")
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
     finally:
