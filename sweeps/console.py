@@ -46,9 +46,14 @@ def trial_line(trial: FrozenTrial) -> str:
     n_params = trial_record.num_params(trial)
     size = f"; {n_params / 1e6:.2f}M params" if n_params else ""
     head = f"trial {trial.number} ({_params(trial) or 'the baseline, as given'}{size})"
+    rungs = trial_record.rung_val_loss(trial)  # a cooldown trial's values are decayed losses at rungs
     if trial.state == TrialState.COMPLETE:
-        loss = f"val loss {trial.value:.4f}"
+        loss = f"{'decayed ' if rungs else ''}val loss {trial.value:.4f}"
         why = trial_record.stop_reason(trial) or "completed"
+    elif trial.state == TrialState.PRUNED and rungs:
+        last = max(rungs)
+        loss = f"decayed val loss {rungs[last]:.4f} at its last rung, {last:,} tokens"
+        why = trial_record.stop_reason(trial) or "pruned"
     elif trial.state == TrialState.PRUNED:
         seen = trial.intermediate_values
         loss = f"best val loss {min(seen.values()):.4f} at {max(seen):,} tokens" if seen else "no evaluation"
