@@ -56,3 +56,13 @@ def test_a_trial_line_names_the_trial_its_size_loss_state_and_why():
     set_fail_reason(failed, "out of memory: CUDA out of memory")
     study.tell(failed, state=TrialState.FAIL)
     assert trial_line(study.trials[-1]).endswith("): no val loss, FAIL: out of memory: CUDA out of memory")
+
+    from sweeps.trial_record import RungRecorder
+    cooled = study.ask()
+    rungs = RungRecorder(cooled)
+    for step, value in ((640, 7.4), (1920, 7.1)):
+        rungs.rung(step, value, cooldown_tokens=step // 5)
+        cooled.report(value, step)
+    study.tell(cooled, state=TrialState.PRUNED)
+    assert trial_line(study.trials[-1]).endswith(
+        "): decayed val loss 7.1000 at its last rung, 1,920 tokens, PRUNED: pruned")
