@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / "tests" / "data" / "nanogpt_logs"
 RUNS = json.loads((LOGS / "runs.json").read_text())
 # a 1-layer, 32-wide GPT on CPU: a few hundred real iterations in well under a minute
-TINY = {"model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32}, "batch_size": 4, "eval_iters": 8,
+TINY = {"model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32}, "batch_size": 4, "eval_iters": 4,
         "log_interval": 1, "device": "cpu", "dtype": "float32", "checkpoint": "best", "seed": 1337}
 # name -> (the cause it is built to have, its own settings)
 OUR_RUNS = {
@@ -36,10 +36,10 @@ OUR_RUNS = {
                                   "eval_interval": 15}),
     # a high peak LR from iteration 0, decayed within 60 iterations: one early blow-up, then calm
     "no_warmup": ("warmup_too_short", {"schedule": {"lr": 0.3, "min_lr": 3e-3, "max_iters": 150, "warmup_iters": 0,
-                                                    "lr_decay_iters": 60}, "eval_interval": 10, "eval_iters": 16}),
+                                                    "lr_decay_iters": 60}, "eval_interval": 10, "eval_iters": 8}),
     # the motivating user's run in small: stopped on a plateau with the cosine decay barely begun
     "long_decay": ("lr_still_high", {"schedule": {"lr": 1e-2, "min_lr": 1e-3, "max_iters": 200, "warmup_iters": 10,
-                                                  "lr_decay_iters": 4000}, "eval_interval": 10, "eval_iters": 16}),
+                                                  "lr_decay_iters": 4000}, "eval_interval": 10, "eval_iters": 8}),
 }
 
 
@@ -52,14 +52,16 @@ def tiny_corpus(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def our_runs(tmp_path_factory):
-    """Each of OUR_RUNS trained once for the module: {name: (run dir, config)}."""
+    """Each of OUR_RUNS trained once for the module: {name: (run dir, config)}; the sample corpus's
+    tokens come from the session's shared cache."""
     base = tmp_path_factory.mktemp("diagnose_runs")
+    cache = tmp_path_factory.getbasetemp() / "data_cache"
     corpus = tiny_corpus(base / "tiny.parquet")
     out = {}
     for name, (_, own) in OUR_RUNS.items():
         data = ({"name": "parquet", "files": [str(corpus)], "val_fraction": 0.1} if name == "repetition"
                 else {"name": "sample"})
-        cfg = as_train_config({**TINY, **own, "data": {**data, "cache_dir": str(base / "cache")},
+        cfg = as_train_config({**TINY, **own, "data": {**data, "cache_dir": str(cache)},
                                "out_dir": str(base / name)})
         result = train(cfg)
         out[name] = (Path(cfg.out_dir), cfg, result)
@@ -301,24 +303,19 @@ def test_nanogpt_settings_given_for_a_run_dir_are_refused(tmp_path, main):
 
 # -- a study --------------------------------------------------------------------------------------
 
-def test_a_study_diagnoses_its_best_trial_and_its_baseline(workdir, main):
-    cwd, common = workdir
-    url = f"sqlite:///{cwd / 'study.db'}"
-    args = ["+sweep=lr_warmup", "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.block_size=32",
-            "batch_size=4", "eval_iters=2", "schedule.max_iters=30", "eval_interval=5", "log_interval=5",
-            "study.n_trials=3", "study.pruner.name=none", f"study.storage={url}", *common]
-    proc = subprocess.run([sys.executable, str(ROOT / "study_runner.py"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    study = optuna.load_study(study_name="lr_warmup", storage=url)
+def test_a_study_diagnoses_its_best_trial_and_its_baseline(tiny_study, tmp_path, main, monkeypatch):
+    cwd, url, name = tiny_study  # 4 trials of TINY (tests/test_study_runner.py): 20 iterations, none pruned yet
+    monkeypatch.chdir(cwd)  # the trials' run dirs are relative to the study's folder
+    study = optuna.load_study(study_name=name, storage=url)
     best = study.best_trial
     d = diagnose_trial(best)
     assert d.source.startswith(f"trial {best.number}")
-    assert d.summary["iters"] == 30 and d.summary["tokens_seen"] == 30 * 4 * 32
-    code, out, err = run_cli("--storage", url, "--study", "lr_warmup", cwd=cwd)
+    assert d.summary["iters"] == 20 and d.summary["tokens_seen"] == 20 * 4 * 32
+    code, out, err = run_cli("--storage", url, "--study", name, cwd=cwd)  # the real CLI, from the study's folder
     assert code == 0, err
     assert f"== best trial {best.number} (val loss {best.value:.4f})" in out
     assert best.number == 0 or "== baseline trial 0" in out
-    _one_error_line(*main("--storage", url, "--study", "nope"), "no study 'nope'", "lr_warmup")
-    _one_error_line(*main("--storage", f"sqlite:///{cwd / 'missing.db'}", "--study", "x"), "missing.db")
-    _one_error_line(*run_cli("--storage", url, "--study", "lr_warmup"), "is not there", "the folder the study ran in")
+    _one_error_line(*main("--storage", url, "--study", "nope"), "no study 'nope'", name)
+    _one_error_line(*main("--storage", f"sqlite:///{tmp_path / 'missing.db'}", "--study", "x"), "missing.db")
+    monkeypatch.chdir(ROOT)
+    _one_error_line(*main("--storage", url, "--study", name), "is not there", "the folder the study ran in")

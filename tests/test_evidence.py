@@ -64,7 +64,7 @@ def test_a_plateaued_leader_is_stopped_and_recorded_complete_with_its_best_value
     it COMPLETE with the best val loss it reached, which must be the peers' own best."""
     cwd, common = workdir
     overrides = ["+sweep=lr_warmup", "model.n_layer=1", "model.n_head=2", "model.n_embd=32",
-                 "model.block_size=32", "batch_size=4", "eval_iters=8", "schedule=constant",
+                 "model.block_size=32", "batch_size=4", "eval_iters=4", "schedule=constant",
                  "schedule.lr=0.003", "schedule.warmup_iters=0", "schedule.max_iters=100", "eval_interval=10",
                  "log_interval=50", "checkpoint=none", *overfitting_data(cwd), "study.baseline=false",
                  "study.n_trials=5", f"study.storage={sqlite_url(cwd)}", *common]

@@ -28,6 +28,7 @@ from sweeps.search_space import SearchSpaceError
 from sweeps.storage import StorageError
 from sweeps.trial_record import BASELINE_ATTR
 from tests.dashboard import start_dashboard, stop
+from tests.test_evidence import tokenize_once
 from tests.heartbeats import stale_trials, wait_for
 from tests.postgres import PG_URL, needs_postgres
 from trainer.config import ScheduleConfig
@@ -61,11 +62,11 @@ def trials_of(url, name):
     return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
 
 
-def test_six_trial_sweep_of_nano_records_everything_and_resumes_without_overshoot(workdir):
+def test_six_trial_sweep_records_everything_and_resumes_without_overshoot(workdir):
     cwd, common = workdir
     url = sqlite_url(cwd)
-    args = ["+sweep=lr_warmup", "model=nano", "batch_size=4", "eval_iters=2", "schedule.max_iters=20",
-            "eval_interval=5", f"study.storage={url}", "study.n_trials=6", *common]
+    args = ["+sweep=lr_warmup", *TINY, f"study.storage={url}", "study.n_trials=6", *common]
+    per_iter = 4 * 32  # TINY's batch x block
     code, out = run_cli(args, cwd)
     assert code == 0, out
     trials = trials_of(url, "lr_warmup")
@@ -73,13 +74,13 @@ def test_six_trial_sweep_of_nano_records_everything_and_resumes_without_overshoo
     assert trials[0].user_attrs[BASELINE_ATTR] and trials[0].state == TrialState.COMPLETE
     for t in trials:
         assert USER_ATTRS <= set(t.user_attrs), USER_ATTRS - set(t.user_attrs)
-        # reported at training tokens seen: 5 iterations x 4 x 64 tokens apart
-        assert sorted(t.intermediate_values)[:2] == [0, 5 * 4 * 64]
+        # reported at training tokens seen: 5 iterations x 4 x 32 tokens apart
+        assert sorted(t.intermediate_values)[:2] == [0, 5 * per_iter]
         # the LR summed over the tokens trained, at every reported step, as the schedule gives it
         schedule = ScheduleConfig(**json.loads(t.user_attrs["config"])["schedule"])
         for step in t.intermediate_values:
-            assert t.user_attrs["lr_area"][str(step)] == pytest.approx(lr_sum(schedule, 0, step // 256) * 256)
-        assert t.user_attrs["lr_area_budget"] == pytest.approx(lr_sum(schedule, 0, 20) * 256)
+            assert t.user_attrs["lr_area"][str(step)] == pytest.approx(lr_sum(schedule, 0, step // per_iter) * per_iter)
+        assert t.user_attrs["lr_area_budget"] == pytest.approx(lr_sum(schedule, 0, 20) * per_iter)
         # each evaluation's loss on each of the eval batches, which every trial shares
         for step, value in t.intermediate_values.items():
             losses = t.user_attrs["val_batch_losses"][str(step)]
@@ -88,7 +89,7 @@ def test_six_trial_sweep_of_nano_records_everything_and_resumes_without_overshoo
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     for t in complete:
         assert Path(t.user_attrs["checkpoint"]).is_file()
-        assert json.loads(t.user_attrs["config"])["model"]["n_embd"] == 64
+        assert json.loads(t.user_attrs["config"])["model"]["n_embd"] == 32
         assert t.value == min(t.intermediate_values.values())
     assert "gain over the baseline" in out and "optuna-dashboard" in out
 
@@ -134,7 +135,7 @@ def test_batch_losses_are_recorded_as_at_most_32_means_of_equal_runs_within_a_si
 def test_a_study_killed_mid_trial_resumes_and_runs_that_trial_again(workdir, sig, victim):
     cwd, common = workdir
     url = sqlite_url(cwd)
-    args = ["+sweep=lr_warmup", *TINY, "schedule.max_iters=100", "eval_interval=10", f"study.storage={url}",
+    args = ["+sweep=lr_warmup", *TINY, "schedule.max_iters=60", "eval_interval=10", f"study.storage={url}",
             "study.n_trials=3", "study.heartbeat_interval=1", "study.grace_period=2", *common]
     proc = runner(args, cwd)
 
@@ -164,8 +165,8 @@ def test_a_study_killed_mid_trial_resumes_and_runs_that_trial_again(workdir, sig
         wait_for(lambda: stale_trials(url, "lr_warmup", grace_period=2) == [victim], what="its heartbeat to go stale")
 
     if victim == 1:  # trials of another length would not be comparable with the study's: refused
-        code, out = run_cli([a.replace("schedule.max_iters=100", "schedule.max_iters=20") for a in args], cwd)
-        assert code == 1 and "schedule.max_iters=100, now 20" in out and "study.name=NEW" in out
+        code, out = run_cli([a.replace("schedule.max_iters=60", "schedule.max_iters=20") for a in args], cwd)
+        assert code == 1 and "schedule.max_iters=60, now 20" in out and "study.name=NEW" in out
         assert sum(t.state == TrialState.COMPLETE for t in trials_of(url, "lr_warmup")) == 1  # none trained
     code, out = run_cli(args, cwd)
     assert code == 0, out
@@ -293,8 +294,7 @@ def test_two_workers_started_together_share_one_study(workdir):
     cwd, common = workdir
     url = sqlite_url(cwd)
     args = ["+sweep=lr_warmup", *TINY, f"study.storage={url}", "study.n_trials=5", *common]
-    run_cli(["+sweep=lr_warmup", *TINY, "study.n_trials=1", f"study.storage=sqlite:///{cwd / 'warm.db'}",
-             *common], cwd)  # tokenizes the corpus once, so both workers start training at once
+    tokenize_once(common)  # so that both workers start training at once
     workers = [runner(args, cwd) for _ in range(2)]
     outs = [w.communicate(timeout=600)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outs
@@ -409,16 +409,15 @@ def test_trial_failures_never_end_the_study(workdir):
     # out of memory: tests/test_out_of_memory.py, under a real memory limit
 
 
-def test_best_trial_reruns_long_resumes_after_interruption_and_exports_its_config(workdir):
+def test_best_trial_reruns_long_resumes_after_interruption_and_exports_its_config(workdir, capsys):
     cwd, common = workdir
     url = sqlite_url(cwd)
-    base = ["+sweep=lr_warmup", *TINY, f"study.storage={url}", *common]
-    code, out = run_cli(base + ["study.n_trials=2"], cwd)
-    assert code == 0, out
+    run(*compose(workdir, "study.n_trials=2"))
     best = optuna.load_study(study_name="lr_warmup", storage=url).best_trial
 
-    long_run = base + ["mode=best", "schedule.max_iters=60", "eval_interval=10"]
-    proc = runner(long_run, cwd)
+    long_run = ["+sweep=lr_warmup", *TINY, f"study.storage={url}", *common, "mode=best", "schedule.max_iters=60",
+                "eval_interval=10"]
+    proc = runner(long_run, cwd)  # the real CLI, interrupted as a terminal's Ctrl-C does
     run_dir = cwd / "outputs" / "studies" / "lr_warmup" / "best_run"
     metrics = run_dir / "metrics.jsonl"
     try:
@@ -430,10 +429,11 @@ def test_best_trial_reruns_long_resumes_after_interruption_and_exports_its_confi
         proc.kill()
     assert proc.returncode != 0
 
-    code, out = run_cli(long_run, cwd)
-    assert code == 0, out
+    capsys.readouterr()
+    result = run(compose_study_config(long_run), long_run)  # the same command again
+    out = capsys.readouterr().out
+    assert result.status == "completed", out
     assert "resuming at iteration" in out and f"best trial {best.number}" in out
-    resumed_best = float(out.rsplit("best val loss ", 1)[1].split()[0])
 
     # the exported config reproduces the long run from scratch (CPU runs are deterministic)
     config = run_dir.parent / "best_config.yaml"
@@ -441,13 +441,16 @@ def test_best_trial_reruns_long_resumes_after_interruption_and_exports_its_confi
                             f"--config-name={config.stem}", f"out_dir={cwd / 'repro'}"],
                            cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert repro.returncode == 0, repro.stderr
-    assert float(repro.stdout.rsplit("best val loss ", 1)[1].split()[0]) == pytest.approx(resumed_best, abs=1e-4)
+    assert float(repro.stdout.rsplit("best val loss ", 1)[1].split()[0]) == pytest.approx(result.best_val_loss,
+                                                                                         abs=1e-4)
 
     # another command (or a new best trial) never resumes this run with its own settings
     stamp = (run_dir / "ckpt.pt").stat().st_mtime_ns, config.read_text()
-    code, out = run_cli(long_run + ["model.n_embd=64", "schedule.lr=1e-3"], cwd)
-    assert code == 1 and "Traceback" not in out
-    assert "model.n_embd=32, now 64" in out and "schedule.lr=" in out and "move or delete" in out
+    other = long_run + ["model.n_embd=64", "schedule.lr=1e-3"]
+    with pytest.raises(StudyError) as refused:
+        run(compose_study_config(other), other)
+    message = str(refused.value)
+    assert "model.n_embd=32, now 64" in message and "schedule.lr=" in message and "move or delete" in message
     assert ((run_dir / "ckpt.pt").stat().st_mtime_ns, config.read_text()) == stamp
 
 
