@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 from scipy.stats import spearmanr
 
 from bench.pruner_replay import Curve, first_eval_after_warmup, replay_order
+from sweeps import trial_record
 from sweeps.long_run_prediction import predict_long_run
 from sweeps.plateau_pruner import PlateauFallbackWarning, PlateauPruner
 from sweeps.rung_pruner import RungHalvingPruner
@@ -49,22 +50,26 @@ def _label(params: dict) -> str:
 def asha_order(points: Sequence[dict], order: Sequence[int], rungs: Sequence[int], eta: int,
                prune: bool = True) -> tuple[int, int]:
     """One study of the cooldown trials through RungHalvingPruner, judged at the recorded rungs
-    `rungs` (indices): (tokens trained, the index of the picked point)."""
+    `rungs` (indices) that start their cooldown after the trial's warmup, and at the last, as
+    sweeps.cooldown.train_with_rungs does: (tokens trained, the index of the picked point)."""
     study = optuna.create_study(direction="minimize", pruner=RungHalvingPruner(eta) if prune
                                 else optuna.pruners.NopPruner())
     tokens = 0
     for idx in order:
         record = points[idx]["cooldown"]["rungs"]
+        warmup_tokens = points[idx]["cosine"]["warmup_step"]  # the trial skips the rungs inside its warmup
+        judged = [r for r in rungs if record[r]["stable_tokens"] >= warmup_tokens or r == rungs[-1]]
         trial = study.ask()
         trial.set_user_attr("point", int(idx))
+        trial_record.set_rung_steps(trial, [record[r]["step"] for r in rungs])
         state, value = TrialState.COMPLETE, None
-        for k, r in enumerate(rungs):
+        for k, r in enumerate(judged):
             rung = record[r]
             trial.report(rung["val_loss"], rung["step"])
             tokens += rung["branch_tokens"]
             value = rung["val_loss"]
             last_stable = rung["stable_tokens"]
-            if k < len(rungs) - 1 and trial.should_prune():
+            if k < len(judged) - 1 and trial.should_prune():
                 state = TrialState.PRUNED
                 break
         tokens += last_stable

@@ -8,7 +8,9 @@ run of that length (MiniCPM; Hägele et al. 2024: such a cooldown matches a cosi
 length). The stable phase then goes on from the same checkpoint, so nothing before a rung is
 trained twice. Rung horizons are `max_iters / eta^k` (k = count-1 .. 0): the last rung's branch
 is the trial's full-length run, whose stable part is kept as the trial's checkpoint for the long
-run (sweeps.best_run continues it).
+run (sweeps.best_run continues it). A rung whose cooldown would start inside the trial's warmup is
+skipped for that trial (its branch would decay an LR still warming up and so judge the warmup's
+length, not the config); the last rung never is.
 
 This module runs one trial's rungs (`train_with_rungs`) through `trainer.train` alone; the
 objective reports each rung's value and the pruner (sweeps.rung_pruner) decides whether the
@@ -95,6 +97,13 @@ def rungs_of(max_iters: int, count: int, eta: int, cooldown_fraction: float) -> 
     return rungs
 
 
+def judged_after_warmup(rung: Rung, warmup_iters: int, rungs: List[Rung]) -> bool:
+    """Whether a trial with this warmup branches at `rung`: only once its warmup is over (a
+    cooldown from an LR still warming up judges the warmup's length, not the config), and always
+    at the last rung, its full length."""
+    return rung.decay_start >= warmup_iters or rung.index == rungs[-1].index
+
+
 def trained_iters(rungs: List[Rung]) -> int:
     """The iterations a trial that reaches the last rung trains: its stable phase and every branch."""
     return rungs[-1].decay_start + sum(r.cooldown_iters for r in rungs)
@@ -157,9 +166,8 @@ def check_cooldown_study(max_iters: int, count: int, eta: int, cooldown_fraction
     if not early:
         return []
     return [f"the baseline's warmup ({warmup_iters} iterations) runs past the cooldown start of rung(s) "
-            f"{', '.join(str(r.index) for r in early)} (from iteration {early[0].decay_start}): there the branch decays "
-            f"an LR still warming up, which favours short warmups; fewer rungs (study.rungs.count) or a shorter "
-            f"warmup avoid it"]
+            f"{', '.join(str(r.index) for r in early)} (from iteration {early[0].decay_start}): a trial is judged only "
+            f"at rungs after its warmup, so trials with long warmups train further before their first judgement"]
 
 
 def stable_phase_settings(train_cfg: dict) -> dict:
@@ -188,9 +196,14 @@ def train_with_rungs(cfg: TrainConfig, rungs: List[Rung], shape: str, on_rung: O
     per_iter = tokens_per_iter(cfg)
     result = RungsResult(status="completed", stop_reason="completed its budget", values=list(carried or []))
     previous_branch: Optional[Path] = None
-    for rung in rungs[len(result.values):]:
-        resume = rung.index > 0 or cfg.init_from == "resume"
-        stable = train(stable_config(cfg, rung.decay_start, resume=resume), on_eval=on_stable_eval, log=log)
+    warmup = warmup_iters_of(cfg.schedule)
+    done = {v.rung.index for v in result.values}
+    started = cfg.init_from == "resume"
+    for rung in rungs:
+        if rung.index in done or not judged_after_warmup(rung, warmup, rungs):
+            continue  # carried from an earlier attempt; or a branch that would decay an LR still warming up
+        stable = train(stable_config(cfg, rung.decay_start, resume=started), on_eval=on_stable_eval, log=log)
+        started = True
         result.stable = stable
         result.wall_time_s += stable.wall_time_s
         if stable.status != "completed":

@@ -204,6 +204,7 @@ class Objective:
             trial_record.set_fail_reason(trial, f"impossible config: {e}")
             raise TrialFailed(f"impossible config: {e}") from None
         pruner = trial.study.pruner
+        trial_record.set_rung_steps(trial, [r.horizon * tokens_per_iter(train_cfg) for r in rungs])
         evals, record = EvalRecorder(trial), RungRecorder(trial)
         train_cfg, carried = self._continue_rungs(trial, train_cfg, rungs, record)
 
@@ -259,7 +260,11 @@ class Objective:
             if step <= continuation.step:
                 record.stable(step, loss)
         per_iter, carried = tokens_per_iter(train_cfg), []
-        for rung, e in zip(rungs, continuation.evals):  # one value per rung, in rung order
+        by_step = {r.horizon * per_iter: r for r in rungs}
+        for e in continuation.evals:  # one value per rung it reached
+            rung = by_step.get(e.step)
+            if rung is None:
+                continue
             record.rung(e.step, e.val_loss, rung.cooldown_iters * per_iter)
             trial.report(e.val_loss, e.step)
             carried.append(RungValue(rung, e.step, e.val_loss, float("nan"), ""))

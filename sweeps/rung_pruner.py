@@ -9,6 +9,8 @@ from typing import Dict, Optional
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeps import trial_record
+
 
 @dataclass(frozen=True)
 class RungDecision:
@@ -28,9 +30,14 @@ class RungDecision:
                 f"trials that reached it; only the top {self.kept} (1/eta) go on")
 
 
-def rung_values(trial: FrozenTrial) -> list[float]:
-    """A trial's reported values in step order: with study.fidelity=cooldown, one per rung reached."""
-    return [trial.intermediate_values[step] for step in sorted(trial.intermediate_values)]
+def rung_values(trial: FrozenTrial) -> Dict[int, float]:
+    """{rung index: decayed value} of a trial: its reports placed by its recorded rung steps (a
+    rung skipped inside its warmup has none); without them, its reports in step order."""
+    steps = trial_record.rung_steps(trial)
+    values = trial.intermediate_values
+    if steps is None:
+        return dict(enumerate(values[s] for s in sorted(values)))
+    return {k: values[s] for k, s in enumerate(steps) if s in values}
 
 
 class RungHalvingPruner(optuna.pruners.BasePruner):
@@ -39,9 +46,10 @@ class RungHalvingPruner(optuna.pruners.BasePruner):
 
     The objective (sweeps.cooldown) reports one value per rung: the val loss after a cooldown
     branch from the trial's stable phase, so every value at a rung is the loss of a fully decayed
-    run of that horizon. At its k-th report a trial is compared with every other trial that
-    reported a k-th value (running, pruned or complete; trials are matched by rung, not by
-    step, so trials with other tokens per iteration still compare): of the n values, the
+    run of that horizon. At its report at rung k a trial is compared with every other trial that
+    reported at rung k (running, pruned or complete; trials are matched by rung through their
+    recorded rung steps, so trials with other tokens per iteration still compare, and one whose
+    warmup outlasted rung k has no value there): of the n values, the
     floor(n / eta) lowest go on, ties kept. While fewer than eta trials have reached the rung
     the trial goes on: no worker waits for another (asynchronous successive halving, Li et al.
     2020). The objective does not ask at the last rung: the trial has finished there.
@@ -58,11 +66,13 @@ class RungHalvingPruner(optuna.pruners.BasePruner):
         mine = rung_values(trial)
         if not mine:
             return None
-        rung, value = len(mine) - 1, mine[-1]
+        rung = max(mine)
+        value = mine[rung]
         others = []
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.PRUNED, TrialState.COMPLETE)):
-            if t.number != trial.number and len(t.intermediate_values) > rung:
-                others.append(rung_values(t)[rung])
+            theirs = rung_values(t) if t.number != trial.number else {}
+            if rung in theirs:
+                others.append(theirs[rung])
         values = [v for v in others if math.isfinite(v)] + [value]
         kept = len(values) // self.eta
         rank = 1 + sum(v < value for v in values) if math.isfinite(value) else len(values)

@@ -31,6 +31,9 @@ Cooldown rungs (``study.fidelity=cooldown``, :class:`RungRecorder`), each map re
 ``stable_val_loss``  {str(step): float}: the stable phase's val loss at each of its evaluations
                      (a constant LR: never reported, so no pruner mixes it with decayed values).
 ``cooldown_tokens``  int: the tokens its cooldown branches trained (in ``tokens_seen`` too).
+``rung_steps``       [int, ...]: the horizon step of each of its rungs, shortest first, written before
+                     training: the pruner matches trials by rung, whatever their tokens per
+                     iteration, and a rung skipped inside the trial's warmup leaves no value.
 
 Outcome, written after training (:func:`record_outcome`), from :class:`trainer.TrainResult`:
 
@@ -77,7 +80,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol
 __all__ = [
     "BASELINE_ATTR", "BASELINE_AS_GIVEN", "BASELINE_IN_SPACE", "BEST_ITER", "BUDGET_STEP",
     "CHECKPOINT", "CONFIG", "COOLDOWN_TOKENS", "EPOCHS", "RUNG_VAL_LOSS", "RungRecorder", "STABLE_VAL_LOSS",
-    "cooldown_tokens", "rung_val_loss", "stable_val_loss", "EvalRecorder", "FAIL_REASON", "LR_AREA",
+    "RUNG_STEPS", "cooldown_tokens", "rung_steps", "rung_val_loss", "set_rung_steps", "stable_val_loss", "EvalRecorder", "FAIL_REASON", "LR_AREA",
     "LR_AREA_BUDGET", "MS_PER_ITER", "NUM_PARAMS", "NUM_PARAMS_NON_EMBEDDING", "OUT_OF_MEMORY", "REPLAY_CURVE", "RESUMED_FROM",
     "RETRY_OF", "RUN_DIR", "STATUS", "STOP_REASON", "TOKENS_SEEN", "TRAIN_VAL_GAP", "USER_ATTRS",
     "VAL_BATCHES", "VAL_BATCH_LOSSES", "VAL_LOSS_SE", "WALL_TIME_S", "WARMUP_STEP", "baseline",
@@ -103,6 +106,7 @@ VAL_BATCHES = "val_batches"
 RUNG_VAL_LOSS = "rung_val_loss"
 STABLE_VAL_LOSS = "stable_val_loss"
 COOLDOWN_TOKENS = "cooldown_tokens"
+RUNG_STEPS = "rung_steps"
 # outcome
 STATUS = "status"
 STOP_REASON = "stop_reason"
@@ -127,7 +131,7 @@ REPLAY_CURVE = "curve"
 USER_ATTRS = (
     WARMUP_STEP, BUDGET_STEP, LR_AREA_BUDGET, RUN_DIR, CONFIG,
     VAL_LOSS_SE, LR_AREA, VAL_BATCH_LOSSES, VAL_BATCHES,
-    RUNG_VAL_LOSS, STABLE_VAL_LOSS, COOLDOWN_TOKENS,
+    RUNG_VAL_LOSS, STABLE_VAL_LOSS, COOLDOWN_TOKENS, RUNG_STEPS,
     STATUS, STOP_REASON, NUM_PARAMS, NUM_PARAMS_NON_EMBEDDING, TOKENS_SEEN, EPOCHS, MS_PER_ITER,
     TRAIN_VAL_GAP, BEST_ITER, WALL_TIME_S, CHECKPOINT,
     BASELINE_ATTR, RETRY_OF, FAIL_REASON, OUT_OF_MEMORY, RESUMED_FROM, REPLAY_CURVE,
@@ -216,6 +220,11 @@ class EvalRecorder:
         if lr_area is not None:
             self._lr_area[key] = lr_area
             self._trial.set_user_attr(LR_AREA, dict(self._lr_area))
+
+
+def set_rung_steps(trial: _Writable, steps: List[int]) -> None:
+    """The horizon steps of the trial's rungs, shortest first."""
+    trial.set_user_attr(RUNG_STEPS, [int(s) for s in steps])
 
 
 class RungRecorder:
@@ -371,6 +380,15 @@ def rung_val_loss(trial: HasUserAttrs) -> Dict[int, float]:
 def stable_val_loss(trial: HasUserAttrs) -> Dict[int, float]:
     """{step: val loss} of a cooldown trial's stable phase; empty without cooldown rungs."""
     return _per_step(trial.user_attrs.get(STABLE_VAL_LOSS), _float_or_none)
+
+
+def rung_steps(trial: HasUserAttrs) -> Optional[List[int]]:
+    """The horizon steps of its rungs, shortest first; None when not recorded."""
+    value = trial.user_attrs.get(RUNG_STEPS)
+    try:
+        return [int(s) for s in value] if isinstance(value, list) else None
+    except (TypeError, ValueError):
+        return None
 
 
 def cooldown_tokens(trial: HasUserAttrs) -> int:

@@ -34,7 +34,7 @@ def test_a_cooldown_study_refuses_searching_what_the_rungs_replace_and_warns_of_
         check_cooldown_study(400, 3, 3, 0.2, ["schedule.lr", "schedule.lr_decay_fraction"], 10)
     assert check_cooldown_study(400, 3, 3, 0.2, ["schedule.lr", "schedule.warmup_fraction"], 10) == []
     [warning] = check_cooldown_study(400, 3, 3, 0.2, ["schedule.lr"], 120)
-    assert "rung(s) 0, 1 (from iteration 35)" in warning
+    assert "rung(s) 0, 1 (from iteration 35): a trial is judged only at rungs after its warmup" in warning
 
 
 def test_branch_is_the_wsd_run_of_its_horizon_from_the_stable_phase(tmp_path):
@@ -51,7 +51,7 @@ def test_branch_is_the_wsd_run_of_its_horizon_from_the_stable_phase(tmp_path):
 
 
 def test_a_trial_trained_rung_by_rung_ends_as_the_wsd_run_of_its_length(tmp_path):
-    cfg = tiny_config(tmp_path, **{"schedule.max_iters": 36, "eval_interval": 12})
+    cfg = tiny_config(tmp_path, **{"schedule.max_iters": 36, "eval_interval": 12, "schedule.warmup_iters": 2})
     rungs = rungs_of(36, 3, 3, 0.25)
     seen = []
     result = train_with_rungs(cfg, rungs, "linear", on_rung=lambda v: seen.append(v) and None, log=lambda _: None)
@@ -70,8 +70,18 @@ def test_a_trial_trained_rung_by_rung_ends_as_the_wsd_run_of_its_length(tmp_path
     assert train(whole, log=lambda _: None).last_eval.val_loss == pytest.approx(seen[-1].val_loss, abs=1e-5)
 
 
+def test_rungs_inside_a_trials_warmup_are_skipped_but_never_the_last(tmp_path):
+    cfg = tiny_config(tmp_path, **{"schedule.max_iters": 36, "eval_interval": 12, "schedule.warmup_iters": 30})
+    rungs = rungs_of(36, 3, 3, 0.25)  # cooldowns from 3, 9 and 27: all inside the 30-iteration warmup
+    seen = []
+    result = train_with_rungs(cfg, rungs, "1-sqrt", on_rung=lambda v: seen.append(v.rung.index) and None,
+                              log=lambda _: None)
+    assert seen == [2] and result.status == "completed"
+    assert result.tokens_trained == (27 + 9) * 128  # no branch paid for the skipped rungs
+
+
 def test_a_trial_stopped_at_a_rung_trains_no_further(tmp_path):
-    cfg = tiny_config(tmp_path, **{"schedule.max_iters": 36, "eval_interval": 12})
+    cfg = tiny_config(tmp_path, **{"schedule.max_iters": 36, "eval_interval": 12, "schedule.warmup_iters": 2})
     rungs = rungs_of(36, 3, 3, 0.25)
     result = train_with_rungs(cfg, rungs, "1-sqrt", on_rung=lambda v: "behind" if v.rung.index == 1 else None,
                               log=lambda _: None)

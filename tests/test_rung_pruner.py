@@ -69,3 +69,22 @@ def test_a_non_finite_value_ranks_last():
 def test_eta_below_two_is_refused():
     with pytest.raises(ValueError, match="eta=1 is invalid"):
         RungHalvingPruner(eta=1)
+
+
+def test_trials_are_matched_by_their_recorded_rungs_when_one_skipped_a_rung_in_its_warmup():
+    from sweeps import trial_record
+
+    study = optuna.create_study(pruner=RungHalvingPruner(eta=2))
+    steps = [1000, 3000, 9000]
+    for values in ([5.0, 4.0, 3.0], [5.5, 4.5, 3.5]):
+        trial = study.ask()
+        trial_record.set_rung_steps(trial, steps)
+        for v, s in zip(values, steps):
+            trial.report(v, s)
+        study.tell(trial, values[-1])
+    late = study.ask()  # a long warmup: its first value is at rung 1
+    trial_record.set_rung_steps(late, steps)
+    late.report(4.2, 3000)
+    assert late.should_prune()  # 2nd of 3 at rung 1 (4.0 beats it); floor(3 / 2) = 1 go on
+    decision = study.pruner.last_decision(late.number)
+    assert (decision.rung, decision.rank, decision.reached) == (1, 2, 3)

@@ -18,7 +18,7 @@ def test_keys_are_the_ones_stored_studies_hold():
     assert record.USER_ATTRS == (
         "warmup_step", "budget_step", "lr_area_budget", "run_dir", "config",
         "val_loss_se", "lr_area", "val_batch_losses", "val_batches",
-        "rung_val_loss", "stable_val_loss", "cooldown_tokens",
+        "rung_val_loss", "stable_val_loss", "cooldown_tokens", "rung_steps",
         "status", "stop_reason", "num_params", "num_params_non_embedding", "tokens_seen", "epochs",
         "ms_per_iter", "train_val_gap", "best_iter", "wall_time_s", "checkpoint",
         "baseline", "retry_of", "fail_reason", "out_of_memory", "resumed_from", "curve",
@@ -30,6 +30,7 @@ def test_keys_are_the_ones_stored_studies_hold():
 def test_rung_recorder_keeps_rungs_and_stable_curve_apart():
     study = optuna.create_study()
     trial = study.ask()
+    record.set_rung_steps(trial, [1280, 3840])
     rungs = record.RungRecorder(trial)
     rungs.stable(0, 10.9)
     rungs.stable(1024, 7.5)
@@ -39,7 +40,7 @@ def test_rung_recorder_keeps_rungs_and_stable_curve_apart():
     back = stored(trial)
     assert record.rung_val_loss(back) == {1280: 7.1, 3840: 6.5}
     assert record.stable_val_loss(back) == {0: 10.9, 1024: 7.5, 3072: 6.8}
-    assert record.cooldown_tokens(back) == 1024
+    assert record.cooldown_tokens(back) == 1024 and record.rung_steps(back) == [1280, 3840]
     bare = optuna.trial.create_trial(value=1.0)
     assert record.rung_val_loss(bare) == {} and record.cooldown_tokens(bare) == 0
 
