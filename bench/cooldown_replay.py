@@ -124,12 +124,12 @@ def rank_correlations(points: Sequence[dict], truth: Sequence[float]) -> List[di
 
 
 def prediction_errors(points: Sequence[dict], fit_rungs: Sequence[int], at_rungs: Sequence[int]) -> List[dict]:
-    """The power law fit to the rungs `fit_rungs` of each point, read at the later rungs `at_rungs`,
-    against what those rungs measured."""
+    """The power law fit to the rungs `fit_rungs` of each point (those after its warmup, as a
+    trial reports them), read at the later rungs `at_rungs`, against what those rungs measured."""
     rows = []
     for p in points:
         rungs = p["cooldown"]["rungs"]
-        fit = [rungs[i] for i in fit_rungs]
+        fit = [rungs[i] for i in fit_rungs if rungs[i]["stable_tokens"] >= p["cosine"]["warmup_step"]]  # as a trial has them
         for j in at_rungs:
             prediction = predict_long_run([r["step"] for r in fit], [r["val_loss"] for r in fit],
                                           [r["se"] for r in fit], rungs[j]["step"])
@@ -215,7 +215,8 @@ def format_report(out: dict, points: Sequence[dict], truth: Sequence[float]) -> 
         errors = np.array([p["error"] for p in out["predictions"]])
         inside = np.mean([p["low"] <= p["measured"] <= p["high"] for p in out["predictions"]])
         lines += ["", f"Long-run fit inside the grid: the power law over every rung but the last, read at the last "
-                  f"({out['predictions'][0]['ratio']:.0f}x further): mean error {errors.mean():+.4f}, mean |error| "
+                  f"({out['predictions'][0]['ratio']:.0f}x further past the last rung fit; the {len(out['predictions'])} "
+                  f"points with 3+ rungs after their warmup): mean error {errors.mean():+.4f}, mean |error| "
                   f"{np.abs(errors).mean():.4f}, max |error| {np.abs(errors).max():.4f}; the measured value inside the "
                   f"95% interval for {100 * inside:.0f}% of the {len(errors)} points; "
                   f"{sum(p['trusted'] for p in out['predictions'])} fits trusted."]

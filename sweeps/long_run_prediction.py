@@ -11,7 +11,8 @@ The prediction says when it is not to be trusted: fewer than four rungs leave no
 the form against; a fit at the edge of its bounds (alpha at its largest: the curve still falls
 faster than any power law this early, as before the loss leaves its first plateau; or E at zero:
 no sign of saturation yet) extrapolates a shape it has not seen; and an extrapolation past 10x the
-last rung rests on the form alone.
+last rung rests on the form alone; and with four rungs or more, the law fit to all but the last
+must predict the last within 1% (the form checked on the trial's own rungs).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 MIN_TRUSTED_POINTS = 4
+SELF_CHECK_TOLERANCE = 0.01  # the fit without its last rung must predict that rung within this share
 MAX_ALPHA = 3.0
 MAX_TRUSTED_EXTRAPOLATION = 10.0
 SE_FLOOR = 1e-3  # an eval's standard error is never taken as smaller: a few batches understate it
@@ -95,9 +97,24 @@ def predict_long_run(tokens: Sequence[int], losses: Sequence[float], ses: Option
     var = float(grad @ cov @ grad) if np.all(np.isfinite(cov)) else math.inf
     sd = math.sqrt(var) if var >= 0 else math.inf
     loss = float(power_law(x_at, E, A, alpha))
-    doubts = _doubts(len(points), E, alpha, x_at)
+    doubts = _doubts(len(points), E, alpha, x_at) + _self_check(x, y, se)
     return LongRunPrediction(int(at_tokens), loss, loss - 1.96 * sd, loss + 1.96 * sd, E, A * scale ** alpha,
                              alpha, len(points), doubts)
+
+
+def _self_check(x: np.ndarray, y: np.ndarray, se: np.ndarray) -> List[str]:
+    """A doubt when the law fit to every rung but the last misses the last by over 1%."""
+    if len(x) < MIN_TRUSTED_POINTS:
+        return []
+    try:
+        params, _ = _fit(x[:-1], y[:-1], se[:-1])
+    except (RuntimeError, ValueError):
+        return ["the law does not fit the rungs before the last"]
+    miss = float(power_law(x[-1], *params)) - float(y[-1])
+    if abs(miss) <= SELF_CHECK_TOLERANCE * abs(float(y[-1])):
+        return []
+    return [f"fit without its last rung, the law misses that rung by {miss:+.3f} (over "
+            f"{100 * SELF_CHECK_TOLERANCE:g}%): the form does not hold across these rungs"]
 
 
 def _doubts(n_points: int, E: float, alpha: float, extrapolation: float) -> List[str]:

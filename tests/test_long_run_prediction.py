@@ -41,3 +41,9 @@ def test_a_curve_with_no_floor_yet_and_a_far_extrapolation_are_doubted():
 def test_too_few_finite_points_give_no_prediction():
     assert predict_long_run(TOKENS[:2], law(TOKENS[:2]), None, 1e7) is None
     assert predict_long_run(TOKENS, [5.0, float("nan"), 4.0, float("inf")], None, 1e7) is None
+
+
+def test_rungs_the_law_cannot_carry_from_one_to_the_next_are_doubted():
+    # a plateau, then a sharp fall: the first three rungs say nothing of the fourth
+    p = predict_long_run(TOKENS, [10.8, 10.7, 10.2, 7.0], [0.005] * 4, 1e7)
+    assert not p.trusted and any("fit without its last rung, the law misses that rung" in d for d in p.doubts)
