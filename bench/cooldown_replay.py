@@ -48,17 +48,18 @@ def _label(params: dict) -> str:
 
 
 def asha_order(points: Sequence[dict], order: Sequence[int], rungs: Sequence[int], eta: int,
-               prune: bool = True) -> tuple[int, int]:
+               prune: bool = True, inside_warmup: bool = False) -> tuple[int, int]:
     """One study of the cooldown trials through RungHalvingPruner, judged at the recorded rungs
     `rungs` (indices) that start their cooldown after the trial's warmup, and at the last, as
-    sweeps.cooldown.train_with_rungs does: (tokens trained, the index of the picked point)."""
+    sweeps.cooldown.train_with_rungs does (`inside_warmup`: at every rung, as it did before that
+    rule): (tokens trained, the index of the picked point)."""
     study = optuna.create_study(direction="minimize", pruner=RungHalvingPruner(eta) if prune
                                 else optuna.pruners.NopPruner())
     tokens = 0
     for idx in order:
         record = points[idx]["cooldown"]["rungs"]
         warmup_tokens = points[idx]["cosine"]["warmup_step"]  # the trial skips the rungs inside its warmup
-        judged = [r for r in rungs if record[r]["stable_tokens"] >= warmup_tokens or r == rungs[-1]]
+        judged = [r for r in rungs if inside_warmup or record[r]["stable_tokens"] >= warmup_tokens or r == rungs[-1]]
         trial = study.ask()
         trial.set_user_attr("point", int(idx))
         trial_record.set_rung_steps(trial, [record[r]["step"] for r in rungs])
@@ -178,6 +179,9 @@ def replay_main(args) -> int:
         rungs = list(range(n_rungs - count, n_rungs))
         scores.append(score(f"cooldown + ASHA, {count} rungs (eta={eta})",
                             [asha_order(points, o, rungs, eta) for o in orders], truth, grid_tokens, noise, points))
+    scores.append(score(f"cooldown + ASHA, 4 rungs (eta={eta}), judged inside warmups too",
+                        [asha_order(points, o, list(range(n_rungs - 4, n_rungs)), eta, inside_warmup=True)
+                         for o in orders], truth, grid_tokens, noise, points))
     scores.append(score(f"cooldown, no pruning ({n_rungs} rungs)",
                         [asha_order(points, o, list(range(n_rungs)), eta, prune=False) for o in orders[:1]],
                         truth, grid_tokens, noise, points))
