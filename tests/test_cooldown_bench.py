@@ -20,7 +20,7 @@ def point(lr: float, final: float, rung_losses: list[float]) -> dict:
     return {
         "params": {"schedule.lr": lr, "schedule.warmup_fraction": 0.1},
         "cosine": {"steps": steps, "values": values, "se": [0.01] * 21, "lr_area": None, "lr_area_budget": None,
-                   "batch_losses": None, "val_batches": None, "warmup_step": 40 * PER_ITER,
+                   "batch_losses": None, "val_batches": None, "warmup_step": 4 * PER_ITER,
                    "budget_step": 400 * PER_ITER, "final": final, "tokens": 400 * PER_ITER},
         "cooldown": {"rungs": [{"horizon": h, "step": h * PER_ITER, "stable_tokens": (h - round(0.2 * h)) * PER_ITER,
                                 "branch_tokens": round(0.2 * h) * PER_ITER, "val_loss": v, "se": 0.01}
@@ -44,9 +44,23 @@ def test_replay_scores_the_grid_and_asha_on_rungs_that_rank_like_the_truth(tmp_p
     asha = scores["cooldown + ASHA, 3 rungs (eta=3)"]
     assert asha["mean_regret"] == 0.0 and asha["compute"] < 1.0  # the decayed values rank the truth: the best survives
     full = scores["cooldown, no pruning (5 rungs)"]
-    # every trial to its full length: its stable phase to 320, plus the branches after its 40-iteration warmup
-    assert full["compute"] == (320 + 27 + 80) / 400
+    # every trial to its full length: its stable phase to 320, plus every branch (all after its 4-iteration warmup)
+    assert full["compute"] == (320 + 1 + 3 + 9 + 27 + 80) / 400
     saved = json.loads(out.read_text())
     assert [r["decayed"] for r in saved["rank_correlations"]][-1] == 1.0
     assert len(saved["predictions"]) == 6 and all(abs(p["error"]) < 0.05 for p in saved["predictions"])
     assert "| cooldown + ASHA, 3 rungs (eta=3) |" in report and "one seed's noise" in report
+
+
+def test_replay_skips_the_rungs_inside_a_points_warmup(tmp_path, capsys):
+    points = [point(lr, final, [final + 4.0 * (400 / h) ** 0.5 / 20 ** 0.5 for h in (5, 15, 44, 133, 400)])
+              for lr, final in [(1e-3, 6.2), (2e-3, 6.0), (4e-3, 5.8)]]
+    for p in points:
+        p["cosine"]["warmup_step"] = 40 * PER_ITER  # rungs 0-2 start their cooldown inside it
+    record = tmp_path / "grid.json"
+    record.write_text(json.dumps({"meta": {"rungs": {"count": 5, "eta": 3}}, "points": points, "noise": []}))
+    out = tmp_path / "scores.json"
+    replay_main(argparse.Namespace(record=record, orders=3, seed=0, json=out))
+    scores = {s["method"]: s for s in json.loads(out.read_text())["scores"]}
+    assert scores["cooldown, no pruning (5 rungs)"]["compute"] == (320 + 27 + 80) / 400
+    assert json.loads(out.read_text())["predictions"] == []  # one rung after warmup fits no law
