@@ -61,7 +61,7 @@ def asha_order(points: Sequence[dict], order: Sequence[int], rungs: Sequence[int
         warmup_tokens = points[idx]["cosine"]["warmup_step"]  # the trial skips the rungs inside its warmup
         judged = [r for r in rungs if inside_warmup or record[r]["stable_tokens"] >= warmup_tokens or r == rungs[-1]]
         trial = study.ask()
-        trial.set_user_attr("point", int(idx))
+        trial_record.set_replay_curve(trial, int(idx))
         trial_record.set_rung_steps(trial, [record[r]["step"] for r in rungs])
         state, value = TrialState.COMPLETE, None
         for k, r in enumerate(judged):
@@ -79,7 +79,7 @@ def asha_order(points: Sequence[dict], order: Sequence[int], rungs: Sequence[int
         else:
             study.tell(trial, state=TrialState.PRUNED)
     best = min(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.value)
-    return tokens, best.user_attrs["point"]
+    return tokens, trial_record.replay_curve(best)
 
 
 def score(method: str, results: Sequence[tuple[int, int]], truth: Sequence[float], grid_tokens: int,

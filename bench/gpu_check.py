@@ -352,6 +352,7 @@ def compile_speedup(check: Check, limit: float, results: dict) -> str:
 def sweep(check: Check, limit: float, results: dict) -> str:
     import optuna
 
+    from sweeps import trial_record
     from trainer import as_train_config
 
     where = check.work / "sweep"
@@ -375,7 +376,7 @@ def sweep(check: Check, limit: float, results: dict) -> str:
     study = optuna.load_study(study_name="gpu_check", storage=url)
     trials = results["trials"] = [
         {"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-         "stop_reason": t.user_attrs.get("stop_reason"), "ms_per_iter": t.user_attrs.get("ms_per_iter")}
+         "stop_reason": trial_record.stop_reason(t), "ms_per_iter": t.user_attrs.get(trial_record.MS_PER_ITER)}
         for t in study.trials]
     complete = [t for t in trials if t["state"] == "COMPLETE"]
     best = results["best"] = min(complete, key=lambda t: t["value"]) if complete else None
