@@ -20,7 +20,7 @@ from sweeps import trial_record
 from sweeps.config import StudyError
 from sweeps.cooldown import copy_atomically, stable_phase_settings
 from sweeps.long_run_prediction import LongRunPrediction, predict_long_run
-from sweeps.resume_checks import refuse_another_run_in, stored_fidelity
+from sweeps.resume_checks import differences, refuse_another_run_in, stored_fidelity
 from sweeps.search_space import SearchSpace
 from sweeps.trial_record import config_json
 from trainer import (CHECKPOINT_NAME, METRICS_NAME, SHARES, ScheduleConfig, TrainResult, as_train_config, check_config,
@@ -87,12 +87,16 @@ def cooldown_overrides(best: optuna.trial.FrozenTrial, fidelity: dict, overrides
     the command line wins."""
     cli_keys = {override_key(o) for o in overrides}
     schedule = json.loads(config_json(best))["schedule"] if config_json(best) else None
-    extra = {"schedule.name": "wsd", "schedule.decay_fraction": fidelity["study.rungs.cooldown_fraction"],
+    decay = {"schedule.name": "wsd", "schedule.decay_fraction": fidelity["study.rungs.cooldown_fraction"],
              "schedule.decay_shape": fidelity["study.rungs.shape"]}
-    if schedule is not None and not cli_keys & {"schedule.warmup_iters", "schedule.warmup_fraction"}:
+    extra = {k: v for k, v in decay.items() if k not in cli_keys}
+    # a warmup the command line sets wins, unless the trial's own searched share overrode it there too
+    cli_warmup = "schedule.warmup_fraction" in cli_keys or (
+        "schedule.warmup_iters" in cli_keys and "schedule.warmup_fraction" not in best.params)
+    if schedule is not None and not cli_warmup:
         extra.update({"schedule.warmup_iters": warmup_iters_of(ScheduleConfig(**schedule)),
                       "schedule.warmup_fraction": "null"})
-    return [f"{k}={v}" for k, v in extra.items() if k not in cli_keys]
+    return [f"{k}={v}" for k, v in extra.items()]
 
 
 def continue_stable_phase(best: optuna.trial.FrozenTrial, train_cfg, out_dir: Path, copy_curve: bool = True):
@@ -104,8 +108,9 @@ def continue_stable_phase(best: optuna.trial.FrozenTrial, train_cfg, out_dir: Pa
         return train_cfg, None  # the long run itself resumes
     if not source.is_file():
         return train_cfg, f"trial {best.number} left no stable-phase checkpoint"
-    if stable_phase_settings(checkpoint_config(source)) != stable_phase_settings(asdict(train_cfg)):
-        return train_cfg, "the long run's settings differ from the trial's"
+    changed = differences(stable_phase_settings(checkpoint_config(source)), stable_phase_settings(asdict(train_cfg)))
+    if changed:
+        return train_cfg, f"the long run's settings differ from the trial's ({changed})"
     at = checkpoint_iter(source)
     if at > wsd_decay_start(train_cfg.schedule):
         return train_cfg, f"the long run decays from iteration {wsd_decay_start(train_cfg.schedule)}, before " \

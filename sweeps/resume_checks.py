@@ -38,7 +38,8 @@ def run_settings(train_cfg: dict, keys: Sequence[str] = RUN_DEFINING) -> dict:
     return {k: v for k, v in out.items() if k not in RUN_NEUTRAL}
 
 
-def _differences(was: dict, now: dict) -> str:
+def differences(was: dict, now: dict) -> str:
+    """The settings of `now` that differ from `was`, as 'key=was, now value; ...' (empty: none)."""
     return "; ".join(f"{k}={was.get(k)!r}, now {v!r}" for k, v in now.items() if was.get(k) != v)
 
 
@@ -90,7 +91,7 @@ def check_settings_fit_study(study: optuna.Study, baseline, space: SearchSpace, 
         study.set_user_attr(STUDY_SETTINGS_ATTR, now)
         return
     was = {"study.fidelity": "full", **was}
-    changed = _differences({k: v for k, v in was.items() if not searched(k)}, now)
+    changed = differences({k: v for k, v in was.items() if not searched(k)}, now)
     if changed:
         raise StudyError(f"study {study.study_name!r} in {redact_url(storage_url)} trained its trials with other "
                          f"settings ({changed}): their val losses are not comparable with these. Start a new "
@@ -112,7 +113,7 @@ def refuse_another_run_in(out_dir: Path, train_cfg) -> None:
     ckpt = out_dir / CHECKPOINT_NAME
     if not ckpt.is_file():
         return
-    changed = _differences(run_settings(checkpoint_config(ckpt)), run_settings(asdict(train_cfg)))
+    changed = differences(run_settings(checkpoint_config(ckpt)), run_settings(asdict(train_cfg)))
     if changed:
         raise StudyError(f"{out_dir} holds a long run started with other settings ({changed}). "
                          f"The command that started it resumes it; to start this one instead, move or "
