@@ -51,8 +51,7 @@ def test_two_workers_share_one_study_and_each_logs_its_trials(workdir):
 def test_ctrl_c_stops_every_worker_and_queues_their_trials(workdir):
     cwd, common = workdir
     url = sqlite_url(cwd)
-    # long enough that neither trial ends between both reporting twice (iteration 10) and the signal
-    args = ["+sweep=lr_warmup", *TINY, "schedule.max_iters=120", "eval_interval=10", f"study.storage={url}",
+    args = ["+sweep=lr_warmup", *TINY, "schedule.max_iters=200", "eval_interval=10", f"study.storage={url}",
             "study.n_trials=2", "study.workers=2", *common]
     proc = runner(args, cwd)
 
