@@ -69,7 +69,9 @@ def test_a_plateaued_leader_is_stopped_and_recorded_complete_with_its_best_value
                  "log_interval=50", "checkpoint=none", *overfitting_data(cwd), "study.baseline=false",
                  "study.n_trials=5", f"study.storage={sqlite_url(cwd)}", *common]
     cfg = compose_study_config(overrides)
-    assert cfg.study.pruner.name == "plateau" and cfg.study.pruner.n_startup_trials == 4  # the defaults
+    from sweeps.pruners import pruner_name_of
+    assert pruner_name_of(cfg.study.pruner.name, cfg.study.fidelity) == "plateau"  # the defaults
+    assert cfg.study.pruner.n_startup_trials == 4
     cfg.sweep.params = {"schedule.lr": "choice(0.003)"}
     run(cfg, overrides)
 

@@ -83,29 +83,33 @@ def test_a_killed_cooldown_trial_continues_its_stable_phase_with_its_rungs_carri
             "study.grace_period=2", *common]
     proc = runner(args, cwd)
 
-    def two_rungs_of_trial_1():
+    def first_rung_of_trial_1():
         try:
             trials = trials_of(url, "lr_warmup")
         except KeyError:
             return False
-        return len(trials) == 2 and len(trials[1].intermediate_values) == 2
+        return len(trials) == 2 and len(trials[1].intermediate_values) >= 1
 
     try:
-        wait_for(two_rungs_of_trial_1, timeout=600, what="trial 1 to report two rungs")
+        wait_for(first_rung_of_trial_1, timeout=600, what="trial 1 to report its first rung")
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
     finally:
         proc.kill()
     killed = trials_of(url, "lr_warmup")[1]
+    assert killed.state == TrialState.RUNNING and killed.intermediate_values  # killed between two rungs
     wait_for(lambda: stale_trials(url, "lr_warmup", grace_period=2) == [1], what="its heartbeat to go stale")
     code, out = run_cli(args, cwd)
     assert code == 0, out
     again = trials_of(url, "lr_warmup")[2]
     assert again.state == TrialState.COMPLETE and again.user_attrs[RESUMED_FROM]["trial"] == 1
-    resumed_at = again.user_attrs[RESUMED_FROM]["step"] // TOKENS_PER_ITER
-    assert 24 <= resumed_at <= 72  # past rung 1's cooldown start, within the stable phase to rung 2's
     horizons = [10 * TOKENS_PER_ITER, 30 * TOKENS_PER_ITER, 90 * TOKENS_PER_ITER]
-    assert sorted(again.intermediate_values) == horizons
-    assert {s: again.intermediate_values[s] for s in horizons[:2]} == killed.intermediate_values
+    cooldowns = dict(zip(horizons, (2, 6, 18)))  # iterations: 20% of each horizon
+    first = min(killed.intermediate_values)
+    resumed_at = again.user_attrs[RESUMED_FROM]["step"] // TOKENS_PER_ITER
+    assert first * 0.8 // TOKENS_PER_ITER <= resumed_at <= 72  # past that rung's cooldown start, before the last's
+    # the rungs the attempt reported are carried as they were; the retry reports the rest, the last included
+    assert {s: again.intermediate_values[s] for s in killed.intermediate_values} == killed.intermediate_values
+    assert set(again.intermediate_values) == {s for s in horizons if s >= first}
     assert again.value == again.intermediate_values[horizons[-1]]
-    assert again.user_attrs["cooldown_tokens"] == (2 + 6 + 18) * TOKENS_PER_ITER  # every rung's, counted once
+    assert again.user_attrs["cooldown_tokens"] == sum(cooldowns[s] for s in again.intermediate_values) * TOKENS_PER_ITER
