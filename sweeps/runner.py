@@ -14,10 +14,15 @@ from sweeps.best_run import run_best
 from sweeps.config import MODES, StudyError, check_launcher
 from sweeps.launch import launch_workers
 from sweeps.plan import run_plan
-from sweeps.report import run_report
 from sweeps.sweep import run_sweep
 from sweeps.workers import run_workers, worker_count
 from trainer import signals_interrupt
+
+def run_report(cfg: DictConfig, overrides: list[str]):
+    from sweeps.report import run_report as write  # matplotlib and scikit-learn: loaded for reports only
+
+    return write(cfg, overrides)
+
 
 RUN_MODE = {"sweep": run_sweep, "best": run_best, "report": run_report, "plan": run_plan}
 

@@ -21,7 +21,6 @@ from sweeps.cooldown import check_cooldown_study
 from sweeps.objective import METRIC_NAME, Objective, TrialFailed
 from sweeps.plan import build_plan, short_plan
 from sweeps.pruners import build_pruner
-from sweeps.report import report_at_end_of_sweep, study_report
 from sweeps.resume_checks import check_settings_fit_study, check_space_fits_study, fidelity_settings
 from sweeps.retries import MAX_RETRIES, recorded_when_crashed, requeue_lost_baseline, requeued_when_interrupted
 from sweeps.samplers import build_sampler
@@ -183,6 +182,8 @@ def run_sweep(cfg: DictConfig, overrides: list[str], callbacks: Sequence[Callabl
         for handler in console:
             handler.removeFilter(one_line)
     say_what_still_runs(prepared.study, cfg.study.n_trials, cfg.study.grace_period)
+    from sweeps.report import report_at_end_of_sweep, study_report  # matplotlib and scikit-learn: at the end only
+
     print(study_report(prepared.study))
     report_at_end_of_sweep(prepared.study, study_dir_of(cfg), long_run_iters=cfg.plan.long_run_iters)
     return prepared.study

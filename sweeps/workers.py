@@ -28,7 +28,6 @@ from omegaconf import DictConfig
 from sweeps.compose import compose_study_config, override_key, study_dir_of
 from sweeps.config import StudyError
 from sweeps.console import StudyProgress, say, trial_line
-from sweeps.report import report_at_end_of_sweep, study_report
 from sweeps.sweep import prepare_study
 
 POLL_S = 2.0  # how often the parent reads the study for its progress line
@@ -108,8 +107,10 @@ def run_workers(cfg: DictConfig, overrides: list[str]) -> optuna.Study:
     if failed:
         raise StudyError(f"worker(s) {', '.join(f'{i} (exit {code})' for i, code in failed)} failed; "
                          f"see {folder}/worker_N.log")
+    from sweeps.report import report_at_end_of_sweep, study_report  # matplotlib and scikit-learn: at the end only
+
     say(study_report(study))
-    report_at_end_of_sweep(study, study_dir_of(cfg))
+    report_at_end_of_sweep(study, study_dir_of(cfg), long_run_iters=cfg.plan.long_run_iters)
     return study
 
 
