@@ -17,8 +17,6 @@ from scratch, saying why.
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -28,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeps import trial_record
 from sweeps.config import StudyError
+from sweeps.cooldown import copy_atomically
 from sweeps.resume_checks import refuse_another_run_in
 from sweeps.retries import first_of_series
 from trainer import CHECKPOINT_NAME, METRICS_NAME, checkpoint_iter, tokens_per_iter
@@ -61,12 +60,6 @@ def previous_attempt(trial: optuna.Trial) -> Optional[FrozenTrial]:
     return attempts[-1] if attempts else None
 
 
-def _copy_atomically(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copy2(source, tmp)
-    os.replace(tmp, target)
-
-
 def _holds_this_run(run_dir: Path, train_cfg, same_run: Optional[Callable[[Path], bool]]) -> bool:
     if same_run is not None:
         return same_run(run_dir / CHECKPOINT_NAME)
@@ -98,9 +91,9 @@ def continue_previous_attempt(trial: optuna.Trial, train_cfg, same_run: Optional
     step = checkpoint_iter(checkpoint) * tokens_per_iter(train_cfg)
     target = Path(train_cfg.out_dir)
     target.mkdir(parents=True, exist_ok=True)
-    _copy_atomically(checkpoint, target / CHECKPOINT_NAME)
+    copy_atomically(checkpoint, target / CHECKPOINT_NAME)
     if (source / METRICS_NAME).is_file():
-        _copy_atomically(source / METRICS_NAME, target / METRICS_NAME)
+        copy_atomically(source / METRICS_NAME, target / METRICS_NAME)
     se, area, losses = (trial_record.val_loss_se(attempt), trial_record.lr_area(attempt),
                         trial_record.val_batch_losses(attempt))
     evals = [CarriedEval(s, v, se.get(s), area.get(s), losses.get(s))

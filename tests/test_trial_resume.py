@@ -17,6 +17,16 @@ from tests.test_study_runner import TINY, run_cli, runner, sqlite_url, trials_of
 TOKENS_PER_ITER = 4 * 32  # TINY: batch 4 x block 32
 
 
+def kill_when(proc, condition, timeout: float, what: str) -> None:
+    """SIGKILL the runner `proc` once `condition()` holds (AssertionError naming `what` after `timeout` s)."""
+    try:
+        wait_for(condition, timeout=timeout, what=what)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+
+
 def train_rows(run_dir) -> dict[int, float]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {r["iter"]: r["loss"] for r in rows if r["type"] == "train"}
@@ -40,12 +50,7 @@ def test_a_killed_trial_is_continued_from_its_last_checkpoint(workdir):
         return (len(trials) == 2 and len(trials[1].intermediate_values) >= 3
                 and '"type": "train", "iter": 21,' in (killed_dir / "metrics.jsonl").read_text())
 
-    try:
-        wait_for(mid_trial_1, timeout=300, what="trial 1 to report three evaluations and train on")
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    kill_when(proc, mid_trial_1, 300, "trial 1 to report three evaluations and train on")
     killed = trials_of(url, "lr_warmup")[1]
     killed_rows = train_rows(killed_dir)  # what it trained before the kill, logged every iteration
     wait_for(lambda: stale_trials(url, "lr_warmup", grace_period=2) == [1], what="its heartbeat to go stale")
@@ -90,12 +95,7 @@ def test_a_killed_cooldown_trial_continues_its_stable_phase_with_its_rungs_carri
             return False
         return len(trials) == 2 and len(trials[1].intermediate_values) >= 1
 
-    try:
-        wait_for(first_rung_of_trial_1, timeout=600, what="trial 1 to report its first rung")
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    kill_when(proc, first_rung_of_trial_1, 600, "trial 1 to report its first rung")
     killed = trials_of(url, "lr_warmup")[1]
     assert killed.state == TrialState.RUNNING and killed.intermediate_values  # killed between two rungs
     wait_for(lambda: stale_trials(url, "lr_warmup", grace_period=2) == [1], what="its heartbeat to go stale")
