@@ -33,7 +33,7 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,31 @@ from sweeps.objective import batch_group_means, batch_groups  # noqa: E402
 from trainer import as_train_config, eval_points, lr_area, tokens_per_iter, train, warmup_iters_of  # noqa: E402
 
 GRID_LRS = (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2)
-GRID_WARMUPS = (0.02, 0.1, 0.3)  # shares of max_iters, as the lr_warmup sweep searches them
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The points a `record` trains: every lr with every warmup, at one horizon."""
+
+    warmup_key: str  # schedule.warmup_fraction (a share of max_iters) or schedule.warmup_iters
+    warmups: tuple
+    max_iters: int
+
+    def overrides(self, lr: float, warmup: float) -> list:
+        warmup_overrides = ([f"schedule.warmup_fraction={warmup}"] if self.warmup_key == "schedule.warmup_fraction"
+                            else ["schedule.warmup_fraction=null", f"schedule.warmup_iters={int(warmup)}"])
+        # 21 evaluations at every horizon, as the cpu_demo budget has at 400 iterations
+        return [f"schedule.lr={lr}", *warmup_overrides, f"schedule.max_iters={self.max_iters}",
+                f"eval_interval={self.max_iters // 20}"]
+
+
+GRIDS = {
+    # the lr_warmup sweep's own axes and the cpu_demo budget's 400 iterations
+    "share400": Grid("schedule.warmup_fraction", (0.02, 0.1, 0.3), 400),
+    # warmups as a WSD run sets them, a fixed number of iterations (0.8-8% of the run), and a
+    # horizon 3x longer: the shape of a user's long run, where warmup is a small share of it
+    "absolute1200": Grid("schedule.warmup_iters", (10, 30, 100), 1200),
+}
 RECORD_RUNGS = dict(count=5, eta=3, cooldown_fraction=0.2, shape="1-sqrt")
 NOISE_SEEDS = (1, 2)
 # A narrow nano (the same 2 layers, half the width) on 4 x 32-token sequences: an eighth of the
@@ -53,9 +77,8 @@ NOISE_SEEDS = (1, 2)
 BENCH_MODEL = ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "batch_size=4"]
 
 
-def point_config(lr: float, warmup: float, workdir: Path, name: str, seed: int = 1337):
-    cfg = compose_study_config(["+sweep=lr_warmup", *BENCH_MODEL, f"schedule.lr={lr}",
-                                f"schedule.warmup_fraction={warmup}", f"seed={seed}",
+def point_config(lr: float, warmup: float, workdir: Path, name: str, seed: int = 1337, grid: Grid = GRIDS["share400"]):
+    cfg = compose_study_config(["+sweep=lr_warmup", *BENCH_MODEL, *grid.overrides(lr, warmup), f"seed={seed}",
                                 f"data.cache_dir={workdir / 'data_cache'}"])
     train_cfg = as_train_config(cfg)
     train_cfg.out_dir = str(workdir / name)
@@ -101,14 +124,17 @@ def cooldown_record(train_cfg) -> dict:
     }
 
 
-def record(out: Path, workdir: Path, lrs=GRID_LRS, noise: bool = True) -> None:
+def record(out: Path, workdir: Path, lrs=GRID_LRS, noise: bool = True, grid_name: str = "share400") -> None:
+    grid = GRIDS[grid_name]
     data = json.loads(out.read_text()) if out.is_file() else {"meta": {}, "points": [], "noise": []}
+    if data["meta"] and data["meta"].get("grid_name", "share400") != grid_name:
+        raise SystemExit(f"{out} holds the grid {data['meta'].get('grid_name', 'share400')!r}, not {grid_name!r}")
     data["meta"] = {"command": " ".join(sys.argv), "machine": f"{platform.node()} {os.cpu_count()} cpus",
-                    "model": BENCH_MODEL,
-                    "grid": {"schedule.lr": GRID_LRS, "schedule.warmup_fraction": GRID_WARMUPS},
+                    "model": BENCH_MODEL, "grid_name": grid_name, "max_iters": grid.max_iters,
+                    "grid": {"schedule.lr": GRID_LRS, grid.warmup_key: grid.warmups},
                     "rungs": RECORD_RUNGS, "started": data["meta"].get("started", time.strftime("%Y-%m-%d %H:%M")),
                     "load_before": os.getloadavg()}
-    done = {(p["params"]["schedule.lr"], p["params"]["schedule.warmup_fraction"]) for p in data["points"]}
+    done = {(p["params"]["schedule.lr"], p["params"][grid.warmup_key]) for p in data["points"]}
 
     def save() -> None:
         tmp = out.with_name(f".{out.name}.tmp")
@@ -116,14 +142,14 @@ def record(out: Path, workdir: Path, lrs=GRID_LRS, noise: bool = True) -> None:
         os.replace(tmp, out)
 
     for lr in lrs:
-        for warmup in GRID_WARMUPS:
+        for warmup in grid.warmups:
             if (lr, warmup) in done:
                 continue
             name = f"lr{lr:g}_w{warmup:g}"
-            cfg = point_config(lr, warmup, workdir, name + "_cosine")
-            point = {"params": {"schedule.lr": lr, "schedule.warmup_fraction": warmup},
+            cfg = point_config(lr, warmup, workdir, name + "_cosine", grid=grid)
+            point = {"params": {"schedule.lr": lr, grid.warmup_key: warmup},
                      "config": asdict(cfg), "cosine": cosine_curve(cfg)}
-            rung_cfg = point_config(lr, warmup, workdir, name + "_cooldown")
+            rung_cfg = point_config(lr, warmup, workdir, name + "_cooldown", grid=grid)
             point["cooldown"] = cooldown_record(rung_cfg)
             shutil.rmtree(workdir / (name + "_cooldown"), ignore_errors=True)
             data["points"].append(point)
@@ -138,7 +164,7 @@ def record(out: Path, workdir: Path, lrs=GRID_LRS, noise: bool = True) -> None:
     for seed in NOISE_SEEDS:
         if seed in done_seeds:
             continue
-        cfg = point_config(best["schedule.lr"], best["schedule.warmup_fraction"], workdir, f"noise_seed{seed}", seed)
+        cfg = point_config(best["schedule.lr"], best[grid.warmup_key], workdir, f"noise_seed{seed}", seed, grid)
         data["noise"].append({"seed": seed, "params": best, "final": cosine_curve(cfg)["final"]})
         save()
         print(f"best point at seed {seed}: {data['noise'][-1]['final']:.4f}", flush=True)
@@ -183,6 +209,7 @@ def main(argv=None) -> int:
     rec.add_argument("--lrs", help="comma-separated subset of the grid's lrs (several processes at once); "
                                    "then `merge` their files and `record` once more for the noise seeds")
     rec.add_argument("--no-noise", action="store_true", help="skip the best point's extra seeds")
+    rec.add_argument("--grid", choices=sorted(GRIDS), default="share400", help="the grid's warmups and horizon")
     lon = sub.add_parser("long", help="one config's rungs out to 10x the trial horizon (the prediction check)")
     lon.add_argument("--out", type=Path, required=True)
     lon.add_argument("--workdir", type=Path, default=Path("outputs/bench_cooldown"))
@@ -199,7 +226,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.command == "record":
         lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else GRID_LRS
-        record(args.out, args.workdir, lrs, noise=not args.no_noise)
+        record(args.out, args.workdir, lrs, noise=not args.no_noise, grid_name=args.grid)
         return 0
     if args.command == "long":
         record_long(args.out, args.workdir, args.lr, args.warmup)

@@ -141,9 +141,10 @@ class Objective:
         pruner = trial.study.pruner
         evals = EvalRecorder(trial)
         train_cfg, continuation = continue_previous_attempt(trial, train_cfg)  # a retry goes on from its checkpoint
-        if continuation is not None:
-            report_carried(trial, evals, continuation)
         groups = batch_groups(train_cfg.eval_iters, len(eval_points(train_cfg)))
+        if continuation is not None:
+            report_carried(trial, evals, continuation,
+                           lambda losses: batch_group_means(losses, groups) if groups and losses else None)
         decision: dict = {}
 
         def on_eval(m: EvalMetrics) -> Optional[str]:
@@ -256,9 +257,11 @@ class Objective:
             return train_cfg, []
         trial_record.set_resumed_from(trial, continuation.attempt, continuation.step)
         attempt = previous_attempt(trial)
-        for step, loss in sorted(trial_record.stable_val_loss(attempt).items()):
-            if step <= continuation.step:
-                record.stable(step, loss)
+        stable = {step: loss for step, loss in trial_record.stable_val_loss(attempt).items() if step <= continuation.step}
+        # the stable phase's metrics.jsonl holds its evaluations, one it was killed before recording too
+        stable.update({m.tokens: m.val_loss for m in continuation.unreported(set(stable))})
+        for step, loss in sorted(stable.items()):
+            record.stable(step, loss)
         per_iter, carried = tokens_per_iter(train_cfg), []
         by_step = {r.horizon * per_iter: r for r in rungs}
         for e in continuation.evals:  # one value per rung it reached

@@ -61,7 +61,7 @@ def requeue_lost_baseline(study: optuna.Study) -> bool:
         return False
     last = series[-1]
     reason = fail_reason(last)
-    if reason is not None and not reason.startswith(("crashed", "interrupted")):
+    if reason is not None and not reason.startswith(("crashed", "interrupted", "killed")):
         return False  # e.g. out of memory: running it again would fail the same way
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING, params=last.params, distributions=last.distributions,

@@ -14,6 +14,8 @@ Plan, written before training (:func:`set_plan`, :func:`set_run`):
 ``lr_area_budget``   float: the LR summed over the training tokens of its whole budget.
 ``run_dir``          str: its output directory.
 ``config``           str: its :class:`trainer.config.TrainConfig` as JSON (``asdict``).
+``worker``           str: the process that runs it, ``"<host> pid <pid>"``: a trial whose worker
+                     is killed records nothing more, and this names the process that died.
 
 Evaluations, each map rewritten whole after every evaluation (:class:`EvalRecorder`):
 
@@ -54,7 +56,8 @@ Identity and failures:
                      :data:`BASELINE_IN_SPACE` or :data:`BASELINE_AS_GIVEN`.
 ``retry_of``         int, on a queued retry only: the number of the first trial of its series
                      (:func:`retry_attrs`, :func:`retry_of`).
-``fail_reason``      str, on a FAIL trial: why it could not run.
+``fail_reason``      str, on a FAIL trial: why it could not run (:func:`fail_reason` names a
+                     killed worker for one that recorded none).
 ``resumed_from``     {"trial": int, "step": int}, on a retry that continued its previous
                      attempt's checkpoint (:func:`set_resumed_from`): that attempt and the step
                      (training tokens) it continued from; the steps up to it were trained there.
@@ -75,6 +78,8 @@ entries it cannot read.
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol
 
 __all__ = [
@@ -88,7 +93,8 @@ __all__ = [
     "out_of_memory", "record_outcome", "replay_curve", "resumed_from", "retry_attrs", "retry_of", "run_dir",
     "set_baseline", "set_fail_reason", "set_out_of_memory", "set_plan", "set_replay_curve", "set_resumed_from",
     "set_run", "status", "stop_reason",
-    "tokens_seen", "val_batch_losses", "val_batches", "val_loss_se", "warmup_step",
+    "tokens_seen", "val_batch_losses", "val_batches", "val_loss_se", "warmup_step", "WORKER", "worker",
+    "KILLED",
 ]
 
 # plan
@@ -97,6 +103,7 @@ BUDGET_STEP = "budget_step"
 LR_AREA_BUDGET = "lr_area_budget"
 RUN_DIR = "run_dir"
 CONFIG = "config"
+WORKER = "worker"
 # evaluations
 VAL_LOSS_SE = "val_loss_se"
 LR_AREA = "lr_area"
@@ -129,7 +136,7 @@ RESUMED_FROM = "resumed_from"
 REPLAY_CURVE = "curve"
 
 USER_ATTRS = (
-    WARMUP_STEP, BUDGET_STEP, LR_AREA_BUDGET, RUN_DIR, CONFIG,
+    WARMUP_STEP, BUDGET_STEP, LR_AREA_BUDGET, RUN_DIR, CONFIG, WORKER,
     VAL_LOSS_SE, LR_AREA, VAL_BATCH_LOSSES, VAL_BATCHES,
     RUNG_VAL_LOSS, STABLE_VAL_LOSS, COOLDOWN_TOKENS, RUNG_STEPS,
     STATUS, STOP_REASON, NUM_PARAMS, NUM_PARAMS_NON_EMBEDDING, TOKENS_SEEN, EPOCHS, MS_PER_ITER,
@@ -190,9 +197,10 @@ def set_plan(trial: _Writable, *, warmup_step: int, budget_step: int,
 
 
 def set_run(trial: _Writable, *, run_dir: str, config: str) -> None:
-    """Where the trial runs and its full training config (JSON)."""
+    """Where the trial runs, its full training config (JSON) and the process that runs it."""
     trial.set_user_attr(RUN_DIR, run_dir)
     trial.set_user_attr(CONFIG, config)
+    trial.set_user_attr(WORKER, f"{socket.gethostname()} pid {os.getpid()}")
 
 
 class EvalRecorder:
@@ -445,8 +453,24 @@ def out_of_memory(trial: HasUserAttrs) -> Optional[str]:
     return None if value is None else str(value)
 
 
+# The reason of a FAIL trial that recorded none: every way a live worker ends a trial FAIL records
+# one (sweeps.retries, sweeps.objective), so its worker died, and a heartbeat check failed it.
+KILLED = "killed: its worker ({worker}) died without a word (SIGKILL, the kernel's OOM killer, a lost machine)"
+
+
 def fail_reason(trial: HasUserAttrs) -> Optional[str]:
-    return trial.user_attrs.get(FAIL_REASON)
+    """Why the FAIL trial ``trial`` ended: the reason it recorded; else, when it names its worker,
+    that the worker was killed (KILLED); else None."""
+    reason = trial.user_attrs.get(FAIL_REASON)
+    if reason is None and getattr(getattr(trial, "state", None), "name", None) == "FAIL" and worker(trial):
+        return KILLED.format(worker=worker(trial))
+    return reason
+
+
+def worker(trial: HasUserAttrs) -> Optional[str]:
+    """The process that ran ``trial`` (``"<host> pid <pid>"``), or None."""
+    value = trial.user_attrs.get(WORKER)
+    return value if isinstance(value, str) else None
 
 
 def replay_curve(trial: HasUserAttrs) -> int:

@@ -6,8 +6,9 @@ checkpoint at every evaluation (`checkpoint: last` in conf/study_runner.yaml, re
 so the retry copies that attempt's `ckpt.pt` and `metrics.jsonl` into its own run dir, trains on
 with `init_from=resume` (exactly as an uninterrupted run would, on CPU bit for bit), and first
 reports the attempt's evaluations up to the checkpoint again, with their standard errors, LR areas
-and batch losses, so the pruner judges one curve. What is lost per kill is the training since the
-attempt's last evaluation. The retry records the attempt and step it continued from
+and batch losses, so the pruner judges one curve. An evaluation the attempt logged in its
+`metrics.jsonl` but was killed before reporting (the checkpoint is written in between) is taken
+from that file. What is lost per kill is the training since the attempt's last evaluation. The retry records the attempt and step it continued from
 (`resumed_from`), so the report counts those tokens once.
 
 A previous attempt without a checkpoint, or whose checkpoint holds another run (other settings:
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -29,7 +30,7 @@ from sweeps.config import StudyError
 from sweeps.cooldown import copy_atomically
 from sweeps.resume_checks import refuse_another_run_in
 from sweeps.retries import first_of_series
-from trainer import CHECKPOINT_NAME, METRICS_NAME, checkpoint_iter, tokens_per_iter
+from trainer import CHECKPOINT_NAME, METRICS_NAME, EvalMetrics, checkpoint_iter, logged_evals, tokens_per_iter
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,13 @@ class Continuation:
     step: int  # training tokens at its checkpoint
     evals: List[CarriedEval]
     val_batches: Optional[str]  # names the val batches of the carried batch losses
+    # the evaluations up to the checkpoint in the attempt's metrics.jsonl, by step (training
+    # tokens): those it was killed before reporting are only here
+    logged: Dict[int, EvalMetrics]
+
+    def unreported(self, reported: set) -> List[EvalMetrics]:
+        """The logged evaluations at steps not in `reported`, in order."""
+        return [m for step, m in sorted(self.logged.items()) if step not in reported]
 
 
 def previous_attempt(trial: optuna.Trial) -> Optional[FrozenTrial]:
@@ -92,6 +100,7 @@ def continue_previous_attempt(trial: optuna.Trial, train_cfg, same_run: Optional
     target = Path(train_cfg.out_dir)
     target.mkdir(parents=True, exist_ok=True)
     copy_atomically(checkpoint, target / CHECKPOINT_NAME)
+    logged = {m.tokens: m for m in logged_evals(source / METRICS_NAME) if m.tokens <= step}
     if (source / METRICS_NAME).is_file():
         copy_atomically(source / METRICS_NAME, target / METRICS_NAME)
     se, area, losses = (trial_record.val_loss_se(attempt), trial_record.lr_area(attempt),
@@ -101,14 +110,20 @@ def continue_previous_attempt(trial: optuna.Trial, train_cfg, same_run: Optional
     print(f"trial {trial.number}: continuing trial {attempt.number} from its checkpoint at {step:,} tokens "
           f"({len(evals)} evaluations carried over)")
     return replace(train_cfg, init_from="resume"), Continuation(attempt.number, step, evals,
-                                                                trial_record.val_batches(attempt))
+                                                                trial_record.val_batches(attempt), logged)
 
 
-def report_carried(trial: optuna.Trial, evals: trial_record.EvalRecorder, continuation: Continuation) -> None:
-    """Report the previous attempt's evaluations for `trial`, and record where it continued from."""
+def report_carried(trial: optuna.Trial, evals: trial_record.EvalRecorder, continuation: Continuation,
+                   group_batch_losses: Callable[[list], Optional[list]]) -> None:
+    """Report the previous attempt's evaluations for `trial`, in step order, and record where it
+    continued from; those it logged but never reported with their batch losses as
+    `group_batch_losses` stores them (as the attempt would have)."""
     trial_record.set_resumed_from(trial, continuation.attempt, continuation.step)
-    for e in continuation.evals:
-        if e.val_loss_se is not None:
-            evals.record(e.step, val_loss_se=e.val_loss_se, lr_area=e.lr_area, batch_losses=e.batch_losses,
-                         val_batches=continuation.val_batches)
-        trial.report(e.val_loss, e.step)
+    carried = [(e.step, e.val_loss, e.val_loss_se, e.lr_area, e.batch_losses, continuation.val_batches)
+               for e in continuation.evals]
+    carried += [(m.tokens, m.val_loss, m.val_loss_se, m.lr_area, group_batch_losses(m.val_batch_losses), m.val_batches)
+                for m in continuation.unreported({e.step for e in continuation.evals})]
+    for step, val_loss, se, area, losses, batches in sorted(carried, key=lambda c: c[0]):
+        if se is not None:
+            evals.record(step, val_loss_se=se, lr_area=area, batch_losses=losses, val_batches=batches)
+        trial.report(val_loss, step)

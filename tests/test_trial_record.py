@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 
 import optuna
@@ -16,7 +18,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 def test_keys_are_the_ones_stored_studies_hold():
     # Studies recorded so far and bench/results/*.json use these strings: they must not change.
     assert record.USER_ATTRS == (
-        "warmup_step", "budget_step", "lr_area_budget", "run_dir", "config",
+        "warmup_step", "budget_step", "lr_area_budget", "run_dir", "config", "worker",
         "val_loss_se", "lr_area", "val_batch_losses", "val_batches",
         "rung_val_loss", "stable_val_loss", "cooldown_tokens", "rung_steps",
         "status", "stop_reason", "num_params", "num_params_non_embedding", "tokens_seen", "epochs",
@@ -72,7 +74,7 @@ def test_written_as_before_and_read_back_typed():
     assert trial.user_attrs == {
         "baseline": "in the search space", "warmup_step": 512, "budget_step": 5120,
         "lr_area_budget": 3.5, "run_dir": "outputs/t0", "config": '{"schedule": {"max_iters": 20}}',
-        "val_loss_se": {"0": 0.1, "256": 0.05}, "val_batches": "b-1",
+        "worker": f"{socket.gethostname()} pid {os.getpid()}", "val_loss_se": {"0": 0.1, "256": 0.05}, "val_batches": "b-1",
         "val_batch_losses": {"0": [10.9, 10.7], "256": [7.1, 6.9]}, "lr_area": {"0": 0.0, "256": 0.25},
         "status": "completed", "stop_reason": "completed its budget", "num_params": 100,
         "num_params_non_embedding": 60, "tokens_seen": 5120, "epochs": 0.1235, "ms_per_iter": 12.35,
@@ -91,6 +93,25 @@ def test_written_as_before_and_read_back_typed():
         assert record.tokens_seen(t) == 5120
         assert record.baseline(t) == record.BASELINE_IN_SPACE and record.is_baseline(t)
         assert record.retry_of(t) is None and record.fail_reason(t) is None
+
+
+def test_a_fail_trial_that_recorded_no_reason_names_its_killed_worker():
+    study = optuna.create_study()
+    trial = study.ask()
+    record.set_run(trial, run_dir="outputs/t0", config="{}")
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)  # as a heartbeat check fails a dead worker's trial
+    [killed] = study.get_trials()
+    assert record.fail_reason(killed) == (f"killed: its worker ({socket.gethostname()} pid {os.getpid()}) died "
+                                          "without a word (SIGKILL, the kernel's OOM killer, a lost machine)")
+    said = study.ask()
+    record.set_run(said, run_dir="outputs/t1", config="{}")
+    record.set_fail_reason(said, "out of memory: CUDA")
+    study.tell(said, state=optuna.trial.TrialState.FAIL)
+    assert record.fail_reason(study.get_trials()[1]) == "out of memory: CUDA"
+    running = study.ask()
+    record.set_run(running, run_dir="outputs/t2", config="{}")
+    assert record.fail_reason(running) is None  # only a FAIL trial is said to be killed
+    assert record.fail_reason(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL)) is None  # nothing known
 
 
 def test_each_evaluation_rewrites_a_copy_and_names_the_batches_once():

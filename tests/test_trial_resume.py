@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 
 import pytest
 from optuna.trial import TrialState
 
 from sweeps.report import compute_of
-from sweeps.trial_record import RESUMED_FROM, TOKENS_SEEN
+from sweeps.trial_record import RESUMED_FROM, TOKENS_SEEN, fail_reason
 from tests.heartbeats import stale_trials, wait_for
 from tests.test_study_runner import TINY, run_cli, runner, sqlite_url, trials_of
 
@@ -59,6 +60,7 @@ def test_a_killed_trial_is_continued_from_its_last_checkpoint(workdir):
     trials = trials_of(url, "lr_warmup")
     again = trials[2]
     assert (trials[1].state, again.state) == (TrialState.FAIL, TrialState.COMPLETE)
+    assert fail_reason(trials[1]).startswith(f"killed: its worker ({socket.gethostname()} pid {proc.pid})")
     resumed = again.user_attrs[RESUMED_FROM]
     assert resumed["trial"] == 1 and resumed["step"] in killed.intermediate_values and resumed["step"] > 0
     assert f"continuing trial 1 from its checkpoint at {resumed['step']:,} tokens" in out
@@ -113,3 +115,42 @@ def test_a_killed_cooldown_trial_continues_its_stable_phase_with_its_rungs_carri
     assert set(again.intermediate_values) == {s for s in horizons if s >= first}
     assert again.value == again.intermediate_values[horizons[-1]]
     assert again.user_attrs["cooldown_tokens"] == sum(cooldowns[s] for s in again.intermediate_values) * TOKENS_PER_ITER
+
+
+def test_an_evaluation_logged_but_never_reported_before_the_kill_is_carried_from_the_metrics_file(tmp_path):
+    """The trainer logs an evaluation, writes the checkpoint, then reports: a kill in between leaves
+    the checkpoint past the attempt's last report. The retry takes that evaluation from the
+    attempt's metrics.jsonl, so its curve has no hole where it continues."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from sweeps import trial_record
+    from sweeps.objective import batch_group_means
+    from sweeps.trial_resume import continue_previous_attempt, report_carried
+    from tests.test_train import tiny_config
+    from trainer import logged_evals, train
+
+    attempt_cfg = tiny_config(tmp_path, **{"out_dir": str(tmp_path / "trial_0000")})
+    train(attempt_cfg, log=lambda line: None)  # checkpoints at every evaluation, the last at 40
+    logged = logged_evals(tmp_path / "trial_0000" / "metrics.jsonl")
+    assert [m.iter for m in logged] == [0, 10, 20, 30, 40]
+    reported = logged[:-1]  # killed after the checkpoint at iteration 40, before reporting it
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="s")
+    x = FloatDistribution(0.0, 1.0)
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.FAIL, params={"x": 0.5}, distributions={"x": x},
+        intermediate_values={m.tokens: m.val_loss for m in reported},
+        user_attrs={trial_record.RUN_DIR: attempt_cfg.out_dir,
+                    trial_record.VAL_LOSS_SE: {str(m.tokens): m.val_loss_se for m in reported}}))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.WAITING, params={"x": 0.5},
+                                              distributions={"x": x}, user_attrs=trial_record.retry_attrs(0)))
+    retry = study.ask()
+    retry_cfg, continuation = continue_previous_attempt(retry, tiny_config(tmp_path, **{"out_dir": str(tmp_path / "trial_0001")}))
+    assert retry_cfg.init_from == "resume" and continuation.step == logged[-1].tokens
+    report_carried(retry, trial_record.EvalRecorder(retry), continuation, lambda losses: batch_group_means(losses, 2))
+    frozen = study.trials[1]
+    assert frozen.intermediate_values == {m.tokens: m.val_loss for m in logged}
+    assert trial_record.val_loss_se(frozen)[logged[-1].tokens] == logged[-1].val_loss_se
+    assert trial_record.val_batch_losses(frozen) == {logged[-1].tokens: batch_group_means(logged[-1].val_batch_losses, 2)}
+    result = train(retry_cfg, log=lambda line: None)  # nothing left to train: the curve is the attempt's
+    assert result.iters == 40

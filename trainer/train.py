@@ -19,7 +19,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -200,6 +200,24 @@ def make_writable_dir(out_dir: Path) -> None:
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise ConfigError(f"out_dir={str(out_dir)!r} is not writable by this user; give another folder",
                           key="out_dir")
+
+
+def logged_evals(path: Path) -> List[EvalMetrics]:
+    """The evaluations a run's `metrics.jsonl` at `path` holds, in order (none when it is absent);
+    a line cut short by a kill is left out. Written before the checkpoint and before `on_eval`,
+    they are the run's record of what it evaluated, even when it was killed before reporting."""
+    if not path.is_file():
+        return []
+    fields = {f.name for f in dataclasses.fields(EvalMetrics)}
+    evals = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            record = json.loads(line) if line.endswith("\n") else None
+            if record is not None and record.get("type") == "eval":
+                evals.append(EvalMetrics(**{k: v for k, v in record.items() if k in fields}))
+        except (ValueError, TypeError, AttributeError):
+            continue
+    return evals
 
 
 def _trim_metrics_after(path: Path, iter_num: int) -> None:
