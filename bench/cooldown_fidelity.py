@@ -3,9 +3,11 @@
     python bench/cooldown_fidelity.py record --out bench/results/cooldown_grid.json   # ~30-60 min, 2 cores
     python bench/cooldown_fidelity.py replay bench/results/cooldown_grid.json --orders 200 \
         > bench/results/cooldown_fidelity.md
+    python bench/cooldown_fidelity.py record --grid absolute1200 --out bench/results/cooldown_grid_absolute1200.json
 
-`record` trains every point of a grid (peak lr x warmup share, BENCH_MODEL on the sample data,
-the cpu_demo budget of the lr_warmup sweep: 400 iterations, 21 evaluations) twice, each exactly as a study's trial would:
+`record` trains every point of a grid (GRIDS: peak lr x warmup, a share of the run at the
+cpu_demo budget's 400 iterations as the lr_warmup sweep searches it, or a number of iterations at
+1200; BENCH_MODEL on the sample data, 21 evaluations) twice, each exactly as a study's trial would:
   - the ground truth: a full-length cosine run (what a trial is without study.fidelity), its
     whole curve in bench/pruner_replay.py's format, so Optuna's pruners can be replayed on it;
   - the cooldown trial: `sweeps.cooldown.train_with_rungs` with every rung of RECORD_RUNGS (none
@@ -223,7 +225,14 @@ def main(argv=None) -> int:
     rep.add_argument("--orders", type=int, default=200)
     rep.add_argument("--seed", type=int, default=0)
     rep.add_argument("--json", type=Path)
+    liv = sub.add_parser("live", help="a live study of the recorded grid (sweep lr_warmup_iters_grid) against the record")
+    liv.add_argument("record", type=Path)
+    liv.add_argument("--storage", required=True)
+    liv.add_argument("--study", required=True)
+    liv.add_argument("--rungs", type=int, default=4, help="the study's study.rungs.count")
+    liv.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    args.command_line = " ".join(sys.argv)
     if args.command == "record":
         lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else GRID_LRS
         record(args.out, args.workdir, lrs, noise=not args.no_noise, grid_name=args.grid)
@@ -238,8 +247,8 @@ def main(argv=None) -> int:
                   "points": [pt for p in parts for pt in p["points"]], "noise": [n for p in parts for n in p["noise"]]}
         args.out.write_text(json.dumps(merged))
         return 0
-    from bench.cooldown_replay import replay_main
-    return replay_main(args)
+    from bench.cooldown_replay import live_main, replay_main
+    return live_main(args) if args.command == "live" else replay_main(args)
 
 
 if __name__ == "__main__":

@@ -231,3 +231,54 @@ def format_report(out: dict, points: Sequence[dict], truth: Sequence[float]) -> 
         lines.append(f"| {_label(p['params'])} | {t:.4f} | "
                      + " | ".join(f"{r['val_loss']:.4f}" for r in p["cooldown"]["rungs"]) + " |")
     return "\n".join(lines)
+
+
+def _key(params: dict) -> tuple:
+    return tuple(sorted((k, float(v)) for k, v in params.items()))
+
+
+def compare_live(points: Sequence[dict], study: optuna.Study, eta: int, count: int) -> dict:
+    """A live cooldown study of the recorded grid's points against the record: each rung value it
+    reported beside the recorded one at the same step (the replay models the study only if they
+    agree), its compute and its pick scored as the replay scores a method, and the replay of its
+    trials in the order they started (one worker's view of the same order)."""
+    truth = [min(p["cosine"]["values"]) for p in points]
+    grid_tokens = sum(p["cosine"]["tokens"] for p in points)
+    index = {_key(p["params"]): i for i, p in enumerate(points)}
+    finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))]
+    trials, diffs = [], []
+    for t in sorted(finished, key=lambda t: t.number):
+        idx = index[_key(t.params)]
+        recorded = {r["step"]: r["val_loss"] for r in points[idx]["cooldown"]["rungs"]}
+        diffs += [abs(v - recorded[s]) for s, v in t.intermediate_values.items()]
+        trials.append({"number": t.number, "params": t.params, "state": t.state.name, "point": idx,
+                       "rungs": len(t.intermediate_values), "tokens": trial_record.tokens_seen(t)})
+    complete = [t for t in finished if t.state == TrialState.COMPLETE]
+    pick = index[_key(min(complete, key=lambda t: t.value).params)]
+    order = [t["point"] for t in trials]
+    n_rungs = len(points[0]["cooldown"]["rungs"])
+    replay_tokens, replay_pick = asha_order(points, order, list(range(n_rungs - count, n_rungs)), eta)
+    return {"trials": trials, "max_rung_difference": max(diffs), "rung_values": len(diffs),
+            "compute": sum(t["tokens"] for t in trials) / grid_tokens, "pick": points[pick]["params"],
+            "regret": truth[pick] - min(truth), "replay_compute": replay_tokens / grid_tokens,
+            "replay_pick": points[replay_pick]["params"], "replay_regret": truth[replay_pick] - min(truth)}
+
+
+def live_main(args) -> int:
+    import json
+
+    from sweeps.storage import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = json.loads(args.record.read_text())
+    study = optuna.load_study(study_name=args.study, storage=open_storage(args.storage, create=False))
+    out = compare_live(data["points"], study, data["meta"]["rungs"]["eta"], args.rungs)
+    out["command"] = args.command_line
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+    print(f"live study {args.study!r}: {len(out['trials'])} trials, compute {100 * out['compute']:.1f}% of the grid's "
+          f"tokens, pick {_label(out['pick'])} (regret {out['regret']:.4f}); its {out['rung_values']} rung values "
+          f"differ from the record's by at most {out['max_rung_difference']:.2e}")
+    print(f"the replay of the same order, one worker: compute {100 * out['replay_compute']:.1f}%, pick "
+          f"{_label(out['replay_pick'])} (regret {out['replay_regret']:.4f})")
+    return 0

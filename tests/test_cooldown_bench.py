@@ -64,3 +64,41 @@ def test_replay_skips_the_rungs_inside_a_points_warmup(tmp_path, capsys):
     scores = {s["method"]: s for s in json.loads(out.read_text())["scores"]}
     assert scores["cooldown, no pruning (5 rungs)"]["compute"] == (320 + 27 + 80) / 400
     assert json.loads(out.read_text())["predictions"] == []  # one rung after warmup fits no law
+
+
+def test_a_live_study_is_scored_against_the_record_it_ran_the_points_of(tmp_path):
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState
+
+    from bench.cooldown_replay import compare_live
+    from sweeps import trial_record
+
+    finals = [(1e-3, 6.2), (2e-3, 6.0), (4e-3, 5.8), (8e-3, 5.9)]
+    points = [point(lr, final, [final + 4.0 * (400 / h) ** 0.5 / 20 ** 0.5 for h in (5, 15, 44, 133, 400)])
+              for lr, final in finals]
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'live.db'}", study_name="live")
+    lr = CategoricalDistribution([lr for lr, _ in finals])
+    warmup = CategoricalDistribution([0.1])
+    rungs = [r for r in points[0]["cooldown"]["rungs"]][2:]  # a 3-rung study: 44, 133, 400
+    for idx, reached, state in [(1, 3, TrialState.COMPLETE), (0, 1, TrialState.PRUNED), (2, 3, TrialState.COMPLETE),
+                                (3, 2, TrialState.PRUNED)]:
+        values = {r["step"]: p["val_loss"] for r, p in zip(rungs, points[idx]["cooldown"]["rungs"][2:])}
+        values = dict(list(values.items())[:reached])
+        if idx == 3:  # one value off by 1e-3: the comparison says so
+            first = min(values)
+            values[first] += 1e-3
+        tokens = rungs[reached - 1]["stable_tokens"] + sum(r["branch_tokens"] for r in rungs[:reached])
+        study.add_trial(optuna.trial.create_trial(
+            state=state, value=values[max(values)] if state == TrialState.COMPLETE else None,
+            params={"schedule.lr": finals[idx][0], "schedule.warmup_fraction": 0.1},
+            distributions={"schedule.lr": lr, "schedule.warmup_fraction": warmup},
+            intermediate_values=values, user_attrs={trial_record.TOKENS_SEEN: tokens}))
+    out = compare_live(points, study, eta=3, count=3)
+    assert [t["point"] for t in out["trials"]] == [1, 0, 2, 3] and out["rung_values"] == 3 + 1 + 3 + 2
+    assert abs(out["max_rung_difference"] - 1e-3) < 1e-9
+    assert out["pick"] == points[2]["params"] and out["regret"] == 0.0
+    full = 320 + 9 + 27 + 80  # a trial to the last rung: its stable phase and three branches
+    assert out["compute"] == (full + (35 + 9) + full + (106 + 9 + 27)) / (4 * 400)
+    # the one-worker replay of that order prunes by the same rule, from the record
+    assert out["replay_pick"] == points[2]["params"] and out["replay_regret"] == 0.0
