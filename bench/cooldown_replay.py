@@ -47,6 +47,21 @@ def _label(params: dict) -> str:
     return ", ".join(f"{k.split('.')[-1]}={v:g}" for k, v in params.items())
 
 
+def complete_rungs(points: Sequence[dict]) -> List[dict]:
+    """`points` with every rung of the grid in each point's list, shortest first: a trial trains no
+    branch for a rung whose cooldown would start inside its warmup, so its record lacks it; here
+    such a rung has no value (NaN) and no stable tokens a trial could be judged at."""
+    horizons = sorted({r["horizon"] for p in points for r in p["cooldown"]["rungs"]})
+    completed = []
+    for p in points:
+        have = {r["horizon"]: r for r in p["cooldown"]["rungs"]}
+        per_iter = p["cooldown"]["rungs"][-1]["step"] // p["cooldown"]["rungs"][-1]["horizon"]
+        rungs = [have.get(h, {"horizon": h, "decay_start": None, "step": h * per_iter, "stable_tokens": -1,
+                              "branch_tokens": 0, "val_loss": float("nan"), "se": float("nan")}) for h in horizons]
+        completed.append({**p, "cooldown": {**p["cooldown"], "rungs": rungs}})
+    return completed
+
+
 def asha_order(points: Sequence[dict], order: Sequence[int], rungs: Sequence[int], eta: int,
                prune: bool = True, inside_warmup: bool = False) -> tuple[int, int]:
     """One study of the cooldown trials through RungHalvingPruner, judged at the recorded rungs
@@ -114,13 +129,18 @@ def rank_correlations(points: Sequence[dict], truth: Sequence[float]) -> List[di
     rows = []
     for r in range(len(points[0]["cooldown"]["rungs"])):
         step = points[0]["cooldown"]["rungs"][r]["step"]
-        decayed = [p["cooldown"]["rungs"][r]["val_loss"] for p in points]
+        have = [p for p in points if math.isfinite(p["cooldown"]["rungs"][r]["val_loss"])]  # after their warmup
+        decayed = [p["cooldown"]["rungs"][r]["val_loss"] for p in have]
+        truth_here = [t for p, t in zip(points, truth) if math.isfinite(p["cooldown"]["rungs"][r]["val_loss"])]
         raw = []
-        for p in points:
+        for p in have:
             steps, values = p["cosine"]["steps"], p["cosine"]["values"]
             raw.append(values[max(i for i, s in enumerate(steps) if s <= step)])
-        rows.append({"rung": r, "tokens": step, "decayed": float(spearmanr(decayed, truth).statistic),
-                     "raw": float(spearmanr(raw, truth).statistic)})
+        if len(have) < 3:
+            continue
+        rows.append({"rung": r, "tokens": step, "points": len(have),
+                     "decayed": float(spearmanr(decayed, truth_here).statistic),
+                     "raw": float(spearmanr(raw, truth_here).statistic)})
     return rows
 
 
@@ -148,7 +168,7 @@ def replay_main(args) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = json.loads(args.record.read_text())
-    points = data["points"]
+    points = complete_rungs(data["points"])
     curves = cosine_curves(points)
     truth = [c.best for c in curves]
     grid_tokens = sum(p["cosine"]["tokens"] for p in points)
@@ -179,9 +199,11 @@ def replay_main(args) -> int:
         rungs = list(range(n_rungs - count, n_rungs))
         scores.append(score(f"cooldown + ASHA, {count} rungs (eta={eta})",
                             [asha_order(points, o, rungs, eta) for o in orders], truth, grid_tokens, noise, points))
-    scores.append(score(f"cooldown + ASHA, 4 rungs (eta={eta}), judged inside warmups too",
-                        [asha_order(points, o, list(range(n_rungs - 4, n_rungs)), eta, inside_warmup=True)
-                         for o in orders], truth, grid_tokens, noise, points))
+    recorded_inside_warmups = all(math.isfinite(r["val_loss"]) for p in points for r in p["cooldown"]["rungs"])
+    if recorded_inside_warmups:  # a record made before trials skipped those rungs
+        scores.append(score(f"cooldown + ASHA, 4 rungs (eta={eta}), judged inside warmups too",
+                          [asha_order(points, o, list(range(n_rungs - 4, n_rungs)), eta, inside_warmup=True)
+                           for o in orders], truth, grid_tokens, noise, points))
     scores.append(score(f"cooldown, no pruning ({n_rungs} rungs)",
                         [asha_order(points, o, list(range(n_rungs)), eta, prune=False) for o in orders[:1]],
                         truth, grid_tokens, noise, points))
@@ -212,9 +234,10 @@ def format_report(out: dict, points: Sequence[dict], truth: Sequence[float]) -> 
         lines.append(f"| {s['method']} | {100 * s['compute']:.1f}% | {s['mean_regret']:.4f} | {s['max_regret']:.4f} | "
                      f"{100 * s['within_noise']:.0f}% | {picks} |")
     lines += ["", "Rank correlation (Spearman) with the full-length cosine ranking:", "",
-              "| rung | tokens | decayed value at the rung | raw cosine value at those tokens |", "|---:|---:|---:|---:|"]
+              "| rung | tokens | points (their warmup done) | decayed value at the rung | raw cosine value at those tokens |",
+              "|---:|---:|---:|---:|---:|"]
     for r in out["rank_correlations"]:
-        lines.append(f"| {r['rung']} | {r['tokens']:,} | {r['decayed']:.3f} | {r['raw']:.3f} |")
+        lines.append(f"| {r['rung']} | {r['tokens']:,} | {r.get('points', len(points))} | {r['decayed']:.3f} | {r['raw']:.3f} |")
     if out["predictions"]:
         errors = np.array([p["error"] for p in out["predictions"]])
         inside = np.mean([p["low"] <= p["measured"] <= p["high"] for p in out["predictions"]])
@@ -229,7 +252,8 @@ def format_report(out: dict, points: Sequence[dict], truth: Sequence[float]) -> 
               "|---|---:|" + "---:|" * len(points[0]["cooldown"]["rungs"])]
     for p, t in sorted(zip(points, truth), key=lambda pt: pt[1]):
         lines.append(f"| {_label(p['params'])} | {t:.4f} | "
-                     + " | ".join(f"{r['val_loss']:.4f}" for r in p["cooldown"]["rungs"]) + " |")
+                     + " | ".join(f"{r['val_loss']:.4f}" if math.isfinite(r["val_loss"]) else "(in warmup)"
+                                  for r in p["cooldown"]["rungs"]) + " |")
     return "\n".join(lines)
 
 
@@ -250,7 +274,7 @@ def compare_live(points: Sequence[dict], study: optuna.Study, eta: int, count: i
     for t in sorted(finished, key=lambda t: t.number):
         idx = index[_key(t.params)]
         recorded = {r["step"]: r["val_loss"] for r in points[idx]["cooldown"]["rungs"]}
-        diffs += [abs(v - recorded[s]) for s, v in t.intermediate_values.items()]
+        diffs += [abs(v - recorded[s]) for s, v in t.intermediate_values.items()]  # a live trial skips NaN rungs too
         trials.append({"number": t.number, "params": t.params, "state": t.state.name, "point": idx,
                        "rungs": len(t.intermediate_values), "tokens": trial_record.tokens_seen(t)})
     complete = [t for t in finished if t.state == TrialState.COMPLETE]
@@ -272,7 +296,7 @@ def live_main(args) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = json.loads(args.record.read_text())
     study = optuna.load_study(study_name=args.study, storage=open_storage(args.storage, create=False))
-    out = compare_live(data["points"], study, data["meta"]["rungs"]["eta"], args.rungs)
+    out = compare_live(complete_rungs(data["points"]), study, data["meta"]["rungs"]["eta"], args.rungs)
     out["command"] = args.command_line
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
