@@ -202,8 +202,8 @@ def replay_main(args) -> int:
     recorded_inside_warmups = all(math.isfinite(r["val_loss"]) for p in points for r in p["cooldown"]["rungs"])
     if recorded_inside_warmups:  # a record made before trials skipped those rungs
         scores.append(score(f"cooldown + ASHA, 4 rungs (eta={eta}), judged inside warmups too",
-                          [asha_order(points, o, list(range(n_rungs - 4, n_rungs)), eta, inside_warmup=True)
-                           for o in orders], truth, grid_tokens, noise, points))
+                            [asha_order(points, o, list(range(n_rungs - 4, n_rungs)), eta, inside_warmup=True)
+                             for o in orders], truth, grid_tokens, noise, points))
     scores.append(score(f"cooldown, no pruning ({n_rungs} rungs)",
                         [asha_order(points, o, list(range(n_rungs)), eta, prune=False) for o in orders[:1]],
                         truth, grid_tokens, noise, points))
@@ -266,7 +266,7 @@ def compare_live(points: Sequence[dict], study: optuna.Study, eta: int, count: i
     reported beside the recorded one at the same step (the replay models the study only if they
     agree), its compute and its pick scored as the replay scores a method, and the replay of its
     trials in the order they started (one worker's view of the same order)."""
-    truth = [min(p["cosine"]["values"]) for p in points]
+    truth = [c.best for c in cosine_curves(points)]
     grid_tokens = sum(p["cosine"]["tokens"] for p in points)
     index = {_key(p["params"]): i for i, p in enumerate(points)}
     finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))]

@@ -8,8 +8,9 @@ with `init_from=resume` (exactly as an uninterrupted run would, on CPU bit for b
 reports the attempt's evaluations up to the checkpoint again, with their standard errors, LR areas
 and batch losses, so the pruner judges one curve. An evaluation the attempt logged in its
 `metrics.jsonl` but was killed before reporting (the checkpoint is written in between) is taken
-from that file. What is lost per kill is the training since the attempt's last evaluation. The retry records the attempt and step it continued from
-(`resumed_from`), so the report counts those tokens once.
+from that file. What is lost per kill is the training since the attempt's last evaluation. The
+retry records the attempt and step it continued from (`resumed_from`), so the report counts
+those tokens once.
 
 A previous attempt without a checkpoint, or whose checkpoint holds another run (other settings:
 the checkpoint policy was off, or the study's code changed), is not continued: the retry trains
@@ -119,11 +120,11 @@ def report_carried(trial: optuna.Trial, evals: trial_record.EvalRecorder, contin
     continued from; those it logged but never reported with their batch losses as
     `group_batch_losses` stores them (as the attempt would have)."""
     trial_record.set_resumed_from(trial, continuation.attempt, continuation.step)
-    carried = [(e.step, e.val_loss, e.val_loss_se, e.lr_area, e.batch_losses, continuation.val_batches)
-               for e in continuation.evals]
-    carried += [(m.tokens, m.val_loss, m.val_loss_se, m.lr_area, group_batch_losses(m.val_batch_losses), m.val_batches)
-                for m in continuation.unreported({e.step for e in continuation.evals})]
-    for step, val_loss, se, area, losses, batches in sorted(carried, key=lambda c: c[0]):
-        if se is not None:
-            evals.record(step, val_loss_se=se, lr_area=area, batch_losses=losses, val_batches=batches)
-        trial.report(val_loss, step)
+    recovered = [CarriedEval(m.tokens, m.val_loss, m.val_loss_se, m.lr_area, group_batch_losses(m.val_batch_losses))
+                 for m in continuation.unreported({e.step for e in continuation.evals})]
+    val_batches = continuation.val_batches or next((m.val_batches for m in continuation.logged.values()), None)
+    for e in sorted([*continuation.evals, *recovered], key=lambda e: e.step):
+        if e.val_loss_se is not None:
+            evals.record(e.step, val_loss_se=e.val_loss_se, lr_area=e.lr_area, batch_losses=e.batch_losses,
+                         val_batches=val_batches)
+        trial.report(e.val_loss, e.step)
