@@ -14,7 +14,8 @@ cpu_demo budget's 400 iterations as the lr_warmup sweep searches it, or a number
     stopped), each rung's decayed val loss and the stable phase's curve.
 It also runs the cosine ground truth of the grid's best point at NOISE_SEEDS more seeds: the
 spread of one config across seeds ("one seed's noise"). A killed `record` resumes: points already
-in --out are kept.
+in --out are kept. `seeds` runs every point's ground truth at more seeds (`replay --seeds`: a
+point's truth is then its mean over seeds, and the noise the spread within points).
 
 `replay` then plays the grid in many random orders through each method and scores it: the tokens
 it trains (branches included) as a share of the full grid's cosine tokens, and the regret of the
@@ -37,6 +38,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -174,6 +177,39 @@ def record(out: Path, workdir: Path, lrs=GRID_LRS, noise: bool = True, grid_name
     save()
 
 
+def record_seeds(record_path: Path, out: Path, workdir: Path, seeds: tuple, lrs=GRID_LRS) -> None:
+    """The cosine ground truth of every point of the grid in `record_path` (those of `lrs`) again at
+    each of `seeds`: with the record's own seed, a point's truth is the mean over seeds, and the
+    spread within points is one seed's noise measured on the whole grid rather than at one point.
+    Written to `out` after each run; a killed run resumes, keeping the runs already there."""
+    data = json.loads(record_path.read_text())
+    grid_name = data["meta"].get("grid_name", "share400")
+    grid = GRIDS[grid_name]
+    runs = json.loads(out.read_text()) if out.is_file() else {"meta": {}, "runs": []}
+    runs["meta"] = {"command": " ".join(sys.argv), "record": str(record_path), "grid_name": grid_name,
+                    "machine": f"{platform.node()} {os.cpu_count()} cpus", "model": BENCH_MODEL,
+                    "started": runs["meta"].get("started", time.strftime("%Y-%m-%d %H:%M")),
+                    "load_before": os.getloadavg()}
+    done = {(r["params"]["schedule.lr"], r["params"][grid.warmup_key], r["seed"]) for r in runs["runs"]}
+    for point in data["points"]:
+        lr, warmup = point["params"]["schedule.lr"], point["params"][grid.warmup_key]
+        if lr not in lrs:
+            continue
+        for seed in seeds:
+            if (lr, warmup, seed) in done:
+                continue
+            name = f"lr{lr:g}_w{warmup:g}_seed{seed}"
+            curve = cosine_curve(point_config(lr, warmup, workdir, name, seed, grid))
+            shutil.rmtree(workdir / name, ignore_errors=True)
+            runs["runs"].append({"params": point["params"], "seed": seed, "final": curve["final"],
+                                 "best": float(np.nanmin(curve["values"])), "status": curve["status"], "wall_s": curve["wall_s"]})
+            runs["meta"]["finished"] = time.strftime("%Y-%m-%d %H:%M")
+            tmp = out.with_name(f".{out.name}.tmp")
+            tmp.write_text(json.dumps(runs, indent=1))
+            os.replace(tmp, out)
+            print(f"{name}: {curve['final']:.4f} ({curve['wall_s']} s)", flush=True)
+
+
 LONG_HORIZONS = (44, 133, 400, 1600, 4000)  # a trial's three rungs (cpu_demo's 400), then 4x and 10x it
 
 
@@ -212,6 +248,12 @@ def main(argv=None) -> int:
                                    "then `merge` their files and `record` once more for the noise seeds")
     rec.add_argument("--no-noise", action="store_true", help="skip the best point's extra seeds")
     rec.add_argument("--grid", choices=sorted(GRIDS), default="share400", help="the grid's warmups and horizon")
+    sds = sub.add_parser("seeds", help="every point's cosine ground truth again at more seeds")
+    sds.add_argument("record", type=Path)
+    sds.add_argument("--out", type=Path, required=True)
+    sds.add_argument("--seeds", default="1,2", help="comma-separated seeds (the record's runs are seed 1337)")
+    sds.add_argument("--workdir", type=Path, default=Path("outputs/bench_cooldown"))
+    sds.add_argument("--lrs", help="comma-separated subset of the grid's lrs (several processes, one --out each)")
     lon = sub.add_parser("long", help="one config's rungs out to 10x the trial horizon (the prediction check)")
     lon.add_argument("--out", type=Path, required=True)
     lon.add_argument("--workdir", type=Path, default=Path("outputs/bench_cooldown"))
@@ -225,17 +267,26 @@ def main(argv=None) -> int:
     rep.add_argument("--orders", type=int, default=200)
     rep.add_argument("--seed", type=int, default=0)
     rep.add_argument("--json", type=Path)
+    rep.add_argument("--seeds", type=Path, nargs="*", help="`seeds` outputs: each point's truth its mean over seeds")
     liv = sub.add_parser("live", help="a live study of the recorded grid (sweep lr_warmup_iters_grid) against the record")
     liv.add_argument("record", type=Path)
     liv.add_argument("--storage", required=True)
     liv.add_argument("--study", required=True)
     liv.add_argument("--rungs", type=int, default=4, help="the study's study.rungs.count")
     liv.add_argument("--json", type=Path)
+    liv.add_argument("--seeds", type=Path, nargs="*", help="`seeds` outputs: each point's truth its mean over seeds")
     args = ap.parse_args(argv)
     args.command_line = " ".join(sys.argv)
     if args.command == "record":
         lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else GRID_LRS
         record(args.out, args.workdir, lrs, noise=not args.no_noise, grid_name=args.grid)
+        return 0
+    if args.command == "seeds":
+        seeds = tuple(int(x) for x in args.seeds.split(","))
+        if 1337 in seeds:
+            raise SystemExit("--seeds: 1337 is the seed the record's own runs were trained at; pick others")
+        lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else GRID_LRS
+        record_seeds(args.record, args.out, args.workdir, seeds, lrs)
         return 0
     if args.command == "long":
         record_long(args.out, args.workdir, args.lr, args.warmup)

@@ -43,6 +43,31 @@ def cosine_curves(points: Sequence[dict]) -> List[Curve]:
             for p in points]
 
 
+def ground_truth(points: Sequence[dict], seed_runs: Sequence[dict] = ()) -> tuple[List[float], List[int]]:
+    """Each point's full-length cosine val loss: the best of its recorded run, averaged with the
+    best of each run of it at another seed in `seed_runs` (`cooldown_fidelity.py seeds`); and how
+    many seeds each point's value averages."""
+    by_point: Dict[tuple, List[float]] = {_key(p["params"]): [float(np.nanmin(p["cosine"]["values"]))] for p in points}
+    for run in seed_runs:
+        if run["status"] == "completed":
+            by_point[_key(run["params"])].append(run["best"])
+    return [float(np.mean(by_point[_key(p["params"])])) for p in points], [len(by_point[_key(p["params"])]) for p in points]
+
+
+def seed_noise(points: Sequence[dict], seed_runs: Sequence[dict]) -> tuple[float, List[float]]:
+    """One seed's noise: with `seed_runs`, the spread within points pooled over the grid (the root
+    mean of each point's variance over its seeds); otherwise the sd over the record's best point's
+    seeds (its `noise` runs). And the values it was computed from."""
+    if seed_runs:
+        by_point: Dict[tuple, List[float]] = {_key(p["params"]): [float(np.nanmin(p["cosine"]["values"]))] for p in points}
+        for run in seed_runs:
+            if run["status"] == "completed":
+                by_point[_key(run["params"])].append(run["best"])
+        variances = [np.var(v, ddof=1) for v in by_point.values() if len(v) > 1]
+        return float(np.sqrt(np.mean(variances))), [float(np.sqrt(v)) for v in variances]
+    return 0.0, []
+
+
 def _label(params: dict) -> str:
     return ", ".join(f"{k.split('.')[-1]}={v:g}" for k, v in params.items())
 
@@ -170,11 +195,15 @@ def replay_main(args) -> int:
     data = json.loads(args.record.read_text())
     points = complete_rungs(data["points"])
     curves = cosine_curves(points)
-    truth = [c.best for c in curves]
+    seed_runs = read_seed_runs(getattr(args, "seeds", None) or [])
+    truth, n_seeds = ground_truth(points, seed_runs)
     grid_tokens = sum(p["cosine"]["tokens"] for p in points)
     best_idx = int(np.argmin(truth))
-    seeds = [truth[best_idx]] + [n["final"] for n in data.get("noise", [])]
-    noise = float(np.std(seeds, ddof=1)) if len(seeds) > 1 else 0.0
+    if seed_runs:
+        noise, seeds = seed_noise(points, seed_runs)  # seeds: each point's sd over its seeds
+    else:
+        seeds = [curves[best_idx].best] + [n["final"] for n in data.get("noise", [])]
+        noise = float(np.std(seeds, ddof=1)) if len(seeds) > 1 else 0.0
     rng = np.random.default_rng(args.seed)
     orders = [rng.permutation(len(points)).tolist() for _ in range(args.orders)]
     n_rungs = len(points[0]["cooldown"]["rungs"])
@@ -208,9 +237,12 @@ def replay_main(args) -> int:
                         [asha_order(points, o, list(range(n_rungs)), eta, prune=False) for o in orders[:1]],
                         truth, grid_tokens, noise, points))
     correlations = rank_correlations(points, truth)
+    # how well one seed's own full-length run ranks the mean over seeds: the most a rung could reach
+    single_seed = float(spearmanr([c.best for c in curves], truth).statistic) if seed_runs else None
     # the grid's own check of the long-run fit: every rung but the last predicts the last (eta x further)
     predictions = prediction_errors(points, list(range(n_rungs - 1)), [n_rungs - 1]) if n_rungs >= 4 else []
     out = {"meta": data["meta"], "orders": args.orders, "seed": args.seed, "noise_sd": noise, "seeds": seeds,
+           "seeds_per_point": n_seeds, "single_seed_correlation": single_seed,
            "grid_best": {"params": points[best_idx]["params"], "cosine_best": truth[best_idx]},
            "scores": [s.__dict__ for s in scores], "rank_correlations": correlations, "predictions": predictions,
            "seconds": round(time.time() - t0, 1)}
@@ -220,13 +252,25 @@ def replay_main(args) -> int:
     return 0
 
 
+def read_seed_runs(paths: Sequence) -> List[dict]:
+    import json
+    from pathlib import Path
+
+    return [run for path in paths for run in json.loads(Path(path).read_text())["runs"]]
+
+
 def format_report(out: dict, points: Sequence[dict], truth: Sequence[float]) -> str:
     meta = out["meta"]
     lines = [f"# Cooldown multi-fidelity against full-length trials ({len(points)} grid points, {out['orders']} orders)",
              "", f"Recorded: `{meta.get('command')}` ({meta.get('started')} to {meta.get('finished')}, {meta.get('machine')}); "
              f"rungs {meta.get('rungs')}.", "",
              f"Grid best: {_label(out['grid_best']['params'])}, cosine val loss {out['grid_best']['cosine_best']:.4f}; "
-             f"one seed's noise (sd over seeds {', '.join(f'{s:.4f}' for s in out['seeds'])}): {out['noise_sd']:.4f}.", "",
+             + (f"one seed's noise (sd over seeds {', '.join(f'{s:.4f}' for s in out['seeds'])}): {out['noise_sd']:.4f}."
+                if out.get("single_seed_correlation") is None else
+                f"each point's truth the mean of {min(out['seeds_per_point'])}-{max(out['seeds_per_point'])} seeds; "
+                f"one seed's noise, pooled within points: {out['noise_sd']:.4f} (a point's sd over its seeds: "
+                f"{min(out['seeds']):.4f} to {max(out['seeds']):.4f}); one seed's own full-length run ranks the means "
+                f"at Spearman {out['single_seed_correlation']:.3f}."), "",
              "| method | compute (share of the grid's tokens) | mean regret | max regret | regret within noise | picks |",
              "|---|---:|---:|---:|---:|---|"]
     for s in out["scores"]:
@@ -248,7 +292,7 @@ def format_report(out: dict, points: Sequence[dict], truth: Sequence[float]) -> 
                   f"95% interval for {100 * inside:.0f}% of the {len(errors)} points; "
                   f"{sum(p['trusted'] for p in out['predictions'])} fits trusted."]
     lines += ["", "Each point: cosine best, then the decayed value at each rung:", "",
-              "| config | cosine | " + " | ".join(f"rung {i}" for i in range(len(points[0]['cooldown']['rungs']))) + " |",
+              "| config | cosine" + (" (mean over seeds)" if out.get("single_seed_correlation") is not None else "") + " | " + " | ".join(f"rung {i}" for i in range(len(points[0]['cooldown']['rungs']))) + " |",
               "|---|---:|" + "---:|" * len(points[0]["cooldown"]["rungs"])]
     for p, t in sorted(zip(points, truth), key=lambda pt: pt[1]):
         lines.append(f"| {_label(p['params'])} | {t:.4f} | "
@@ -261,12 +305,13 @@ def _key(params: dict) -> tuple:
     return tuple(sorted((k, float(v)) for k, v in params.items()))
 
 
-def compare_live(points: Sequence[dict], study: optuna.Study, eta: int, count: int) -> dict:
+def compare_live(points: Sequence[dict], study: optuna.Study, eta: int, count: int,
+                 seed_runs: Sequence[dict] = ()) -> dict:
     """A live cooldown study of the recorded grid's points against the record: each rung value it
     reported beside the recorded one at the same step (the replay models the study only if they
     agree), its compute and its pick scored as the replay scores a method, and the replay of its
     trials in the order they started (one worker's view of the same order)."""
-    truth = [c.best for c in cosine_curves(points)]
+    truth, _ = ground_truth(points, seed_runs)
     grid_tokens = sum(p["cosine"]["tokens"] for p in points)
     index = {_key(p["params"]): i for i, p in enumerate(points)}
     finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))]
@@ -296,7 +341,8 @@ def live_main(args) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = json.loads(args.record.read_text())
     study = optuna.load_study(study_name=args.study, storage=open_storage(args.storage, create=False))
-    out = compare_live(complete_rungs(data["points"]), study, data["meta"]["rungs"]["eta"], args.rungs)
+    out = compare_live(complete_rungs(data["points"]), study, data["meta"]["rungs"]["eta"], args.rungs,
+                       read_seed_runs(args.seeds or []))
     out["command"] = args.command_line
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))

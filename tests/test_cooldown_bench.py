@@ -102,3 +102,31 @@ def test_a_live_study_is_scored_against_the_record_it_ran_the_points_of(tmp_path
     assert out["compute"] == (full + (35 + 9) + full + (106 + 9 + 27)) / (4 * 400)
     # the one-worker replay of that order prunes by the same rule, from the record
     assert out["replay_pick"] == points[2]["params"] and out["replay_regret"] == 0.0
+
+
+def test_with_runs_at_more_seeds_a_points_truth_is_its_mean_and_the_noise_the_spread_within_points(tmp_path, capsys):
+    finals = [(1e-3, 6.2), (2e-3, 6.0), (4e-3, 5.8)]
+    points = [point(lr, final, [final + 4.0 * (400 / h) ** 0.5 / 20 ** 0.5 for h in (5, 15, 44, 133, 400)])
+              for lr, final in finals]
+    record = tmp_path / "grid.json"
+    record.write_text(json.dumps({"meta": {"rungs": {"count": 5, "eta": 3}}, "points": points, "noise": []}))
+    # at two more seeds lr 2e-3 is the better config: its mean 5.9 against lr 4e-3's 6.0
+    runs = [(2e-3, 1, 5.85), (2e-3, 2, 5.85), (4e-3, 1, 6.1), (4e-3, 2, 6.1), (1e-3, 1, 6.2), (1e-3, 2, 6.2),
+            (1e-3, 3, 9.9)]
+    seeds = tmp_path / "seeds.json"
+    seeds.write_text(json.dumps({"meta": {}, "runs": [
+        {"params": {"schedule.lr": lr, "schedule.warmup_fraction": 0.1}, "seed": seed, "final": best, "best": best,
+         "status": "completed" if seed < 3 else "diverged"} for lr, seed, best in runs]}))
+    out = tmp_path / "scores.json"
+    replay_main(argparse.Namespace(record=record, orders=3, seed=0, json=out, seeds=[seeds]))
+    saved = json.loads(out.read_text())
+    grid = {s["method"]: s for s in saved["scores"]}["no pruning (the grid)"]
+    # the grid sees one seed, whose best is lr 4e-3: against the means, even it has a regret
+    assert grid["picks"] == {"lr=0.004, warmup_fraction=0.1": 3} and abs(grid["mean_regret"] - 0.1) < 1e-12
+    assert saved["grid_best"]["cosine_best"] == np.mean([6.0, 5.85, 5.85])
+    assert saved["seeds_per_point"] == [3, 3, 3]  # the diverged run is no seed of the truth
+    within = [np.var([6.2, 6.2, 6.2], ddof=1), np.var([6.0, 5.85, 5.85], ddof=1), np.var([5.8, 6.1, 6.1], ddof=1)]
+    assert abs(saved["noise_sd"] - np.sqrt(np.mean(within))) < 1e-12
+    # one seed's runs (the record's) rank lr 4e-3 first; the means put it second
+    assert saved["single_seed_correlation"] == 0.5
+    assert "mean of 3-3 seeds" in capsys.readouterr().out
