@@ -20,7 +20,6 @@ Workers on several machines sharing a PostgreSQL study each write to their own
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import textwrap
@@ -31,10 +30,11 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
 from sweeps import trial_record
+from trainer import METRICS_NAME, logged_records
 
 ARTIFACT_DIR = Path("outputs") / "artifacts"  # relative to the cwd, as outputs/studies/ is
 CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"  # the trainer's name for it (trainer/train.py METRICS_NAME)
+METRICS_FILE = METRICS_NAME
 CURVE_FILE = "curve.png"
 # The MIME type each file is stored with (Python guesses none for .yaml or .jsonl); the dashboard
 # shows images, and a .jsonl (by its name) as a table.
@@ -83,17 +83,9 @@ def upload(store: FileSystemArtifactStore, study_or_trial: Union[optuna.Trial, o
 
 
 def read_metrics(path: Union[str, Path]) -> list[dict]:
-    """The records of a run's metrics.jsonl; a line that does not parse (the last one of a run
-    killed mid-write) is left out, with a warning."""
-    records, bad = [], 0
-    for line in Path(path).read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(record, dict):
-            records.append(record)
+    """The records of a run's metrics.jsonl; a line cut short (the last one of a run killed
+    mid-write) is left out, with a warning."""
+    records, bad = logged_records(Path(path))
     if bad:
         print(f"WARNING: {path}: {bad} unreadable line(s) left out")
     return records

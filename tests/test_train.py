@@ -249,3 +249,17 @@ def test_cli_trains_from_hydra_configs_and_rejects_typos(tmp_path):
     assert "completed: best val loss" in ok.stdout and (tmp_path / "run" / "ckpt.pt").is_file()
     typo = run_cli("schedule.lrr=1e-3", cwd=tmp_path)
     assert typo.returncode != 0 and "lrr" in typo.stderr
+
+
+def test_the_logged_records_leave_out_lines_a_kill_cut_short(tmp_path):
+    from trainer import logged_evals, logged_records
+
+    path = tmp_path / "metrics.jsonl"
+    eval_record = {"type": "eval", "iter": 2, "tokens": 64, "epochs": 0.01, "lr": 1e-3, "train_loss": 9.0,
+                   "val_loss": 9.5, "val_loss_se": 0.1, "best_val_loss": 9.5, "val_batch_losses": [9.4, 9.6], "val_batches": "ab", "lr_area": 0.1}
+    path.write_text(json.dumps({"type": "train", "iter": 1, "loss": 10.0}) + "\n" + json.dumps(eval_record) + "\n"
+                    + "[1, 2]\n" + json.dumps(eval_record))  # a non-record, then a whole record without its newline
+    records, cut = logged_records(path)
+    assert [r["type"] for r in records] == ["train", "eval"] and cut == 2
+    assert [(m.iter, m.val_loss) for m in logged_evals(path)] == [(2, 9.5)]
+    assert logged_evals(tmp_path / "absent.jsonl") == []

@@ -202,21 +202,36 @@ def make_writable_dir(out_dir: Path) -> None:
                           key="out_dir")
 
 
+def logged_records(path: Path) -> tuple[List[dict], int]:
+    """The records of a run's `metrics.jsonl` at `path`, in order, and how many lines were left out:
+    a line cut short by a kill mid-write (no newline, or not a JSON object)."""
+    records, cut = [], 0
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            record = json.loads(line) if line.endswith("\n") else None
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        elif line.strip():
+            cut += 1
+    return records, cut
+
+
 def logged_evals(path: Path) -> List[EvalMetrics]:
-    """The evaluations a run's `metrics.jsonl` at `path` holds, in order (none when it is absent);
-    a line cut short by a kill is left out. Written before the checkpoint and before `on_eval`,
-    they are the run's record of what it evaluated, even when it was killed before reporting."""
+    """The evaluations a run's `metrics.jsonl` at `path` holds, in order (none when it is absent).
+    Written before the checkpoint and before `on_eval`, they are the run's record of what it
+    evaluated, even when it was killed before reporting."""
     if not path.is_file():
         return []
     fields = {f.name for f in dataclasses.fields(EvalMetrics)}
     evals = []
-    for line in path.read_text().splitlines(keepends=True):
-        try:
-            record = json.loads(line) if line.endswith("\n") else None
-            if record is not None and record.get("type") == "eval":
+    for record in logged_records(path)[0]:
+        if record.get("type") == "eval":
+            try:
                 evals.append(EvalMetrics(**{k: v for k, v in record.items() if k in fields}))
-        except (ValueError, TypeError, AttributeError):
-            continue
+            except TypeError:  # a record of another version, missing a field
+                continue
     return evals
 
 

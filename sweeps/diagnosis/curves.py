@@ -16,7 +16,8 @@ from typing import Any, Dict, List, Optional
 from sweeps import trial_record
 from sweeps.diagnosis import nanogpt
 from sweeps.diagnosis.errors import DiagnosisError
-from trainer import CHECKPOINT_NAME, METRICS_NAME, TrainConfig, as_train_config, prepare_data, tokens_per_iter
+from trainer import (CHECKPOINT_NAME, METRICS_NAME, TrainConfig, as_train_config, logged_records, prepare_data,
+                     tokens_per_iter)
 
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"  # what `python -m trainer` saves in its run dir
 
@@ -70,19 +71,10 @@ def num_params(cfg: TrainConfig) -> int:
 # -- our run dirs ---------------------------------------------------------------------------------
 
 def _records(path: Path) -> List[dict]:
-    records = []
     try:
-        lines = path.read_text().splitlines()
+        return logged_records(path)[0]  # a line cut short by a kill mid-write is left out
     except OSError as e:
         raise DiagnosisError(f"cannot read {path}: {e.strerror or e}") from None
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by a kill mid-write
-        if isinstance(record, dict):
-            records.append(record)
-    return records
 
 
 def _config_of_run_dir(run_dir: Path) -> TrainConfig:
