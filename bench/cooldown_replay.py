@@ -54,18 +54,30 @@ def ground_truth(points: Sequence[dict], seed_runs: Sequence[dict] = ()) -> tupl
     return [float(np.mean(by_point[_key(p["params"])])) for p in points], [len(by_point[_key(p["params"])]) for p in points]
 
 
-def seed_noise(points: Sequence[dict], seed_runs: Sequence[dict]) -> tuple[float, List[float]]:
-    """One seed's noise: with `seed_runs`, the spread within points pooled over the grid (the root
-    mean of each point's variance over its seeds); otherwise the sd over the record's best point's
-    seeds (its `noise` runs). And the values it was computed from."""
-    if seed_runs:
-        by_point: Dict[tuple, List[float]] = {_key(p["params"]): [float(np.nanmin(p["cosine"]["values"]))] for p in points}
-        for run in seed_runs:
-            if run["status"] == "completed":
-                by_point[_key(run["params"])].append(run["best"])
-        variances = [np.var(v, ddof=1) for v in by_point.values() if len(v) > 1]
-        return float(np.sqrt(np.mean(variances))), [float(np.sqrt(v)) for v in variances]
-    return 0.0, []
+RECORD_SEED = 1337  # the seed of the record's own runs (cooldown_fidelity.point_config's default)
+
+
+def seed_noise(points: Sequence[dict], seed_runs: Sequence[dict]) -> dict:
+    """One seed's noise over the grid, from the points that have a run at every seed. A seed
+    draws its own eval batches as well as its init and data order, so it shifts every point's
+    loss alike (`seed_shifts`: each seed's mean minus the grand mean); configs compared at one
+    seed see no such shift. `paired_sd` is the rest: the sd of the residual of an additive fit
+    (point + seed), what a comparison of two configs at one seed is off by; `within_sd` the raw
+    spread within points, shift included."""
+    seeds = sorted({run["seed"] for run in seed_runs if run["status"] == "completed"})
+    values = {(_key(p["params"]), RECORD_SEED): float(np.nanmin(p["cosine"]["values"])) for p in points}
+    values.update({(_key(run["params"]), run["seed"]): run["best"] for run in seed_runs if run["status"] == "completed"})
+    columns = [RECORD_SEED, *seeds]
+    table = np.array([[values[(_key(p["params"]), s)] for s in columns] for p in points
+                      if all((_key(p["params"]), s) in values for s in columns)])
+    if table.shape[0] < 2 or table.shape[1] < 2:
+        return {"paired_sd": 0.0, "within_sd": 0.0, "seed_shifts": {}, "points": int(table.shape[0])}
+    residual = table - table.mean(axis=1, keepdims=True) - table.mean(axis=0, keepdims=True) + table.mean()
+    dof = (table.shape[0] - 1) * (table.shape[1] - 1)
+    return {"paired_sd": float(np.sqrt((residual ** 2).sum() / dof)),
+            "within_sd": float(np.sqrt(np.mean(np.var(table, axis=1, ddof=1)))),
+            "seed_shifts": {str(s): float(v) for s, v in zip(columns, table.mean(axis=0) - table.mean())},
+            "points": int(table.shape[0])}
 
 
 def _label(params: dict) -> str:
@@ -199,8 +211,9 @@ def replay_main(args) -> int:
     truth, n_seeds = ground_truth(points, seed_runs)
     grid_tokens = sum(p["cosine"]["tokens"] for p in points)
     best_idx = int(np.argmin(truth))
-    if seed_runs:
-        noise, seeds = seed_noise(points, seed_runs)  # seeds: each point's sd over its seeds
+    spread = seed_noise(points, seed_runs) if seed_runs else None
+    if spread is not None:
+        noise, seeds = spread["paired_sd"], list(spread["seed_shifts"])  # the noise a comparison at one seed has
     else:
         seeds = [curves[best_idx].best] + [n["final"] for n in data.get("noise", [])]
         noise = float(np.std(seeds, ddof=1)) if len(seeds) > 1 else 0.0
@@ -242,7 +255,7 @@ def replay_main(args) -> int:
     # the grid's own check of the long-run fit: every rung but the last predicts the last (eta x further)
     predictions = prediction_errors(points, list(range(n_rungs - 1)), [n_rungs - 1]) if n_rungs >= 4 else []
     out = {"meta": data["meta"], "orders": args.orders, "seed": args.seed, "noise_sd": noise, "seeds": seeds,
-           "seeds_per_point": n_seeds, "single_seed_correlation": single_seed,
+           "seeds_per_point": n_seeds, "single_seed_correlation": single_seed, "seed_spread": spread,
            "grid_best": {"params": points[best_idx]["params"], "cosine_best": truth[best_idx]},
            "scores": [s.__dict__ for s in scores], "rank_correlations": correlations, "predictions": predictions,
            "seconds": round(time.time() - t0, 1)}
@@ -267,9 +280,12 @@ def format_report(out: dict, points: Sequence[dict], truth: Sequence[float]) -> 
              f"Grid best: {_label(out['grid_best']['params'])}, cosine val loss {out['grid_best']['cosine_best']:.4f}; "
              + (f"one seed's noise (sd over seeds {', '.join(f'{s:.4f}' for s in out['seeds'])}): {out['noise_sd']:.4f}."
                 if out.get("single_seed_correlation") is None else
-                f"each point's truth the mean of {min(out['seeds_per_point'])}-{max(out['seeds_per_point'])} seeds; "
-                f"one seed's noise, pooled within points: {out['noise_sd']:.4f} (a point's sd over its seeds: "
-                f"{min(out['seeds']):.4f} to {max(out['seeds']):.4f}); one seed's own full-length run ranks the means "
+                f"each point's truth the mean of {min(out['seeds_per_point'])}-{max(out['seeds_per_point'])} seeds "
+                f"({', '.join(out['seeds'])}). A seed shifts every point alike (it draws its own eval batches): "
+                f"by {', '.join(f'{v:+.3f}' for v in out['seed_spread']['seed_shifts'].values())}; the raw sd within a point "
+                f"is {out['seed_spread']['within_sd']:.4f}, and one seed's noise for comparing configs (the sd left "
+                f"after each point's mean and each seed's shift, {out['seed_spread']['points']} points) "
+                f"{out['noise_sd']:.4f}; one seed's own full-length run ranks the means "
                 f"at Spearman {out['single_seed_correlation']:.3f}."), "",
              "| method | compute (share of the grid's tokens) | mean regret | max regret | regret within noise | picks |",
              "|---|---:|---:|---:|---:|---|"]

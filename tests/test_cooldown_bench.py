@@ -125,8 +125,14 @@ def test_with_runs_at_more_seeds_a_points_truth_is_its_mean_and_the_noise_the_sp
     assert grid["picks"] == {"lr=0.004, warmup_fraction=0.1": 3} and abs(grid["mean_regret"] - 0.1) < 1e-12
     assert saved["grid_best"]["cosine_best"] == np.mean([6.0, 5.85, 5.85])
     assert saved["seeds_per_point"] == [3, 3, 3]  # the diverged run is no seed of the truth
+    spread = saved["seed_spread"]
     within = [np.var([6.2, 6.2, 6.2], ddof=1), np.var([6.0, 5.85, 5.85], ddof=1), np.var([5.8, 6.1, 6.1], ddof=1)]
-    assert abs(saved["noise_sd"] - np.sqrt(np.mean(within))) < 1e-12
+    assert abs(spread["within_sd"] - np.sqrt(np.mean(within))) < 1e-12
+    # seeds 1 and 2 shift the grid up by 1/60 against 1337's -1/30; the residuals, by hand, sum to
+    # 0.07 over (3 - 1) x (3 - 1) degrees of freedom
+    assert spread["seed_shifts"].keys() == {"1337", "1", "2"} and abs(spread["seed_shifts"]["1"] - 1 / 60) < 1e-9
+    assert abs(spread["seed_shifts"]["1337"] + 1 / 30) < 1e-9
+    assert abs(spread["paired_sd"] - np.sqrt(0.07 / 4)) < 1e-9 and saved["noise_sd"] == spread["paired_sd"]
     # one seed's runs (the record's) rank lr 4e-3 first; the means put it second
     assert saved["single_seed_correlation"] == 0.5
     assert "mean of 3-3 seeds" in capsys.readouterr().out
