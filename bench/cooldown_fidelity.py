@@ -191,18 +191,18 @@ def record_seeds(record_path: Path, out: Path, workdir: Path, seeds: tuple, lrs=
                     "started": runs["meta"].get("started", time.strftime("%Y-%m-%d %H:%M")),
                     "load_before": os.getloadavg()}
     done = {(r["params"]["schedule.lr"], r["params"][grid.warmup_key], r["seed"]) for r in runs["runs"]}
-    for point in data["points"]:
-        lr, warmup = point["params"]["schedule.lr"], point["params"][grid.warmup_key]
-        if lr not in lrs:
-            continue
-        for seed in seeds:
-            if (lr, warmup, seed) in done:
+    # a seed at every point before the next seed: a seed's shift is measured only where it has them all
+    for seed in seeds:
+        for point in data["points"]:
+            lr, warmup = point["params"]["schedule.lr"], point["params"][grid.warmup_key]
+            if lr not in lrs or (lr, warmup, seed) in done:
                 continue
             name = f"lr{lr:g}_w{warmup:g}_seed{seed}"
             curve = cosine_curve(point_config(lr, warmup, workdir, name, seed, grid))
             shutil.rmtree(workdir / name, ignore_errors=True)
             runs["runs"].append({"params": point["params"], "seed": seed, "final": curve["final"],
-                                 "best": float(np.nanmin(curve["values"])), "status": curve["status"], "wall_s": curve["wall_s"]})
+                                 "best": float(np.nanmin(curve["values"])), "status": curve["status"],
+                                 "wall_s": curve["wall_s"]})
             runs["meta"]["finished"] = time.strftime("%Y-%m-%d %H:%M")
             tmp = out.with_name(f".{out.name}.tmp")
             tmp.write_text(json.dumps(runs, indent=1))

@@ -43,41 +43,42 @@ def cosine_curves(points: Sequence[dict]) -> List[Curve]:
             for p in points]
 
 
-def ground_truth(points: Sequence[dict], seed_runs: Sequence[dict] = ()) -> tuple[List[float], List[int]]:
-    """Each point's full-length cosine val loss: the best of its recorded run, averaged with the
-    best of each run of it at another seed in `seed_runs` (`cooldown_fidelity.py seeds`); and how
-    many seeds each point's value averages."""
-    by_point: Dict[tuple, List[float]] = {_key(p["params"]): [float(np.nanmin(p["cosine"]["values"]))] for p in points}
-    for run in seed_runs:
-        if run["status"] == "completed":
-            by_point[_key(run["params"])].append(run["best"])
-    return [float(np.mean(by_point[_key(p["params"])])) for p in points], [len(by_point[_key(p["params"])]) for p in points]
-
-
 RECORD_SEED = 1337  # the seed of the record's own runs (cooldown_fidelity.point_config's default)
 
 
-def seed_noise(points: Sequence[dict], seed_runs: Sequence[dict]) -> dict:
-    """One seed's noise over the grid, from the points that have a run at every seed. A seed
-    draws its own eval batches as well as its init and data order, so it shifts every point's
-    loss alike (`seed_shifts`: each seed's mean minus the grand mean); configs compared at one
-    seed see no such shift. `paired_sd` is the rest: the sd of the residual of an additive fit
-    (point + seed), what a comparison of two configs at one seed is off by; `within_sd` the raw
-    spread within points, shift included."""
-    seeds = sorted({run["seed"] for run in seed_runs if run["status"] == "completed"})
+def seed_table(points: Sequence[dict], seed_runs: Sequence[dict] = ()) -> tuple[List[int], np.ndarray]:
+    """Each point's full-length cosine val loss (its best) at each seed it was run at, a row per
+    point: the record's own run, then the seeds of `seed_runs` (`cooldown_fidelity.py seeds`) that
+    every point has a completed run at. A seed only some points have is left out: a seed shifts
+    every point's loss alike (it draws its own eval batches), so it would favour the points it has."""
     values = {(_key(p["params"]), RECORD_SEED): float(np.nanmin(p["cosine"]["values"])) for p in points}
     values.update({(_key(run["params"]), run["seed"]): run["best"] for run in seed_runs if run["status"] == "completed"})
-    columns = [RECORD_SEED, *seeds]
-    table = np.array([[values[(_key(p["params"]), s)] for s in columns] for p in points
-                      if all((_key(p["params"]), s) in values for s in columns)])
-    if table.shape[0] < 2 or table.shape[1] < 2:
-        return {"paired_sd": 0.0, "within_sd": 0.0, "seed_shifts": {}, "points": int(table.shape[0])}
+    seeds = sorted({s for _, s in values if s != RECORD_SEED})
+    columns = [RECORD_SEED] + [s for s in seeds if all((_key(p["params"]), s) in values for p in points)]
+    return columns, np.array([[values[(_key(p["params"]), s)] for s in columns] for p in points])
+
+
+def ground_truth(points: Sequence[dict], seed_runs: Sequence[dict] = ()) -> tuple[List[float], List[int]]:
+    """Each point's truth, its mean over the seeds of `seed_table`, and how many seeds that is."""
+    columns, table = seed_table(points, seed_runs)
+    return table.mean(axis=1).tolist(), [len(columns)] * len(points)
+
+
+def seed_noise(points: Sequence[dict], seed_runs: Sequence[dict]) -> dict:
+    """One seed's noise over the grid's `seed_table`. A seed shifts every point alike
+    (`seed_shifts`: each seed's mean minus the grand mean), a shift configs compared at one seed
+    never see; `paired_sd` is the rest, the sd of the residual of an additive fit (point + seed):
+    what a comparison of two configs at one seed is off by. `within_sd` is the raw spread within
+    points, shift included."""
+    columns, table = seed_table(points, seed_runs)
+    if len(columns) < 2:
+        return {"paired_sd": 0.0, "within_sd": 0.0, "seed_shifts": {}, "points": len(points)}
     residual = table - table.mean(axis=1, keepdims=True) - table.mean(axis=0, keepdims=True) + table.mean()
     dof = (table.shape[0] - 1) * (table.shape[1] - 1)
     return {"paired_sd": float(np.sqrt((residual ** 2).sum() / dof)),
             "within_sd": float(np.sqrt(np.mean(np.var(table, axis=1, ddof=1)))),
             "seed_shifts": {str(s): float(v) for s, v in zip(columns, table.mean(axis=0) - table.mean())},
-            "points": int(table.shape[0])}
+            "points": len(points)}
 
 
 def _label(params: dict) -> str:
