@@ -190,6 +190,10 @@ def record_seeds(record_path: Path, out: Path, workdir: Path, seeds: tuple, lrs=
                     "machine": f"{platform.node()} {os.cpu_count()} cpus", "model": BENCH_MODEL,
                     "started": runs["meta"].get("started", time.strftime("%Y-%m-%d %H:%M")),
                     "load_before": os.getloadavg()}
+    recorded_lrs = sorted({p["params"]["schedule.lr"] for p in data["points"]})
+    if not set(lrs) <= set(recorded_lrs):
+        raise SystemExit(f"--lrs {','.join(f'{lr:g}' for lr in lrs)}: {record_path} has points at lr "
+                         f"{', '.join(f'{lr:g}' for lr in recorded_lrs)} only")
     done = {(r["params"]["schedule.lr"], r["params"][grid.warmup_key], r["seed"]) for r in runs["runs"]}
     # a seed at every point before the next seed: a seed's shift is measured only where it has them all
     for seed in seeds:
@@ -282,7 +286,10 @@ def main(argv=None) -> int:
         record(args.out, args.workdir, lrs, noise=not args.no_noise, grid_name=args.grid)
         return 0
     if args.command == "seeds":
-        seeds = tuple(int(x) for x in args.seeds.split(","))
+        try:
+            seeds = tuple(int(x) for x in args.seeds.split(","))
+        except ValueError:
+            raise SystemExit(f"--seeds {args.seeds!r}: give comma-separated integers, e.g. 1,2") from None
         if 1337 in seeds:
             raise SystemExit("--seeds: 1337 is the seed the record's own runs were trained at; pick others")
         lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else GRID_LRS

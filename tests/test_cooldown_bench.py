@@ -136,3 +136,20 @@ def test_with_runs_at_more_seeds_a_points_truth_is_its_mean_and_the_noise_the_sp
     # one seed's runs (the record's) rank lr 4e-3 first; the means put it second
     assert saved["single_seed_correlation"] == 0.5
     assert "mean of 3-3 seeds" in capsys.readouterr().out
+
+
+def test_seeds_refuses_a_seed_list_or_an_lr_it_cannot_run_before_training(tmp_path):
+    import pytest
+
+    from bench.cooldown_fidelity import main
+
+    record = tmp_path / "grid.json"
+    record.write_text(json.dumps({"meta": {"rungs": {"count": 5, "eta": 3}, "grid_name": "share400"},
+                                  "points": [point(1e-3, 6.2, [7.0] * 5)], "noise": []}))
+    out = tmp_path / "seeds.json"
+    for args, message in [(["--seeds", "1,x"], "--seeds '1,x': give comma-separated integers"),
+                          (["--seeds", "1337"], "1337 is the seed the record's own runs"),
+                          (["--lrs", "0.5"], "has points at lr 0.001 only")]:
+        with pytest.raises(SystemExit, match=message.replace("(", r"\(")):
+            main(["seeds", str(record), "--out", str(out), "--workdir", str(tmp_path / "w"), *args])
+    assert not out.exists()
