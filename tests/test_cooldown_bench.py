@@ -43,6 +43,7 @@ def test_replay_scores_the_grid_and_asha_on_rungs_that_rank_like_the_truth(tmp_p
     assert grid["compute"] == 1.0 and grid["mean_regret"] == 0.0 and grid["picks"] == {"lr=0.004, warmup_fraction=0.1": 20}
     asha = scores["cooldown + ASHA, 3 rungs (eta=3)"]
     assert asha["mean_regret"] == 0.0 and asha["compute"] < 1.0  # the decayed values rank the truth: the best survives
+    assert asha["mean_wsd_regret"] == grid["mean_wsd_regret"] == 0.0  # its last rung is the best WSD run too
     full = scores["cooldown, no pruning (5 rungs)"]
     # every trial to its full length: its stable phase to 320, plus every branch (all after its 4-iteration warmup)
     assert full["compute"] == (320 + 1 + 3 + 9 + 27 + 80) / 400
