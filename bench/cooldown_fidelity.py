@@ -82,6 +82,13 @@ NOISE_SEEDS = (1, 2)
 BENCH_MODEL = ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "batch_size=4"]
 
 
+def save_json(path: Path, data: dict, indent=None) -> None:
+    """`data` written to `path` through a temp file beside it: a kill leaves the previous file whole."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=indent))
+    os.replace(tmp, path)
+
+
 def point_config(lr: float, warmup: float, workdir: Path, name: str, seed: int = 1337, grid: Grid = GRIDS["share400"]):
     cfg = compose_study_config(["+sweep=lr_warmup", *BENCH_MODEL, *grid.overrides(lr, warmup), f"seed={seed}",
                                 f"data.cache_dir={workdir / 'data_cache'}"])
@@ -142,9 +149,7 @@ def record(out: Path, workdir: Path, lrs=GRID_LRS, noise: bool = True, grid_name
     done = {(p["params"]["schedule.lr"], p["params"][grid.warmup_key]) for p in data["points"]}
 
     def save() -> None:
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, out)
+        save_json(out, data)
 
     for lr in lrs:
         for warmup in grid.warmups:
@@ -208,9 +213,7 @@ def record_seeds(record_path: Path, out: Path, workdir: Path, seeds: tuple, lrs=
                                  "best": float(np.nanmin(curve["values"])), "status": curve["status"],
                                  "wall_s": curve["wall_s"]})
             runs["meta"]["finished"] = time.strftime("%Y-%m-%d %H:%M")
-            tmp = out.with_name(f".{out.name}.tmp")
-            tmp.write_text(json.dumps(runs, indent=1))
-            os.replace(tmp, out)
+            save_json(out, runs, indent=1)
             print(f"{name}: {curve['final']:.4f} ({curve['wall_s']} s)", flush=True)
 
 
@@ -238,7 +241,7 @@ def record_long(out: Path, workdir: Path, lr: float, warmup: float) -> None:
                                    for v in result.values],
                          "command": " ".join(sys.argv), "wall_s": round(time.time() - t0, 1),
                          "date": time.strftime("%Y-%m-%d %H:%M"), "load_before": os.getloadavg()})
-    out.write_text(json.dumps(data, indent=1))
+    save_json(out, data, indent=1)
     shutil.rmtree(workdir / f"long_lr{lr:g}_w{warmup:g}", ignore_errors=True)
 
 

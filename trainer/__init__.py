@@ -14,10 +14,8 @@ from trainer.interrupt import Interrupted, signals_interrupt
 from trainer.memory import halved_micro_batch, is_out_of_memory, release_freed_memory
 from trainer.schedule import (SHARES, Share, get_lr, min_lr_of, schedule_warnings, share_of, warmup_iters_of,
                               wsd_decay_start)
-from trainer.train import (CHECKPOINT_NAME, METRICS_NAME, EvalMetrics, TrainResult, eval_points, logged_evals, logged_records,
-                           lr_area,
-                           resolve_device,
-                           resolve_dtype, tokens_per_iter, train)
+from trainer.train import (CHECKPOINT_NAME, METRICS_NAME, EvalMetrics, TrainResult, eval_points, logged_evals,
+                           logged_records, lr_area, resolve_device, resolve_dtype, tokens_per_iter, train)
 
 __all__ = ["CHECKPOINT_NAME", "CUDA_RESERVED_BYTES", "DECAY_SHAPES", "METRICS_NAME", "SHARES", "CheckpointError", "ConfigError", "DataError",
            "EvalMetrics", "Interrupted", "PreparedData", "ScheduleConfig", "Share", "StepMemory", "TrainConfig", "TrainResult", "as_train_config",
