@@ -207,7 +207,7 @@ class Objective:
         pruner = trial.study.pruner
         trial_record.set_rung_steps(trial, [r.horizon * tokens_per_iter(train_cfg) for r in rungs])
         evals, record = EvalRecorder(trial), RungRecorder(trial)
-        train_cfg, carried = self._continue_rungs(trial, train_cfg, rungs, record)
+        train_cfg, carried = self._continue_rungs(trial, train_cfg, rungs, record, evals)
 
         def on_stable_eval(m: EvalMetrics) -> None:
             record.stable(m.tokens, m.val_loss)
@@ -245,10 +245,10 @@ class Objective:
         return result.value
 
     @staticmethod
-    def _continue_rungs(trial: optuna.Trial, train_cfg, rungs, record: RungRecorder):
+    def _continue_rungs(trial: optuna.Trial, train_cfg, rungs, record: RungRecorder, evals: EvalRecorder):
         """A retry of a cooldown trial: its previous attempt's stable phase continued (when its
-        checkpoint holds the same stable phase), its rung values and stable curve reported again.
-        (train_cfg, the carried RungValues)."""
+        checkpoint holds the same stable phase), its rung values and stable curve (with each
+        evaluation's SE and LR area) reported again. (train_cfg, the carried RungValues)."""
         def same_stable_phase(ckpt: Path) -> bool:
             return stable_phase_settings(checkpoint_config(ckpt)) == stable_phase_settings(asdict(train_cfg))
 
@@ -258,10 +258,14 @@ class Objective:
         trial_record.set_resumed_from(trial, continuation.attempt, continuation.step)
         attempt = previous_attempt(trial)
         stable = {step: loss for step, loss in trial_record.stable_val_loss(attempt).items() if step <= continuation.step}
+        se, area = trial_record.val_loss_se(attempt), trial_record.lr_area(attempt)
         # the stable phase's metrics.jsonl holds its evaluations, one it was killed before recording too
-        stable.update({m.tokens: m.val_loss for m in continuation.unreported(set(stable))})
+        for m in continuation.unreported(set(stable)):
+            stable[m.tokens], se[m.tokens], area[m.tokens] = m.val_loss, m.val_loss_se, m.lr_area
         for step, loss in sorted(stable.items()):
             record.stable(step, loss)
+            if se.get(step) is not None:
+                evals.record(step, val_loss_se=se[step], lr_area=area.get(step))
         per_iter, carried = tokens_per_iter(train_cfg), []
         by_step = {r.horizon * per_iter: r for r in rungs}
         for e in continuation.evals:  # one value per rung it reached

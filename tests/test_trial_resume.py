@@ -10,6 +10,7 @@ import socket
 import pytest
 from optuna.trial import TrialState
 
+from sweeps import trial_record
 from sweeps.report import compute_of
 from sweeps.trial_record import RESUMED_FROM, TOKENS_SEEN, fail_reason
 from tests.heartbeats import stale_trials, wait_for
@@ -115,6 +116,12 @@ def test_a_killed_cooldown_trial_continues_its_stable_phase_with_its_rungs_carri
     assert set(again.intermediate_values) == {s for s in horizons if s >= first}
     assert again.value == again.intermediate_values[horizons[-1]]
     assert again.user_attrs["cooldown_tokens"] == sum(cooldowns[s] for s in again.intermediate_values) * TOKENS_PER_ITER
+    # the stable evaluations the retry carried keep their SE and LR area, as the attempt recorded them
+    carried = {s for s in trial_record.stable_val_loss(again) if s <= again.user_attrs[RESUMED_FROM]["step"]}
+    assert carried and carried <= set(trial_record.val_loss_se(again)) and carried <= set(trial_record.lr_area(again))
+    for attrs in (trial_record.val_loss_se, trial_record.lr_area):
+        recorded = {s: v for s, v in attrs(killed).items() if s in carried}
+        assert recorded and {s: attrs(again)[s] for s in recorded} == recorded
 
 
 def test_an_evaluation_logged_but_never_reported_before_the_kill_is_carried_from_the_metrics_file(tmp_path):
