@@ -55,6 +55,29 @@ def test_each_rank_takes_an_equal_share_of_the_micro_batches():
     assert list(Ranks().micro_batches(4)) == [0, 1, 2, 3]
 
 
+def test_a_later_ranks_own_run_dir_goes_only_when_it_holds_nothing_but_hydras_files(tmp_path):
+    from trainer.__main__ import drop_rank_dir
+
+    run_dir = tmp_path / "runs" / "12-00-00"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "ckpt.pt").write_bytes(b"x")
+
+    def rank_dir(name: str, log: str = "", extra: str | None = None) -> Path:
+        d = tmp_path / "runs" / name
+        (d / ".hydra").mkdir(parents=True)
+        (d / ".hydra" / "config.yaml").write_text("out_dir: ...\n")
+        (d / "__main__.log").write_text(log)
+        if extra:
+            (d / extra).write_text("kept")
+        return d
+
+    assert drop_rank_dir(rank_dir("12-00-01"), run_dir) and not (tmp_path / "runs" / "12-00-01").exists()
+    assert not drop_rank_dir(run_dir, run_dir) and (run_dir / "ckpt.pt").is_file()  # the run's own dir stays
+    for name, log, extra in (("logged", "a line", None), ("user_file", "", "notes.txt")):
+        d = rank_dir(name, log, extra)
+        assert not drop_rank_dir(d, run_dir) and d.is_dir()  # anything but Hydra's files: kept
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_train_the_single_process_curve_and_resume(tmp_path):
     cache = f"data.cache_dir={tmp_path / 'cache'}"
@@ -69,12 +92,14 @@ def test_two_gloo_processes_train_the_single_process_curve_and_resume(tmp_path):
     assert sorted(got) == sorted(expected) == [0, 10, 20, 30, 40]
     assert all(abs(got[i] - expected[i]) <= 1e-5 * abs(expected[i]) for i in expected), (got, expected)
 
-    # resume under torchrun: a single process trains to iteration 20, two ranks go on from its checkpoint
-    cut = tmp_path / "cut"
+    # resume under torchrun: a single process trains to iteration 20, two ranks go on from its checkpoint.
+    # Each rank resolves out_dir itself (as `${now:...}` can differ by a second); the run's is rank 0's.
+    cut = tmp_path / "cut0"
     cfg.out_dir = str(cut)
     train(cfg, on_eval=lambda m: "stop" if m.iter == 20 else None)
-    resumed = torchrun([*RUN, cache, f"out_dir={cut}", "init_from=resume"], tmp_path)
+    resumed = torchrun([*RUN, cache, f"out_dir={tmp_path}/cut${{oc.env:RANK}}", "init_from=resume"], tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert not (tmp_path / "cut1").exists()
     got = val_losses(cut)
     assert sorted(got) == [0, 10, 20, 30, 40]
     assert all(abs(got[i] - expected[i]) <= 1e-5 * abs(expected[i]) for i in expected), (got, expected)

@@ -284,6 +284,8 @@ def setup(cfg, log: Optional[Log] = None) -> Run:
     if device_type == "cpu":
         keep_freed_memory_mapped()
     ptdtype = resolve_dtype(cfg.dtype, device)
+    # each rank resolved its own config (an out_dir of `${now:...}` can differ by a second): the run's is rank 0's
+    cfg = dataclasses.replace(cfg, out_dir=from_main(ranks, cfg.out_dir))
     out_dir = Path(cfg.out_dir)
     ckpt_path = out_dir / CHECKPOINT_NAME
     if cfg.init_from == "resume" and not ckpt_path.is_file():
