@@ -27,6 +27,7 @@ import sqlite3
 import time
 import warnings
 from contextlib import contextmanager, nullcontext
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -49,6 +50,28 @@ CREATE_ATTEMPTS = 5  # workers starting together on a new database race to creat
 
 class StorageError(RuntimeError):
     """The storage cannot be opened or used; the message names the URL (password hidden) and why."""
+
+
+class ClaimingRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage, with a queued (WAITING) trial claimed by one conditional UPDATE.
+
+    A worker takes a queued trial (a retry, the baseline) by reading that it is WAITING and then
+    setting it RUNNING; Optuna guards the pair with SELECT ... FOR UPDATE, which SQLite ignores, so
+    two workers that read together both got the trial and trained it twice. `UPDATE ... WHERE
+    state = 'WAITING'` changes the row for one worker only, in any database; the others see no row
+    changed and move on, as Optuna's queue expects (False, or UpdateFinishedTrialError)."""
+
+    def set_trial_state_values(self, trial_id: int, state: optuna.trial.TrialState,
+                               values: Optional[Any] = None) -> bool:
+        if state != optuna.trial.TrialState.RUNNING or values is not None:
+            return super().set_trial_state_values(trial_id, state, values)
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                sqlalchemy.text("UPDATE trials SET state = 'RUNNING', datetime_start = :now "
+                                "WHERE trial_id = :trial_id AND state = 'WAITING'"),
+                {"now": datetime.now(), "trial_id": trial_id}).rowcount == 1
+        # not claimed: Optuna's own answer for a trial another worker runs (False) or finished (raises)
+        return claimed or super().set_trial_state_values(trial_id, state, values)
 
 
 def _parse_url(url: str) -> Optional[URL]:
@@ -252,7 +275,7 @@ def open_storage(url: str, heartbeat_interval: Optional[int] = HEARTBEAT_INTERVA
                     _prepare_sqlite(sqlite_path)
                 with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    storage = optuna.storages.RDBStorage(
+                    storage = ClaimingRDBStorage(
                         parsed.render_as_string(hide_password=False),
                         engine_kwargs=_engine_kwargs(parsed),
                         heartbeat_interval=heartbeat_interval,

@@ -296,6 +296,60 @@ def test_two_processes_share_a_postgres_study(tmp_path):
     assert name not in optuna.get_all_study_names(open_storage(PG_URL))
 
 
+CLAIMER = """
+import json, sys, time
+from pathlib import Path
+import optuna
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+from sweeps.storage import open_storage
+url, name, n, go, ready = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5])
+study = optuna.load_study(study_name=name, storage=open_storage(url, heartbeat_interval=None, grace_period=None))
+ready.write_text("")
+while not go.exists():
+    time.sleep(0.001)
+print(json.dumps([study.ask().number for _ in range(n)]))
+"""
+
+
+def claim_queued_trials_together(url: str, name: str, tmp_path: Path, n_workers: int = 4, each: int = 6) -> list[int]:
+    """`n_workers` processes ask for `each` trials at the same moment from a study holding
+    n_workers x each queued (WAITING) trials, as workers resuming a study with retries queued do:
+    every trial number they were handed."""
+    study = optuna.create_study(study_name=name, storage=open_storage(url))
+    for i in range(n_workers * each):
+        study.enqueue_trial({"x": i / 100}, skip_if_exists=False)
+    go = tmp_path / f"go-{name}"
+    claimers = [run_python(CLAIMER, url, name, str(each), str(go), str(tmp_path / f"ready{k}")) for k in range(n_workers)]
+    deadline = time.monotonic() + 90
+    while not all((tmp_path / f"ready{k}").exists() for k in range(n_workers)):
+        for c in claimers:
+            assert c.poll() is None, c.communicate()[1]
+        assert time.monotonic() < deadline, "claimers did not start"
+        time.sleep(0.05)
+    go.write_text("")
+    handed = [n for c in claimers for n in json.loads(finish(c))]
+    trials = optuna.load_study(study_name=name, storage=open_storage(url)).get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.RUNNING] * n_workers * each  # no new trial: the queue held enough
+    return handed
+
+
+def test_workers_asking_together_each_get_their_own_queued_trial_on_sqlite(tmp_path):
+    """SQLite ignores Optuna's SELECT ... FOR UPDATE: without the conditional UPDATE, 4 workers
+    asking together were handed the same queued trial up to 4 times (and trained it as often)."""
+    handed = claim_queued_trials_together(sqlite_url(tmp_path / "optuna.db"), "queue", tmp_path)
+    assert sorted(handed) == list(range(24)), sorted(handed)
+
+
+@needs_postgres
+def test_workers_asking_together_each_get_their_own_queued_trial_on_postgres(tmp_path):
+    name = "test-storage-queue-" + uuid.uuid4().hex
+    try:
+        handed = claim_queued_trials_together(PG_URL, name, tmp_path)
+        assert sorted(handed) == list(range(24)), sorted(handed)
+    finally:
+        optuna.delete_study(study_name=name, storage=open_storage(PG_URL))
+
+
 def _admin_connection():
     import psycopg
     from sqlalchemy.engine import make_url
