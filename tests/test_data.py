@@ -81,6 +81,20 @@ def test_tokens_are_encode_ordinary_plus_eot_per_document(tmp_path, enc):
     assert all(f["size"] > 0 for f in m["sources"]["files"] + m["sources"]["val_files"])
 
 
+def test_bytes_tokenizer_writes_each_documents_utf8_bytes_then_256(tmp_path):
+    docs = make_docs(9)  # ñ, é and 🙂 are 2, 2 and 4 bytes
+    v = write_parquet(tmp_path / "v.parquet", ["café 🙂", "thou"])
+    data = prepare_data(cfg_for(tmp_path, [write_parquet(tmp_path / "a.parquet", docs)], val_files=[str(v)],
+                                tokenizer="bytes"), progress=False)
+    expect = lambda texts: [b for t in texts for b in [*t.encode("utf-8"), 256]]
+    assert read_tokens(data.train).tolist() == expect(docs)
+    assert read_tokens(data.val).tolist() == expect(["café 🙂", "thou"]) and data.val.num_tokens == 10 + 1 + 4 + 1
+    assert (data.meta["tokenizer"], data.meta["vocab_size"], data.meta["eot_token"]) == ("bytes", 257, 256)
+    assert load_tokenizer("bytes").decode(read_tokens(data.val)[:11].tolist()) == "café 🙂"
+    r50k = prepare_data(cfg_for(tmp_path, [tmp_path / "a.parquet"], val_files=[str(v)]), progress=False)
+    assert r50k.meta["key"] != data.meta["key"]  # each tokenizer its own cache
+
+
 def test_val_split_is_by_document_and_seeded(tmp_path, enc):
     docs = make_docs(60)
     src = write_parquet(tmp_path / "docs.parquet", docs, rows_per_group=7)
@@ -553,7 +567,7 @@ def test_same_file_in_train_and_val(tmp_path, never_tokenize):
 
 def test_bad_tokenizer_names(tmp_path, never_tokenize):
     src = write_parquet(tmp_path / "a.parquet", make_docs(5))
-    with pytest.raises(DataError, match=r"data.tokenizer='gpt5' is not a tiktoken encoding; valid: .*r50k_base"):
+    with pytest.raises(DataError, match=r"data.tokenizer='gpt5' is not a tokenizer; valid: .*r50k_base.*bytes"):
         prepare_data(cfg_for(tmp_path, [src], tokenizer="gpt5"), progress=False)
 
 

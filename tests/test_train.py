@@ -51,6 +51,18 @@ def test_nano_run_on_the_sample_learns_far_below_uniform(tmp_path):
     assert result.unique_train_tokens > 1_000_000
 
 
+def test_a_byte_level_run_learns_below_uniform_and_a_vocabulary_below_257_is_refused(tmp_path):
+    cfg = tiny_config(tmp_path, **{"data.tokenizer": "bytes", "model.vocab_size": 320, "schedule.max_iters": 60,
+                                  "eval_interval": 30})
+    result = train(cfg)
+    assert result.evals[0].val_loss > 5.5  # untrained: about ln(320) = 5.77
+    assert result.best_val_loss < 4.0, result.best_val_loss  # well below ln(257) = 5.55 (3.4 here)
+    assert result.num_params < 50_000  # the 50k-wide GPT-2 head is gone
+    with pytest.raises(ConfigError, match=r"model.vocab_size=256 is smaller than the tokenizer's 257 tokens; use at "
+                                          r"least 257, best the next multiple of 64 \(320"):
+        train(tiny_config(tmp_path / "small", **{"data.tokenizer": "bytes", "model.vocab_size": 256}))
+
+
 def test_metrics_file_and_result(tmp_path):
     cfg = tiny_config(tmp_path)
     result = train(cfg)

@@ -48,7 +48,7 @@ class DataConfig:
     text_column: str = "text"
     val_fraction: float = 0.005  # share of documents held out for val (when no val_files)
     split_seed: int = 1337  # which documents go to val
-    tokenizer: str = "r50k_base"  # tiktoken encoding; same ids as "gpt2"
+    tokenizer: str = "r50k_base"  # a tiktoken encoding (r50k_base: the ids of "gpt2"), or bytes (UTF-8, 257 ids)
     cache_dir: str = "outputs/data_cache"  # tokenized splits, reused across runs
 
 

@@ -1,4 +1,4 @@
-"""Parquet text -> GPT-2 BPE tokens on disk, tokenized once and reused.
+"""Parquet text -> tokens (GPT-2 BPE, or UTF-8 bytes) on disk, tokenized once and reused.
 
 Documents are streamed by record batch, reading only the text column, so peak memory does not grow
 with the file; each document is followed by the end-of-text token, and the tokens are written as
@@ -103,14 +103,36 @@ def sample_corpus_path() -> Path:
     return Path(__file__).resolve().parent / "sample_data" / "shakespeare_plays.parquet"
 
 
+class ByteTokenizer:
+    """`data.tokenizer=bytes`: a document's UTF-8 bytes as ids 0..255, end-of-text 256 (nanoGPT's
+    shakespeare_char idea, but lossless for any text). A vocabulary of 257 makes the output layer
+    tiny, so a CPU run trains on its transformer blocks rather than on a 50k-wide softmax."""
+
+    name = "bytes"
+    n_vocab = 257
+    eot_token = 256
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def encode_ordinary_batch(self, texts: list[str], num_threads: int = 1) -> list[list[int]]:
+        return [self.encode_ordinary(t) for t in texts]
+
+    def decode(self, ids) -> str:
+        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+
+
 def load_tokenizer(name: str):
-    """The tiktoken encoding `name` (the one place the tokenizer is loaded), or a DataError saying how to get it."""
+    """The tokenizer `name`: a tiktoken encoding or `bytes` (the one place a tokenizer is loaded), or
+    a DataError saying how to get it."""
+    if name == ByteTokenizer.name:
+        return ByteTokenizer()
     import tiktoken
 
     valid = tiktoken.list_encoding_names()
     if name not in valid:
-        raise DataError(f"data.tokenizer={name!r} is not a tiktoken encoding; valid: {', '.join(valid)} "
-                        f"(r50k_base has GPT-2's ids)")
+        raise DataError(f"data.tokenizer={name!r} is not a tokenizer; valid: {', '.join(valid)}, "
+                        f"{ByteTokenizer.name} (r50k_base has GPT-2's ids; {ByteTokenizer.name} is UTF-8 bytes)")
     try:
         return tiktoken.get_encoding(name)
     except Exception as e:  # no network, a blocked download, a corrupt cached file, ...

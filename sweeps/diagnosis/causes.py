@@ -268,10 +268,15 @@ def capacity(s: Signals, c: Curves) -> Cause:
     }, assumed)
 
 
+def _gpt2_tokens(c: Curves) -> bool:
+    """Whether the losses are per GPT-2 BPE token, the unit of CLEAN_TEXT_REF (not bytes, not characters)."""
+    return c.cfg.data.tokenizer in ("r50k_base", "gpt2") and c.cfg.model.vocab_size >= 50257
+
+
 def data_quality(s: Signals, c: Curves) -> Cause:
     ref = clean_text_loss(c.num_params)
     points = 0.0
-    if (s.epochs is not None and s.epochs < 1 and s.tokens_per_param >= CHINCHILLA_TOKENS_PER_PARAM
+    if (_gpt2_tokens(c) and s.epochs is not None and s.epochs < 1 and s.tokens_per_param >= CHINCHILLA_TOKENS_PER_PARAM
             and s.plateau and not s.diverged and not s.spikes and not s.eval_rises and s.val_end > ref + DATA_QUALITY_MARGIN):
         points = 0.45
     sentence = (f"Data quality: under one epoch, stable, yet flat at val {s.val_end:.2f} where a "
