@@ -21,6 +21,7 @@ from sweeps.config import StudyError
 from sweeps.runner import run
 from tests.heartbeats import heartbeat_of
 from tests.postgres import PG_URL, needs_postgres
+from tests.configs import TINY
 from trainer import as_train_config, checkpoint_config, prepare_data, warmup_iters_of
 from trainer.config import ScheduleConfig
 
@@ -95,9 +96,6 @@ def test_a_plateaued_leader_is_stopped_and_recorded_complete_with_its_best_value
 
 # ------------------------------------------------------------------ the baseline, a point of the space
 
-# a 1-layer, 32-wide GPT: each trial is a couple of seconds of real training
-TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "batch_size=4",
-        "eval_iters=2", "schedule.max_iters=20", "eval_interval=5", "log_interval=5"]
 
 
 def runner(args, cwd):
@@ -107,7 +105,7 @@ def runner(args, cwd):
 
 def tokenize_once(common: list[str]) -> None:
     """The sample corpus into the shared cache, so that workers started together train at once."""
-    prepare_data(as_train_config(compose_study_config(["+sweep=lr_warmup", *common])).data)
+    prepare_data(as_train_config(compose_study_config(["+sweep=lr_warmup", *TINY, *common])).data)
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from sweeps.config import StudyError
 from sweeps.runner import run
 from tests.postgres import PG_URL, needs_postgres
 from tests.test_storage import PASSWORD
-from tests.test_study_runner import TINY, run_cli, runner, sqlite_url, trials_of, wait_for
+from tests.test_study_runner import TINY, TINY_GPT2, run_cli, runner, sqlite_url, trials_of, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,7 @@ def test_a_study_on_postgresql_with_a_password_keeps_it_off_disk(workdir):
 def test_sigterm_stops_a_study_with_143_and_queues_the_running_trial(workdir):
     cwd, common = workdir
     url = sqlite_url(cwd)
-    proc = runner(["+sweep=lr_warmup", *TINY, "schedule.max_iters=200", "eval_interval=10", f"study.storage={url}",
+    proc = runner(["+sweep=lr_warmup", *TINY_GPT2, "schedule.max_iters=200", "eval_interval=10", f"study.storage={url}",
                    "study.n_trials=2", *common], cwd)
 
     def reporting():
@@ -151,7 +151,7 @@ def test_a_trial_that_crashes_is_recorded_and_the_study_keeps_its_baseline(workd
 
     cwd, common = workdir
     url = sqlite_url(cwd)
-    args = ["+sweep=lr_warmup", *TINY, f"study.storage={url}", "study.n_trials=2", *common]
+    args = ["+sweep=lr_warmup", *TINY_GPT2, f"study.storage={url}", "study.n_trials=2", *common]
     limit = 8 << 20  # above the data cache and the database, below a checkpoint (~19 MB)
     proc = runner(args, cwd, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
     out, _ = proc.communicate(timeout=600)
@@ -320,8 +320,8 @@ def test_sampled_values_the_data_rejects_fail_once_and_are_not_queued_again(work
     overrides = ["+sweep=lr_warmup", *TINY, f"study.storage={sqlite_url(cwd)}", "study.n_trials=2",
                  "study.baseline=false", *common]
     cfg = compose_study_config(overrides)
-    cfg.sweep.params = {"model.vocab_size": "choice(1000)"}  # below the tokenizer's 50257
-    with pytest.raises(StudyError, match="5 trials in a row failed .*impossible config: model.vocab_size=1000"):
+    cfg.sweep.params = {"model.vocab_size": "choice(200)"}  # below the bytes tokenizer's 257
+    with pytest.raises(StudyError, match="5 trials in a row failed .*impossible config: model.vocab_size=200"):
         run(cfg, overrides)
     trials = trials_of(cfg.study.storage, "lr_warmup")
     assert [t.state for t in trials] == [TrialState.FAIL] * 5 and not any("retry_of" in t.user_attrs for t in trials)

@@ -28,6 +28,7 @@ from sweeps.search_space import SearchSpaceError
 from sweeps.storage import StorageError
 from sweeps.trial_record import BASELINE_ATTR
 from tests.dashboard import start_dashboard, stop
+from tests.configs import TINY, TINY_GPT2  # noqa: F401 - the other test modules import them from here
 from tests.test_evidence import tokenize_once
 from tests.heartbeats import stale_trials, wait_for
 from tests.postgres import PG_URL, needs_postgres
@@ -35,9 +36,6 @@ from trainer.config import ScheduleConfig
 from trainer.schedule import lr_sum
 
 ROOT = Path(__file__).resolve().parents[1]
-# a 1-layer, 32-wide GPT: each trial is a couple of seconds of real training
-TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "batch_size=4",
-        "eval_iters=2", "schedule.max_iters=20", "eval_interval=5", "log_interval=5"]
 USER_ATTRS = {"num_params", "num_params_non_embedding", "tokens_seen", "epochs", "ms_per_iter", "train_val_gap",
               "stop_reason", "run_dir", "checkpoint", "config", "warmup_step", "budget_step", "val_loss_se",
               "lr_area", "lr_area_budget", "val_batch_losses", "val_batches"}
@@ -135,7 +133,7 @@ def test_batch_losses_are_recorded_as_at_most_32_means_of_equal_runs_within_a_si
 def test_a_study_killed_mid_trial_resumes_and_runs_that_trial_again(workdir, sig, victim):
     cwd, common = workdir
     url = sqlite_url(cwd)
-    args = ["+sweep=lr_warmup", *TINY, "schedule.max_iters=60", "eval_interval=10", f"study.storage={url}",
+    args = ["+sweep=lr_warmup", *TINY_GPT2, "schedule.max_iters=60", "eval_interval=10", f"study.storage={url}",
             "study.n_trials=3", "study.heartbeat_interval=1", "study.grace_period=2", *common]
     proc = runner(args, cwd)
 
@@ -415,7 +413,8 @@ def test_best_trial_reruns_long_resumes_after_interruption_and_exports_its_confi
     run(*compose(workdir, "study.n_trials=2"))
     best = optuna.load_study(study_name="lr_warmup", storage=url).best_trial
 
-    long_run = ["+sweep=lr_warmup", *TINY, f"study.storage={url}", *common, "mode=best", "schedule.max_iters=60",
+    # 1,000 byte-level iterations: a few seconds, so the Ctrl-C lands mid-run
+    long_run = ["+sweep=lr_warmup", *TINY, f"study.storage={url}", *common, "mode=best", "schedule.max_iters=1000",
                 "eval_interval=10"]
     proc = runner(long_run, cwd)  # the real CLI, interrupted as a terminal's Ctrl-C does
     run_dir = cwd / "outputs" / "studies" / "lr_warmup" / "best_run"

@@ -14,9 +14,9 @@ from sweeps import trial_record
 from sweeps.report import compute_of
 from sweeps.trial_record import RESUMED_FROM, TOKENS_SEEN, fail_reason
 from tests.heartbeats import stale_trials, wait_for
-from tests.test_study_runner import TINY, run_cli, runner, sqlite_url, trials_of
+from tests.test_study_runner import TINY_GPT2, run_cli, runner, sqlite_url, trials_of
 
-TOKENS_PER_ITER = 4 * 32  # TINY: batch 4 x block 32
+TOKENS_PER_ITER = 4 * 32  # TINY_GPT2: batch 4 x block 32
 
 
 def kill_when(proc, condition, timeout: float, what: str) -> None:
@@ -38,7 +38,7 @@ def train_rows(run_dir) -> dict[int, float]:
 def test_a_killed_trial_is_continued_from_its_last_checkpoint(workdir):
     cwd, common = workdir
     url = sqlite_url(cwd)
-    args = ["+sweep=lr_warmup", *TINY, "schedule.max_iters=100", "eval_interval=10", "log_interval=1",
+    args = ["+sweep=lr_warmup", *TINY_GPT2, "schedule.max_iters=100", "eval_interval=10", "log_interval=1",
             f"study.storage={url}", "study.n_trials=2", "study.heartbeat_interval=1", "study.grace_period=2",
             *common]
     proc = runner(args, cwd)
@@ -86,7 +86,7 @@ def test_a_killed_trial_is_continued_from_its_last_checkpoint(workdir):
 def test_a_killed_cooldown_trial_continues_its_stable_phase_with_its_rungs_carried(workdir):
     cwd, common = workdir
     url = sqlite_url(cwd)
-    args = ["+sweep=lr_warmup", *TINY, "schedule.max_iters=90", "eval_interval=9", "study.fidelity=cooldown",
+    args = ["+sweep=lr_warmup", *TINY_GPT2, "schedule.max_iters=90", "eval_interval=9", "study.fidelity=cooldown",
             "study.rungs.count=3", f"study.storage={url}", "study.n_trials=2", "study.heartbeat_interval=1",
             "study.grace_period=2", *common]
     proc = runner(args, cwd)

@@ -13,7 +13,7 @@ from sweeps.config import StudyError
 from sweeps.runner import run
 from sweeps.trial_record import BASELINE_ATTR, FAIL_REASON, RETRY_OF
 from sweeps.workers import _worker_env, worker_count
-from tests.test_study_runner import TINY, run_cli, runner, sqlite_url, trials_of, wait_for
+from tests.test_study_runner import TINY, TINY_GPT2, run_cli, runner, sqlite_url, trials_of, wait_for
 
 
 def test_workers_auto_is_one_per_visible_gpu_and_bad_values_are_one_error():
@@ -51,7 +51,7 @@ def test_two_workers_share_one_study_and_each_logs_its_trials(workdir):
 def test_ctrl_c_stops_every_worker_and_queues_their_trials(workdir):
     cwd, common = workdir
     url = sqlite_url(cwd)
-    args = ["+sweep=lr_warmup", *TINY, "schedule.max_iters=200", "eval_interval=10", f"study.storage={url}",
+    args = ["+sweep=lr_warmup", *TINY_GPT2, "schedule.max_iters=200", "eval_interval=10", f"study.storage={url}",
             "study.n_trials=2", "study.workers=2", *common]
     proc = runner(args, cwd)
 
