@@ -253,14 +253,20 @@ print(json.dumps(numbers))
 def run_workers(url: str, name: str, tmp_path: Path, n_workers: int = 2, n_trials: int = 6) -> list[list[int]]:
     go = tmp_path / f"go-{name}"
     workers = [run_python(WORKER, url, name, str(seed), str(n_trials), str(go)) for seed in range(n_workers)]
-    deadline = time.monotonic() + 90
-    while not all(Path(f"{go}.ready{seed}").exists() for seed in range(n_workers)):
-        for w in workers:
-            assert w.poll() is None, w.communicate()[1]
-        assert time.monotonic() < deadline, "workers did not start"
-        time.sleep(0.05)
-    go.write_text("")  # both create-or-load the study and run trials at the same moment
+    release_together(workers, [Path(f"{go}.ready{seed}") for seed in range(n_workers)], go)
     return [json.loads(finish(w)) for w in workers]
+
+
+def release_together(procs: list[subprocess.Popen], ready: list[Path], go: Path) -> None:
+    """Waits until every process has written its `ready` file, then writes `go`, which they all
+    poll for, so that they start their work at the same moment."""
+    deadline = time.monotonic() + 90
+    while not all(r.exists() for r in ready):
+        for p in procs:
+            assert p.poll() is None, p.communicate()[1]
+        assert time.monotonic() < deadline, "the processes did not start"
+        time.sleep(0.05)
+    go.write_text("")
 
 
 def check_no_trial_lost_or_duplicated(url: str, name: str, asked: list[list[int]], n_trials: int) -> None:
@@ -319,14 +325,9 @@ def claim_queued_trials_together(url: str, name: str, tmp_path: Path, n_workers:
     for i in range(n_workers * each):
         study.enqueue_trial({"x": i / 100}, skip_if_exists=False)
     go = tmp_path / f"go-{name}"
-    claimers = [run_python(CLAIMER, url, name, str(each), str(go), str(tmp_path / f"ready{k}")) for k in range(n_workers)]
-    deadline = time.monotonic() + 90
-    while not all((tmp_path / f"ready{k}").exists() for k in range(n_workers)):
-        for c in claimers:
-            assert c.poll() is None, c.communicate()[1]
-        assert time.monotonic() < deadline, "claimers did not start"
-        time.sleep(0.05)
-    go.write_text("")
+    ready = [tmp_path / f"ready{k}" for k in range(n_workers)]
+    claimers = [run_python(CLAIMER, url, name, str(each), str(go), str(r)) for r in ready]
+    release_together(claimers, ready, go)
     handed = [n for c in claimers for n in json.loads(finish(c))]
     trials = optuna.load_study(study_name=name, storage=open_storage(url)).get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.RUNNING] * n_workers * each  # no new trial: the queue held enough

@@ -187,7 +187,7 @@ def _prepare_data(cfg: TrainConfig, log: Optional[Log]) -> PreparedData:
     if cfg.model.vocab_size < n_vocab:
         raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
                           f"{n_vocab} tokens; use at least {n_vocab}, best the next multiple of 64 "
-                          f"({-(-n_vocab // 64) * 64}: 50304 for GPT-2's, 320 for bytes)")
+                          f"({-(-n_vocab // 64) * 64})")
     return data
 
 
