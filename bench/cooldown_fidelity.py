@@ -4,10 +4,13 @@
     python bench/cooldown_fidelity.py replay bench/results/cooldown_grid.json --orders 200 \
         > bench/results/cooldown_fidelity.md
     python bench/cooldown_fidelity.py record --grid absolute1200 --out bench/results/cooldown_grid_absolute1200.json
+    python bench/cooldown_fidelity.py record --grid bytes2000 --seed 1 --out bench/results/cooldown_grid_bytes2000_seed1.json
+    python bench/cooldown_fidelity.py predict bench/results/cooldown_long_bytes2000.json
 
 `record` trains every point of a grid (GRIDS: peak lr x warmup, a share of the run at the
 cpu_demo budget's 400 iterations as the lr_warmup sweep searches it, or a number of iterations at
-1200; BENCH_MODEL on the sample data, 21 evaluations) twice, each exactly as a study's trial would:
+1200 or, on the nano and the sample's bytes, 2000; the grid's model on the sample data, 21
+evaluations) twice, each exactly as a study's trial would:
   - the ground truth: a full-length cosine run (what a trial is without study.fidelity), its
     whole curve in bench/pruner_replay.py's format, so Optuna's pruners can be replayed on it;
   - the cooldown trial: `sweeps.cooldown.train_with_rungs` with every rung of RECORD_RUNGS (none
@@ -15,7 +18,11 @@ cpu_demo budget's 400 iterations as the lr_warmup sweep searches it, or a number
 It also runs the cosine ground truth of the grid's best point at NOISE_SEEDS more seeds: the
 spread of one config across seeds ("one seed's noise"). A killed `record` resumes: points already
 in --out are kept. `seeds` runs every point's ground truth at more seeds (`replay --seeds`: a
-point's truth is then its mean over seeds, and the noise the spread within points).
+point's truth is then its mean over seeds, and the noise the spread within points); `record --seed`
+records the whole grid, cosine runs and cooldown trials, at another seed, for `replay --seeds` (the
+WSD runs' truth a mean over seeds too) or to replay the methods at that seed. `long` extends two
+configs' cooldown trials to 10x the trial horizon; `predict` scores the power law of their first
+three rungs at the last two.
 
 `replay` then plays the grid in many random orders through each method and scores it: the tokens
 it trains (branches included) as a share of the full grid's cosine tokens, and the regret of the
@@ -52,19 +59,30 @@ from trainer import as_train_config, eval_points, lr_area, tokens_per_iter, trai
 GRID_LRS = (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2)
 
 
+# A narrow nano (the same 2 layers, half the width) on 4 x 32-token sequences: an eighth of the
+# nano's cost per iteration on GPT-2's tokens, so the first grids' 15 points x 2 runs fit an hour
+# of this 2-core machine.
+NARROW_NANO = ("model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "batch_size=4")
+# The nano itself (and cpu_demo's batch of 8) on the sample's UTF-8 bytes: a 320-row head instead
+# of 50k makes its step as cheap as the narrow nano's on GPT-2, and its loss falls far below the
+# unigram plateau where the GPT-2-token grids stay, so configs differ by more than a seed's noise.
+NANO_BYTES = ("data.tokenizer=bytes", "model.vocab_size=320")
+
+
 @dataclass(frozen=True)
 class Grid:
-    """The points a `record` trains: every lr with every warmup, at one horizon."""
+    """The points a `record` trains: every lr with every warmup, at one horizon, on one model."""
 
     warmup_key: str  # schedule.warmup_fraction (a share of max_iters) or schedule.warmup_iters
     warmups: tuple
     max_iters: int
+    model: tuple = NARROW_NANO  # overrides of the lr_warmup sweep's model, data and batch
 
     def overrides(self, lr: float, warmup: float) -> list:
         warmup_overrides = ([f"schedule.warmup_fraction={warmup}"] if self.warmup_key == "schedule.warmup_fraction"
                             else ["schedule.warmup_fraction=null", f"schedule.warmup_iters={int(warmup)}"])
         # 21 evaluations at every horizon, as the cpu_demo budget has at 400 iterations
-        return [f"schedule.lr={lr}", *warmup_overrides, f"schedule.max_iters={self.max_iters}",
+        return [*self.model, f"schedule.lr={lr}", *warmup_overrides, f"schedule.max_iters={self.max_iters}",
                 f"eval_interval={self.max_iters // 20}"]
 
 
@@ -74,12 +92,12 @@ GRIDS = {
     # warmups as a WSD run sets them, a fixed number of iterations (0.8-8% of the run), and a
     # horizon 3x longer: the shape of a user's long run, where warmup is a small share of it
     "absolute1200": Grid("schedule.warmup_iters", (10, 30, 100), 1200),
+    # the same warmups (0.5-5% of the run) on the nano itself, on bytes, at 2000 iterations (1M tokens)
+    "bytes2000": Grid("schedule.warmup_iters", (10, 30, 100), 2000, model=NANO_BYTES),
 }
 RECORD_RUNGS = dict(count=5, eta=3, cooldown_fraction=0.2, shape="1-sqrt")
 NOISE_SEEDS = (1, 2)
-# A narrow nano (the same 2 layers, half the width) on 4 x 32-token sequences: an eighth of the
-# nano's cost per iteration, so the grid's 15 points x 2 runs fit an hour of this 2-core machine.
-BENCH_MODEL = ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "batch_size=4"]
+RECORD_SEED = 1337  # the seed of a record's own runs unless `record --seed` says otherwise
 
 
 def save_json(path: Path, data: dict, indent=None) -> None:
@@ -89,8 +107,9 @@ def save_json(path: Path, data: dict, indent=None) -> None:
     os.replace(tmp, path)
 
 
-def point_config(lr: float, warmup: float, workdir: Path, name: str, seed: int = 1337, grid: Grid = GRIDS["share400"]):
-    cfg = compose_study_config(["+sweep=lr_warmup", *BENCH_MODEL, *grid.overrides(lr, warmup), f"seed={seed}",
+def point_config(lr: float, warmup: float, workdir: Path, name: str, seed: int = RECORD_SEED,
+                 grid: Grid = GRIDS["share400"]):
+    cfg = compose_study_config(["+sweep=lr_warmup", *grid.overrides(lr, warmup), f"seed={seed}",
                                 f"data.cache_dir={workdir / 'data_cache'}"])
     train_cfg = as_train_config(cfg)
     train_cfg.out_dir = str(workdir / name)
@@ -136,13 +155,20 @@ def cooldown_record(train_cfg) -> dict:
     }
 
 
-def record(out: Path, workdir: Path, lrs=GRID_LRS, noise: bool = True, grid_name: str = "share400") -> None:
+def record(out: Path, workdir: Path, lrs=GRID_LRS, noise: bool = True, grid_name: str = "share400",
+           seed: int = RECORD_SEED) -> None:
+    """Every point of the grid (those of `lrs`) at `seed`: its cosine run and its cooldown trial.
+    A record at another seed than RECORD_SEED is a whole grid again, for `replay --seeds` (each
+    point's truth its mean over seeds, of the cosine and of the WSD runs) or to replay the methods
+    at that seed; the best point's noise seeds are then not run."""
     grid = GRIDS[grid_name]
     data = json.loads(out.read_text()) if out.is_file() else {"meta": {}, "points": [], "noise": []}
     if data["meta"] and data["meta"].get("grid_name", "share400") != grid_name:
         raise SystemExit(f"{out} holds the grid {data['meta'].get('grid_name', 'share400')!r}, not {grid_name!r}")
+    if data["meta"] and data["meta"].get("seed", RECORD_SEED) != seed:
+        raise SystemExit(f"{out} holds seed {data['meta'].get('seed', RECORD_SEED)}, not {seed}: one file per seed")
     data["meta"] = {"command": " ".join(sys.argv), "machine": f"{platform.node()} {os.cpu_count()} cpus",
-                    "model": BENCH_MODEL, "grid_name": grid_name, "max_iters": grid.max_iters,
+                    "model": list(grid.model), "grid_name": grid_name, "max_iters": grid.max_iters, "seed": seed,
                     "grid": {"schedule.lr": GRID_LRS, grid.warmup_key: grid.warmups},
                     "rungs": RECORD_RUNGS, "started": data["meta"].get("started", time.strftime("%Y-%m-%d %H:%M")),
                     "load_before": os.getloadavg()}
@@ -155,11 +181,11 @@ def record(out: Path, workdir: Path, lrs=GRID_LRS, noise: bool = True, grid_name
         for warmup in grid.warmups:
             if (lr, warmup) in done:
                 continue
-            name = f"lr{lr:g}_w{warmup:g}"
-            cfg = point_config(lr, warmup, workdir, name + "_cosine", grid=grid)
+            name = f"lr{lr:g}_w{warmup:g}" + (f"_seed{seed}" if seed != RECORD_SEED else "")
+            cfg = point_config(lr, warmup, workdir, name + "_cosine", seed, grid)
             point = {"params": {"schedule.lr": lr, grid.warmup_key: warmup},
                      "config": asdict(cfg), "cosine": cosine_curve(cfg)}
-            rung_cfg = point_config(lr, warmup, workdir, name + "_cooldown", grid=grid)
+            rung_cfg = point_config(lr, warmup, workdir, name + "_cooldown", seed, grid)
             point["cooldown"] = cooldown_record(rung_cfg)
             shutil.rmtree(workdir / (name + "_cooldown"), ignore_errors=True)
             data["points"].append(point)
@@ -167,17 +193,17 @@ def record(out: Path, workdir: Path, lrs=GRID_LRS, noise: bool = True, grid_name
             print(f"{name}: cosine {point['cosine']['final']:.4f} ({point['cosine']['wall_s']} s), rungs "
                   f"{[round(r['val_loss'], 4) for r in point['cooldown']['rungs']]} ({point['cooldown']['wall_s']} s)",
                   flush=True)
-    if not noise:
-        return
-    best = min(data["points"], key=lambda p: p["cosine"]["final"])["params"]
-    done_seeds = {n["seed"] for n in data["noise"]}
-    for seed in NOISE_SEEDS:
-        if seed in done_seeds:
-            continue
-        cfg = point_config(best["schedule.lr"], best[grid.warmup_key], workdir, f"noise_seed{seed}", seed, grid)
-        data["noise"].append({"seed": seed, "params": best, "final": cosine_curve(cfg)["final"]})
-        save()
-        print(f"best point at seed {seed}: {data['noise'][-1]['final']:.4f}", flush=True)
+    if noise and seed == RECORD_SEED:
+        best = min(data["points"], key=lambda p: p["cosine"]["final"])["params"]
+        done_seeds = {n["seed"] for n in data["noise"]}
+        for noise_seed in NOISE_SEEDS:
+            if noise_seed in done_seeds:
+                continue
+            cfg = point_config(best["schedule.lr"], best[grid.warmup_key], workdir, f"noise_seed{noise_seed}",
+                               noise_seed, grid)
+            data["noise"].append({"seed": noise_seed, "params": best, "final": cosine_curve(cfg)["final"]})
+            save()
+            print(f"best point at seed {noise_seed}: {data['noise'][-1]['final']:.4f}", flush=True)
     data["meta"]["finished"] = time.strftime("%Y-%m-%d %H:%M")
     save()
 
@@ -192,7 +218,7 @@ def record_seeds(record_path: Path, out: Path, workdir: Path, seeds: tuple, lrs=
     grid = GRIDS[grid_name]
     runs = json.loads(out.read_text()) if out.is_file() else {"meta": {}, "runs": []}
     runs["meta"] = {"command": " ".join(sys.argv), "record": str(record_path), "grid_name": grid_name,
-                    "machine": f"{platform.node()} {os.cpu_count()} cpus", "model": BENCH_MODEL,
+                    "machine": f"{platform.node()} {os.cpu_count()} cpus", "model": list(grid.model),
                     "started": runs["meta"].get("started", time.strftime("%Y-%m-%d %H:%M")),
                     "load_before": os.getloadavg()}
     recorded_lrs = sorted({p["params"]["schedule.lr"] for p in data["points"]})
@@ -217,32 +243,42 @@ def record_seeds(record_path: Path, out: Path, workdir: Path, seeds: tuple, lrs=
             print(f"{name}: {curve['final']:.4f} ({curve['wall_s']} s)", flush=True)
 
 
-LONG_HORIZONS = (44, 133, 400, 1600, 4000)  # a trial's three rungs (cpu_demo's 400), then 4x and 10x it
+def long_horizons(grid: Grid) -> tuple:
+    """The rungs a trial of the grid's horizon has with 4 rungs at eta 3, its last three (the
+    first of four lies in the loss's first fall on these grids), then 4x and 10x its horizon: the
+    long runs those three should predict. share400: 44, 133, 400, 1600, 4000."""
+    h = grid.max_iters
+    return (round(h / 9), round(h / 3), h, 4 * h, 10 * h)
 
 
-def record_long(out: Path, workdir: Path, lr: float, warmup: float) -> None:
+def record_long(out: Path, workdir: Path, lr: float, warmup: float, grid_name: str = "share400") -> None:
     """One config's cooldown trial extended to 10x the trial horizon: its first three rungs are
-    those a 400-iteration trial has, the last two the long runs (4x, 10x) they should predict."""
+    those a trial of the grid's horizon has, the last two the long runs (4x, 10x) they should predict."""
     from sweeps.cooldown import Rung
 
-    cfg = point_config(lr, warmup, workdir, f"long_lr{lr:g}_w{warmup:g}")
-    cfg.schedule.warmup_iters = round(warmup * cfg.schedule.max_iters)  # the trial's warmup, kept absolute
-    cfg.schedule.warmup_fraction = None
-    cfg.schedule.max_iters = LONG_HORIZONS[-1]
-    cfg.eval_interval = LONG_HORIZONS[-1]
+    grid = GRIDS[grid_name]
+    horizons = long_horizons(grid)
+    name = f"long_{grid_name}_lr{lr:g}_w{warmup:g}"
+    cfg = point_config(lr, warmup, workdir, name, grid=grid)
+    if grid.warmup_key == "schedule.warmup_fraction":
+        cfg.schedule.warmup_iters = round(warmup * cfg.schedule.max_iters)  # the trial's warmup, kept absolute
+        cfg.schedule.warmup_fraction = None
+    cfg.schedule.max_iters = horizons[-1]
+    cfg.eval_interval = horizons[-1]
     fraction = RECORD_RUNGS["cooldown_fraction"]
-    rungs = [Rung(i, h, h - round(fraction * h)) for i, h in enumerate(LONG_HORIZONS)]
+    rungs = [Rung(i, h, h - round(fraction * h)) for i, h in enumerate(horizons)]
     t0 = time.time()
     result = train_with_rungs(cfg, rungs, RECORD_RUNGS["shape"], on_rung=lambda v: print(
         f"rung {v.rung.index} ({v.rung.horizon} iterations): {v.val_loss:.4f}", flush=True), log=lambda line: None)
     data = json.loads(out.read_text()) if out.is_file() else {"runs": []}
-    data["runs"].append({"params": {"schedule.lr": lr, "schedule.warmup_fraction": warmup}, "config": asdict(cfg),
+    data["runs"].append({"params": {"schedule.lr": lr, grid.warmup_key: warmup}, "grid_name": grid_name,
+                         "config": asdict(cfg),
                          "rungs": [{"horizon": v.rung.horizon, "step": v.step, "val_loss": v.val_loss, "se": v.val_loss_se}
                                    for v in result.values],
                          "command": " ".join(sys.argv), "wall_s": round(time.time() - t0, 1),
                          "date": time.strftime("%Y-%m-%d %H:%M"), "load_before": os.getloadavg()})
     save_json(out, data, indent=1)
-    shutil.rmtree(workdir / f"long_lr{lr:g}_w{warmup:g}", ignore_errors=True)
+    shutil.rmtree(workdir / name, ignore_errors=True)
 
 
 def main(argv=None) -> int:
@@ -255,6 +291,8 @@ def main(argv=None) -> int:
                                    "then `merge` their files and `record` once more for the noise seeds")
     rec.add_argument("--no-noise", action="store_true", help="skip the best point's extra seeds")
     rec.add_argument("--grid", choices=sorted(GRIDS), default="share400", help="the grid's warmups and horizon")
+    rec.add_argument("--seed", type=int, default=RECORD_SEED,
+                     help=f"train the grid at this seed (default {RECORD_SEED}; another is a whole grid for replay --seeds)")
     sds = sub.add_parser("seeds", help="every point's cosine ground truth again at more seeds")
     sds.add_argument("record", type=Path)
     sds.add_argument("--out", type=Path, required=True)
@@ -265,7 +303,10 @@ def main(argv=None) -> int:
     lon.add_argument("--out", type=Path, required=True)
     lon.add_argument("--workdir", type=Path, default=Path("outputs/bench_cooldown"))
     lon.add_argument("--lr", type=float, required=True)
-    lon.add_argument("--warmup", type=float, required=True)
+    lon.add_argument("--warmup", type=float, required=True, help="as the grid's warmup axis: a share, or iterations")
+    lon.add_argument("--grid", choices=sorted(GRIDS), default="share400", help="the grid whose trial horizon is extended")
+    prd = sub.add_parser("predict", help="the power law of each `long` run's first three rungs against its last two")
+    prd.add_argument("record", type=Path, help="a `long` --out file")
     mer = sub.add_parser("merge", help="merge record files of grid subsets into --out")
     mer.add_argument("parts", type=Path, nargs="+")
     mer.add_argument("--out", type=Path, required=True)
@@ -286,7 +327,7 @@ def main(argv=None) -> int:
     args.command_line = " ".join(sys.argv)
     if args.command == "record":
         lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else GRID_LRS
-        record(args.out, args.workdir, lrs, noise=not args.no_noise, grid_name=args.grid)
+        record(args.out, args.workdir, lrs, noise=not args.no_noise, grid_name=args.grid, seed=args.seed)
         return 0
     if args.command == "seeds":
         try:
@@ -299,7 +340,7 @@ def main(argv=None) -> int:
         record_seeds(args.record, args.out, args.workdir, seeds, lrs)
         return 0
     if args.command == "long":
-        record_long(args.out, args.workdir, args.lr, args.warmup)
+        record_long(args.out, args.workdir, args.lr, args.warmup, args.grid)
         return 0
     if args.command == "merge":
         parts = [json.loads(p.read_text()) for p in args.parts]
@@ -308,8 +349,8 @@ def main(argv=None) -> int:
                   "points": [pt for p in parts for pt in p["points"]], "noise": [n for p in parts for n in p["noise"]]}
         args.out.write_text(json.dumps(merged))
         return 0
-    from bench.cooldown_replay import live_main, replay_main
-    return live_main(args) if args.command == "live" else replay_main(args)
+    from bench.cooldown_replay import live_main, long_main, replay_main
+    return {"live": live_main, "predict": long_main}.get(args.command, replay_main)(args)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ class Score:
     # `mode=best` of a cooldown study trains, where the cosine truth is what the issue asks
     mean_wsd_regret: float
     picks: Dict[str, int]  # the configs picked, with how many orders picked each
+    within_contender_noise: float = float("nan")  # share of orders within the contenders' noise (seed_noise)
 
 
 def cosine_curves(points: Sequence[dict]) -> List[Curve]:
@@ -46,40 +47,63 @@ def cosine_curves(points: Sequence[dict]) -> List[Curve]:
             for p in points]
 
 
-RECORD_SEED = 1337  # the seed of the record's own runs (cooldown_fidelity.point_config's default)
+RECORD_SEED = 1337  # a record's own seed where its meta names none (cooldown_fidelity.RECORD_SEED)
+KINDS = ("best", "wsd")  # a point's truth: its full-length cosine run (its best), or its full-length WSD run
 
 
-def seed_table(points: Sequence[dict], seed_runs: Sequence[dict] = ()) -> tuple[List[int], np.ndarray]:
-    """Each point's full-length cosine val loss (its best) at each seed it was run at, a row per
-    point: the record's own run, then the seeds of `seed_runs` (`cooldown_fidelity.py seeds`) that
-    every point has a completed run at. A seed only some points have is left out: a seed shifts
-    every point's loss alike (it draws its own eval batches), so it would favour the points it has."""
-    values = {(_key(p["params"]), RECORD_SEED): float(np.nanmin(p["cosine"]["values"])) for p in points}
-    values.update({(_key(run["params"]), run["seed"]): run["best"] for run in seed_runs if run["status"] == "completed"})
-    seeds = sorted({s for _, s in values if s != RECORD_SEED})
-    columns = [RECORD_SEED] + [s for s in seeds if all((_key(p["params"]), s) in values for p in points)]
+def own_value(point: dict, kind: str) -> float:
+    """A recorded point's own full-length value: its cosine run's best val loss, or its WSD run's
+    (the cooldown trial's last rung, the run `mode=best` of a cooldown study trains)."""
+    if kind == "best":
+        return float(np.nanmin(point["cosine"]["values"]))
+    return float(point["cooldown"]["rungs"][-1]["val_loss"])
+
+
+def seed_table(points: Sequence[dict], seed_runs: Sequence[dict] = (), record_seed: int = RECORD_SEED,
+               kind: str = "best") -> tuple[List[int], np.ndarray]:
+    """Each point's full-length val loss of `kind` (KINDS) at each seed it was run at, a row per
+    point: the record's own run (at `record_seed`), then the seeds of `seed_runs` (`read_seed_runs`)
+    that every point has a completed run of that kind at. A seed only some points have is left out:
+    a seed shifts every point's loss alike (it draws its own eval batches), so it would favour the
+    points it has."""
+    values = {(_key(p["params"]), record_seed): own_value(p, kind) for p in points}
+    values.update({(_key(run["params"]), run["seed"]): run[kind] for run in seed_runs
+                   if run["status"] == "completed" and kind in run and run["seed"] != record_seed})
+    seeds = sorted({s for _, s in values if s != record_seed})
+    columns = [record_seed] + [s for s in seeds if all((_key(p["params"]), s) in values for p in points)]
     return columns, np.array([[values[(_key(p["params"]), s)] for s in columns] for p in points])
 
 
-def ground_truth(points: Sequence[dict], seed_runs: Sequence[dict] = ()) -> tuple[List[float], List[int]]:
+def ground_truth(points: Sequence[dict], seed_runs: Sequence[dict] = (), record_seed: int = RECORD_SEED,
+                 kind: str = "best") -> tuple[List[float], List[int]]:
     """Each point's truth, its mean over the seeds of `seed_table`, and how many seeds that is."""
-    columns, table = seed_table(points, seed_runs)
+    columns, table = seed_table(points, seed_runs, record_seed, kind)
     return table.mean(axis=1).tolist(), [len(columns)] * len(points)
 
 
-def seed_noise(points: Sequence[dict], seed_runs: Sequence[dict]) -> dict:
+def paired_sd(table: np.ndarray) -> float:
+    """The sd of the residual of an additive fit (row + column) to a points x seeds table."""
+    residual = table - table.mean(axis=1, keepdims=True) - table.mean(axis=0, keepdims=True) + table.mean()
+    return float(np.sqrt((residual ** 2).sum() / ((table.shape[0] - 1) * (table.shape[1] - 1))))
+
+
+def seed_noise(points: Sequence[dict], seed_runs: Sequence[dict], record_seed: int = RECORD_SEED,
+               kind: str = "best") -> dict:
     """One seed's noise over the grid's `seed_table`. A seed shifts every point alike
     (`seed_shifts`: each seed's mean minus the grand mean), a shift configs compared at one seed
     never see; `paired_sd` is the rest, the sd of the residual of an additive fit (point + seed):
     what a comparison of two configs at one seed is off by. `within_sd` is the raw spread within
-    points, shift included."""
-    columns, table = seed_table(points, seed_runs)
+    points, shift included. `contender_sd` is `paired_sd` over the best third of the points by
+    their mean (at least 3): an unstable config (a high LR, a short warmup) can swing by far more
+    than a stable one, and a method's pick, so its regret, lies among the contenders."""
+    columns, table = seed_table(points, seed_runs, record_seed, kind)
     if len(columns) < 2:
-        return {"paired_sd": 0.0, "within_sd": 0.0, "seed_shifts": {}, "points": len(points)}
-    residual = table - table.mean(axis=1, keepdims=True) - table.mean(axis=0, keepdims=True) + table.mean()
-    dof = (table.shape[0] - 1) * (table.shape[1] - 1)
-    return {"paired_sd": float(np.sqrt((residual ** 2).sum() / dof)),
+        return {"paired_sd": 0.0, "within_sd": 0.0, "contender_sd": 0.0, "contenders": 0, "seed_shifts": {},
+                "points": len(points)}
+    contenders = np.argsort(table.mean(axis=1))[:max(3, len(points) // 3)]
+    return {"paired_sd": paired_sd(table),
             "within_sd": float(np.sqrt(np.mean(np.var(table, axis=1, ddof=1)))),
+            "contender_sd": paired_sd(table[contenders]), "contenders": len(contenders),
             "seed_shifts": {str(s): float(v) for s, v in zip(columns, table.mean(axis=0) - table.mean())},
             "points": len(points)}
 
@@ -139,18 +163,22 @@ def asha_order(points: Sequence[dict], order: Sequence[int], rungs: Sequence[int
 
 
 def score(method: str, results: Sequence[tuple[int, int]], truth: Sequence[float], grid_tokens: int,
-          noise: float, points: Sequence[dict]) -> Score:
+          noise: float, points: Sequence[dict], wsd_truth: Sequence[float] | None = None,
+          contender_noise: float | None = None) -> Score:
+    """`results` (tokens, pick) per order scored against `truth`; the WSD regret against
+    `wsd_truth` (each point's full-length WSD run, its mean over seeds where there are more)."""
     best = min(truth)
     regrets = np.array([truth[pick] - best for _, pick in results])
     picks: Dict[str, int] = {}
     for _, pick in results:
         label = _label(points[pick]["params"])
         picks[label] = picks.get(label, 0) + 1
-    wsd = [p["cooldown"]["rungs"][-1]["val_loss"] for p in points]
+    wsd = wsd_truth if wsd_truth is not None else [own_value(p, "wsd") for p in points]
     wsd_regrets = np.array([wsd[pick] - min(wsd) for _, pick in results])
     return Score(method, float(np.mean([t for t, _ in results]) / grid_tokens), float(regrets.mean()),
                  float(regrets.max()), float(np.mean(regrets <= noise + 1e-12)), mean_wsd_regret=float(wsd_regrets.mean()),
-                 picks=picks)
+                 picks=picks, within_contender_noise=float(np.mean(regrets <= contender_noise + 1e-12))
+                 if contender_noise is not None else float("nan"))
 
 
 def raw_pruner_order(curves, order, pruner) -> tuple[int, int]:
@@ -167,15 +195,20 @@ def raw_pruner_order(curves, order, pruner) -> tuple[int, int]:
     return result.steps_run, pick
 
 
-def rank_correlations(points: Sequence[dict], truth: Sequence[float]) -> List[dict]:
+def rank_correlations(points: Sequence[dict], truth: Sequence[float],
+                      wsd_truth: Sequence[float] | None = None) -> List[dict]:
     """Spearman correlation with the full-length cosine ranking, per rung: of the decayed values,
-    and of the raw cosine curve's values at the same tokens (its last evaluation at or before)."""
+    and of the raw cosine curve's values at the same tokens (its last evaluation at or before); and
+    of the decayed values against the full-length WSD ranking (`wsd_truth`), the question a
+    cooldown study's rungs ask."""
     rows = []
     for r in range(len(points[0]["cooldown"]["rungs"])):
         step = points[0]["cooldown"]["rungs"][r]["step"]
         have = [p for p in points if math.isfinite(p["cooldown"]["rungs"][r]["val_loss"])]  # after their warmup
         decayed = [p["cooldown"]["rungs"][r]["val_loss"] for p in have]
         truth_here = [t for p, t in zip(points, truth) if math.isfinite(p["cooldown"]["rungs"][r]["val_loss"])]
+        wsd_here = [t for p, t in zip(points, wsd_truth or [own_value(p, "wsd") for p in points])
+                    if math.isfinite(p["cooldown"]["rungs"][r]["val_loss"])]
         raw = []
         for p in have:
             steps, values = p["cosine"]["steps"], p["cosine"]["values"]
@@ -184,7 +217,8 @@ def rank_correlations(points: Sequence[dict], truth: Sequence[float]) -> List[di
             continue
         rows.append({"rung": r, "tokens": step, "points": len(have),
                      "decayed": float(spearmanr(decayed, truth_here).statistic),
-                     "raw": float(spearmanr(raw, truth_here).statistic)})
+                     "raw": float(spearmanr(raw, truth_here).statistic),
+                     "decayed_wsd": float(spearmanr(decayed, wsd_here).statistic)})
     return rows
 
 
@@ -214,16 +248,21 @@ def replay_main(args) -> int:
     data = json.loads(args.record.read_text())
     points = complete_rungs(data["points"])
     curves = cosine_curves(points)
-    seed_runs = read_seed_runs(getattr(args, "seeds", None) or [])
-    truth, n_seeds = ground_truth(points, seed_runs)
+    record_seed = data["meta"].get("seed", RECORD_SEED)
+    seed_runs = read_seed_runs(getattr(args, "seeds", None) or [], record_seed)
+    truth, n_seeds = ground_truth(points, seed_runs, record_seed)
+    wsd_truth, n_wsd_seeds = ground_truth(points, seed_runs, record_seed, "wsd")
     grid_tokens = sum(p["cosine"]["tokens"] for p in points)
     best_idx = int(np.argmin(truth))
-    spread = seed_noise(points, seed_runs) if seed_runs else None
+    spread = seed_noise(points, seed_runs, record_seed) if seed_runs else None
+    wsd_spread = seed_noise(points, seed_runs, record_seed, "wsd") if n_wsd_seeds[0] > 1 else None
     if spread is not None:
         noise, seeds = spread["paired_sd"], list(spread["seed_shifts"])  # the noise a comparison at one seed has
+        contender_noise = spread["contender_sd"]
     else:
         seeds = [curves[best_idx].best] + [n["final"] for n in data.get("noise", [])]
         noise = float(np.std(seeds, ddof=1)) if len(seeds) > 1 else 0.0
+        contender_noise = None
     rng = np.random.default_rng(args.seed)
     orders = [rng.permutation(len(points)).tolist() for _ in range(args.orders)]
     n_rungs = len(points[0]["cooldown"]["rungs"])
@@ -243,20 +282,20 @@ def replay_main(args) -> int:
     t0 = time.time()
     for name, make in raw.items():
         scores.append(score(name, [raw_pruner_order(curves, o, make()) for o in orders], truth, grid_tokens, noise,
-                            points))
+                            points, wsd_truth, contender_noise))
     for count in range(min(n_rungs, 5), 1, -1):
         rungs = list(range(n_rungs - count, n_rungs))
         scores.append(score(f"cooldown + ASHA, {count} rungs (eta={eta})",
-                            [asha_order(points, o, rungs, eta) for o in orders], truth, grid_tokens, noise, points))
+                            [asha_order(points, o, rungs, eta) for o in orders], truth, grid_tokens, noise, points, wsd_truth, contender_noise))
     recorded_inside_warmups = all(math.isfinite(r["val_loss"]) for p in points for r in p["cooldown"]["rungs"])
     if recorded_inside_warmups:  # a record made before trials skipped those rungs
         scores.append(score(f"cooldown + ASHA, 4 rungs (eta={eta}), judged inside warmups too",
                             [asha_order(points, o, list(range(n_rungs - 4, n_rungs)), eta, inside_warmup=True)
-                             for o in orders], truth, grid_tokens, noise, points))
+                             for o in orders], truth, grid_tokens, noise, points, wsd_truth, contender_noise))
     scores.append(score(f"cooldown, no pruning ({n_rungs} rungs)",
                         [asha_order(points, o, list(range(n_rungs)), eta, prune=False) for o in orders[:1]],
-                        truth, grid_tokens, noise, points))
-    correlations = rank_correlations(points, truth)
+                        truth, grid_tokens, noise, points, wsd_truth, contender_noise))
+    correlations = rank_correlations(points, truth, wsd_truth)
     # how well one seed's own full-length run ranks the mean over seeds: the most a rung could reach
     single_seed = float(spearmanr([c.best for c in curves], truth).statistic) if seed_runs else None
     # the grid's own check of the long-run fit: every rung but the last predicts the last (eta x further)
@@ -264,6 +303,8 @@ def replay_main(args) -> int:
     out = {"meta": data["meta"], "orders": args.orders, "seed": args.seed, "noise_sd": noise, "seeds": seeds,
            "seeds_per_point": n_seeds, "single_seed_correlation": single_seed, "seed_spread": spread,
            "grid_best": {"params": points[best_idx]["params"], "cosine_best": truth[best_idx]},
+           "wsd_best": {"params": points[int(np.argmin(wsd_truth))]["params"], "wsd": min(wsd_truth),
+                        "seeds_per_point": n_wsd_seeds[0]}, "wsd_seed_spread": wsd_spread,
            "scores": [s.__dict__ for s in scores], "rank_correlations": correlations, "predictions": predictions,
            "seconds": round(time.time() - t0, 1)}
     if args.json:
@@ -272,11 +313,27 @@ def replay_main(args) -> int:
     return 0
 
 
-def read_seed_runs(paths: Sequence) -> List[dict]:
+def read_seed_runs(paths: Sequence, record_seed: int = RECORD_SEED) -> List[dict]:
+    """The runs of `cooldown_fidelity.py seeds` outputs (cosine runs) and of whole `record`s made
+    at other seeds (`record --seed`: each point's cosine and WSD run), as one list of runs: params,
+    seed, status, and its value of each kind (KINDS) it has. A record at the replayed record's own
+    seed is refused: it would count that seed twice."""
     import json
     from pathlib import Path
 
-    return [run for path in paths for run in json.loads(Path(path).read_text())["runs"]]
+    runs = []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        if "runs" in data:
+            runs += data["runs"]
+            continue
+        seed = data["meta"].get("seed", RECORD_SEED)
+        if seed == record_seed:
+            raise SystemExit(f"--seeds {path}: a record at seed {seed}, the seed of the record replayed; "
+                             f"give records at other seeds")
+        runs += [{"params": p["params"], "seed": seed, "status": p["cosine"]["status"], "final": p["cosine"]["final"],
+                  "best": own_value(p, "best"), "wsd": own_value(p, "wsd")} for p in data["points"]]
+    return runs
 
 
 def format_report(out: dict, points: Sequence[dict], truth: Sequence[float]) -> str:
@@ -292,20 +349,35 @@ def format_report(out: dict, points: Sequence[dict], truth: Sequence[float]) -> 
                 f"by {', '.join(f'{v:+.3f}' for v in out['seed_spread']['seed_shifts'].values())}; the raw sd within a point "
                 f"is {out['seed_spread']['within_sd']:.4f}, and one seed's noise for comparing configs (the sd left "
                 f"after each point's mean and each seed's shift, {out['seed_spread']['points']} points) "
-                f"{out['noise_sd']:.4f}; one seed's own full-length run ranks the means "
+                f"{out['noise_sd']:.4f}, and among the best {out['seed_spread'].get('contenders', 0)} points (the "
+                f"contenders, where a pick lies) {out['seed_spread'].get('contender_sd', 0.0):.4f}; "
+                f"one seed's own full-length run ranks the means "
                 f"at Spearman {out['single_seed_correlation']:.3f}."), "",
              "| method | compute (share of the grid's tokens) | mean regret | max regret | regret within noise | "
-             "mean regret on the full-length WSD runs | picks |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+             "within the contenders' noise | mean regret on the full-length WSD runs | picks |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     for s in out["scores"]:
         picks = "; ".join(f"{k} x{v}" for k, v in sorted(s["picks"].items(), key=lambda kv: -kv[1])[:3])
         lines.append(f"| {s['method']} | {100 * s['compute']:.1f}% | {s['mean_regret']:.4f} | {s['max_regret']:.4f} | "
-                     f"{100 * s['within_noise']:.0f}% | {s['mean_wsd_regret']:.4f} | {picks} |")
-    lines += ["", "Rank correlation (Spearman) with the full-length cosine ranking:", "",
-              "| rung | tokens | points (their warmup done) | decayed value at the rung | raw cosine value at those tokens |",
-              "|---:|---:|---:|---:|---:|"]
+                     f"{100 * s['within_noise']:.0f}% | {_share(s.get('within_contender_noise'))} | "
+                     f"{s['mean_wsd_regret']:.4f} | {picks} |")
+    wsd = out.get("wsd_best")
+    if wsd:
+        spread = out.get("wsd_seed_spread")
+        over = f", its mean over {wsd['seeds_per_point']} seeds" if wsd["seeds_per_point"] > 1 else ", one seed"
+        lines += ["", f"Full-length WSD runs (each point's last rung{over}): "
+                  f"best {_label(wsd['params'])}, {wsd['wsd']:.4f}"
+                  + (f"; one seed's noise for comparing configs {spread['paired_sd']:.4f}, among the best "
+                     f"{spread['contenders']} points {spread['contender_sd']:.4f}." if spread else ".")]
+    lines += ["", "Rank correlation (Spearman) with the full-length cosine ranking, and of the decayed values with the "
+              "full-length WSD ranking:", "",
+              "| rung | tokens | points (their warmup done) | decayed value at the rung | raw cosine value at those tokens | "
+              "decayed value against the WSD ranking |",
+              "|---:|---:|---:|---:|---:|---:|"]
     for r in out["rank_correlations"]:
-        lines.append(f"| {r['rung']} | {r['tokens']:,} | {r.get('points', len(points))} | {r['decayed']:.3f} | {r['raw']:.3f} |")
+        lines.append(f"| {r['rung']} | {r['tokens']:,} | {r.get('points', len(points))} | {r['decayed']:.3f} | {r['raw']:.3f} | "
+                     f"{r['decayed_wsd']:.3f} |" if "decayed_wsd" in r else
+                     f"| {r['rung']} | {r['tokens']:,} | {r.get('points', len(points))} | {r['decayed']:.3f} | {r['raw']:.3f} | |")
     if out["predictions"]:
         errors = np.array([p["error"] for p in out["predictions"]])
         inside = np.mean([p["low"] <= p["measured"] <= p["high"] for p in out["predictions"]])
@@ -323,6 +395,10 @@ def format_report(out: dict, points: Sequence[dict], truth: Sequence[float]) -> 
                      + " | ".join(f"{r['val_loss']:.4f}" if math.isfinite(r["val_loss"]) else "(in warmup)"
                                   for r in p["cooldown"]["rungs"]) + " |")
     return "\n".join(lines)
+
+
+def _share(x) -> str:
+    return "" if x is None or not math.isfinite(x) else f"{100 * x:.0f}%"
 
 
 def _key(params: dict) -> tuple:
@@ -376,3 +452,30 @@ def live_main(args) -> int:
     print(f"the replay of the same order, one worker: compute {100 * out['replay_compute']:.1f}%, pick "
           f"{_label(out['replay_pick'])} (regret {out['replay_regret']:.4f})")
     return 0
+
+
+def long_main(args) -> int:
+    """The prediction check of `cooldown_fidelity.py long` runs: each run's power law fit to its
+    first three rungs (those a trial has), read at its last two (4x and 10x the trial), against
+    what those rungs measured, as a markdown table."""
+    import json
+
+    runs = json.loads(args.record.read_text())["runs"]
+    lines = ["| config | rungs fit (iterations) | at (iterations) | predicted (95% interval) | measured | error | "
+             "trusted (its doubts) |", "|---|---|---:|---|---:|---:|---|"]
+    for run in runs:
+        fit, later = run["rungs"][:3], run["rungs"][3:]
+        for rung in later:
+            prediction = predict_long_run([r["step"] for r in fit], [r["val_loss"] for r in fit],
+                                          [r["se"] for r in fit], rung["step"])
+            if prediction is None:
+                lines.append(f"| {_label(run['params'])} | {', '.join(str(r['horizon']) for r in fit)} | "
+                             f"{rung['horizon']:,} | (no fit) | {rung['val_loss']:.4f} | | |")
+                continue
+            lines.append(f"| {_label(run['params'])} | {', '.join(str(r['horizon']) for r in fit)} | {rung['horizon']:,} | "
+                         f"{prediction.loss:.4f} ({prediction.low:.3f} to {prediction.high:.3f}) | {rung['val_loss']:.4f} | "
+                         f"{prediction.loss - rung['val_loss']:+.4f} | "
+                         f"{'yes' if prediction.trusted else 'no: ' + '; '.join(prediction.doubts)} |")
+    print("\n".join(lines))
+    return 0
+

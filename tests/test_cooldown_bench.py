@@ -21,7 +21,7 @@ def point(lr: float, final: float, rung_losses: list[float]) -> dict:
         "params": {"schedule.lr": lr, "schedule.warmup_fraction": 0.1},
         "cosine": {"steps": steps, "values": values, "se": [0.01] * 21, "lr_area": None, "lr_area_budget": None,
                    "batch_losses": None, "val_batches": None, "warmup_step": 4 * PER_ITER,
-                   "budget_step": 400 * PER_ITER, "final": final, "tokens": 400 * PER_ITER},
+                   "budget_step": 400 * PER_ITER, "final": final, "tokens": 400 * PER_ITER, "status": "completed"},
         "cooldown": {"rungs": [{"horizon": h, "step": h * PER_ITER, "stable_tokens": (h - round(0.2 * h)) * PER_ITER,
                                 "branch_tokens": round(0.2 * h) * PER_ITER, "val_loss": v, "se": 0.01}
                                for h, v in zip(horizons, rung_losses)]},
@@ -139,6 +139,36 @@ def test_with_runs_at_more_seeds_a_points_truth_is_its_mean_and_the_noise_the_sp
     assert "mean of 3-3 seeds" in capsys.readouterr().out
 
 
+def test_records_at_other_seeds_make_both_truths_means_and_the_records_own_seed_is_refused(tmp_path, capsys):
+    import pytest
+
+    def wsd_rungs(last):  # a power law whose last rung (the full-length WSD run) is `last`
+        return [last + 4.0 * (400 / h) ** 0.5 / 20 ** 0.5 - 4.0 / 20 ** 0.5 for h in (5, 15, 44, 133, 400)]
+
+    def write(name, seed, finals):
+        path = tmp_path / name
+        path.write_text(json.dumps({"meta": {"rungs": {"count": 5, "eta": 3}, "seed": seed}, "noise": [],
+                                    "points": [point(lr, c, wsd_rungs(w)) for lr, c, w in finals]}))
+        return path
+
+    # (lr, cosine final, WSD final): at seed 1337 lr 4e-3 is the best WSD run; at seeds 1 and 2 lr
+    # 2e-3 is, by more, so its mean over seeds (5.75) beats lr 4e-3's (5.8)
+    own = write("grid.json", 1337, [(1e-3, 6.2, 6.1), (2e-3, 6.0, 5.85), (4e-3, 5.8, 5.8)])
+    others = [write(f"grid_seed{seed}.json", seed, [(1e-3, 6.2, 6.1), (2e-3, 6.0, 5.7), (4e-3, 5.8, 5.8)])
+              for seed in (1, 2)]
+    out = tmp_path / "scores.json"
+    replay_main(argparse.Namespace(record=own, orders=3, seed=0, json=out, seeds=others))
+    saved = json.loads(out.read_text())
+    assert saved["seeds_per_point"] == [3, 3, 3] and saved["wsd_best"]["seeds_per_point"] == 3
+    assert saved["wsd_best"]["params"]["schedule.lr"] == 2e-3 and abs(saved["wsd_best"]["wsd"] - 5.75) < 1e-12
+    grid = {s["method"]: s for s in saved["scores"]}["no pruning (the grid)"]
+    # the grid picks the best cosine run (lr 4e-3): 0.05 behind lr 2e-3's mean WSD run
+    assert grid["mean_regret"] == 0.0 and abs(grid["mean_wsd_regret"] - 0.05) < 1e-12
+    assert "Full-length WSD runs (each point's last rung, its mean over 3 seeds)" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="a record at seed 1337, the seed of the record replayed"):
+        replay_main(argparse.Namespace(record=own, orders=3, seed=0, json=None, seeds=[own]))
+
+
 def test_seeds_refuses_a_seed_list_or_an_lr_it_cannot_run_before_training(tmp_path):
     import pytest
 
@@ -154,3 +184,44 @@ def test_seeds_refuses_a_seed_list_or_an_lr_it_cannot_run_before_training(tmp_pa
         with pytest.raises(SystemExit, match=message.replace("(", r"\(")):
             main(["seeds", str(record), "--out", str(out), "--workdir", str(tmp_path / "w"), *args])
     assert not out.exists()
+
+
+def test_the_contenders_noise_leaves_out_an_unstable_config_outside_the_best_third():
+    from bench.cooldown_replay import seed_noise
+
+    # nine points at three seeds: every seed shifts all alike, except lr 9e-3 (a diverging
+    # config, far from the best three), which swings by 0.3
+    finals = {lr: 5.0 + lr * 100 for lr in (1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3, 7e-3, 8e-3, 9e-3)}
+    points = [point(lr, f, [f] * 5) for lr, f in finals.items()]
+    runs = [{"params": {"schedule.lr": lr, "schedule.warmup_fraction": 0.1}, "seed": seed, "status": "completed",
+             "best": f + 0.05 * seed + (0.3 * (-1) ** seed if lr == 9e-3 else 0.0)}
+            for lr, f in finals.items() for seed in (1, 2)]
+    spread = seed_noise(points, runs)
+    assert spread["contenders"] == 3 and spread["contender_sd"] < 1e-9 < spread["paired_sd"]
+
+
+def test_predict_reads_a_long_runs_first_three_rungs_at_its_last_two(tmp_path, capsys):
+    from bench.cooldown_fidelity import main
+
+    law = lambda d: 1.5 + 40.0 * d ** -0.3  # noqa: E731  rungs on an exact power law with a floor
+    steps = [222 * 512, 667 * 512, 2000 * 512, 8000 * 512, 20000 * 512]
+    runs = {"runs": [{"params": {"schedule.lr": 4e-3, "schedule.warmup_iters": 30},
+                      "rungs": [{"horizon": s // 512, "step": s, "val_loss": law(s), "se": 0.005} for s in steps]}]}
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps(runs))
+    assert main(["predict", str(path)]) == 0
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [r[2] for r in rows] == ["8,000", "20,000"] and all(r[1] == "222, 667, 2000" for r in rows)
+    assert all(abs(float(r[5])) < 1e-3 for r in rows)  # the law recovered: predicted equals measured
+
+
+def test_record_refuses_a_file_of_another_seed_before_training(tmp_path):
+    import pytest
+
+    from bench.cooldown_fidelity import main
+
+    out = tmp_path / "grid.json"
+    out.write_text(json.dumps({"meta": {"grid_name": "bytes2000", "seed": 1337}, "points": [], "noise": []}))
+    with pytest.raises(SystemExit, match="holds seed 1337, not 1: one file per seed"):
+        main(["record", "--grid", "bytes2000", "--seed", "1", "--out", str(out), "--workdir", str(tmp_path / "w")])
+    assert not (tmp_path / "w").exists()
