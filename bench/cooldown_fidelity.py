@@ -51,6 +51,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cooldown_replay import RECORD_SEED  # noqa: E402  the seed of a record's own runs unless `record --seed`
 from sweeps.compose import compose_study_config  # noqa: E402
 from sweeps.cooldown import rungs_of, train_with_rungs  # noqa: E402
 from sweeps.objective import batch_group_means, batch_groups  # noqa: E402
@@ -97,9 +98,6 @@ GRIDS = {
 }
 RECORD_RUNGS = dict(count=5, eta=3, cooldown_fraction=0.2, shape="1-sqrt")
 NOISE_SEEDS = (1, 2)
-RECORD_SEED = 1337  # the seed of a record's own runs unless `record --seed` says otherwise
-
-
 def save_json(path: Path, data: dict, indent=None) -> None:
     """`data` written to `path` through a temp file beside it: a kill leaves the previous file whole."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -334,8 +332,8 @@ def main(argv=None) -> int:
             seeds = tuple(int(x) for x in args.seeds.split(","))
         except ValueError:
             raise SystemExit(f"--seeds {args.seeds!r}: give comma-separated integers, e.g. 1,2") from None
-        if 1337 in seeds:
-            raise SystemExit("--seeds: 1337 is the seed the record's own runs were trained at; pick others")
+        if RECORD_SEED in seeds:
+            raise SystemExit(f"--seeds: {RECORD_SEED} is the seed the record's own runs were trained at; pick others")
         lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else GRID_LRS
         record_seeds(args.record, args.out, args.workdir, seeds, lrs)
         return 0

@@ -47,7 +47,7 @@ def cosine_curves(points: Sequence[dict]) -> List[Curve]:
             for p in points]
 
 
-RECORD_SEED = 1337  # a record's own seed where its meta names none (cooldown_fidelity.RECORD_SEED)
+RECORD_SEED = 1337  # the seed of a record's own runs where its meta names none (`record --seed` sets another)
 KINDS = ("best", "wsd")  # a point's truth: its full-length cosine run (its best), or its full-length WSD run
 
 
@@ -163,7 +163,7 @@ def asha_order(points: Sequence[dict], order: Sequence[int], rungs: Sequence[int
 
 
 def score(method: str, results: Sequence[tuple[int, int]], truth: Sequence[float], grid_tokens: int,
-          noise: float, points: Sequence[dict], wsd_truth: Sequence[float] | None = None,
+          noise: float, points: Sequence[dict], wsd_truth: Sequence[float],
           contender_noise: float | None = None) -> Score:
     """`results` (tokens, pick) per order scored against `truth`; the WSD regret against
     `wsd_truth` (each point's full-length WSD run, its mean over seeds where there are more)."""
@@ -173,8 +173,7 @@ def score(method: str, results: Sequence[tuple[int, int]], truth: Sequence[float
     for _, pick in results:
         label = _label(points[pick]["params"])
         picks[label] = picks.get(label, 0) + 1
-    wsd = wsd_truth if wsd_truth is not None else [own_value(p, "wsd") for p in points]
-    wsd_regrets = np.array([wsd[pick] - min(wsd) for _, pick in results])
+    wsd_regrets = np.array([wsd_truth[pick] - min(wsd_truth) for _, pick in results])
     return Score(method, float(np.mean([t for t, _ in results]) / grid_tokens), float(regrets.mean()),
                  float(regrets.max()), float(np.mean(regrets <= noise + 1e-12)), mean_wsd_regret=float(wsd_regrets.mean()),
                  picks=picks, within_contender_noise=float(np.mean(regrets <= contender_noise + 1e-12))
@@ -195,8 +194,7 @@ def raw_pruner_order(curves, order, pruner) -> tuple[int, int]:
     return result.steps_run, pick
 
 
-def rank_correlations(points: Sequence[dict], truth: Sequence[float],
-                      wsd_truth: Sequence[float] | None = None) -> List[dict]:
+def rank_correlations(points: Sequence[dict], truth: Sequence[float], wsd_truth: Sequence[float]) -> List[dict]:
     """Spearman correlation with the full-length cosine ranking, per rung: of the decayed values,
     and of the raw cosine curve's values at the same tokens (its last evaluation at or before); and
     of the decayed values against the full-length WSD ranking (`wsd_truth`), the question a
@@ -207,8 +205,7 @@ def rank_correlations(points: Sequence[dict], truth: Sequence[float],
         have = [p for p in points if math.isfinite(p["cooldown"]["rungs"][r]["val_loss"])]  # after their warmup
         decayed = [p["cooldown"]["rungs"][r]["val_loss"] for p in have]
         truth_here = [t for p, t in zip(points, truth) if math.isfinite(p["cooldown"]["rungs"][r]["val_loss"])]
-        wsd_here = [t for p, t in zip(points, wsd_truth or [own_value(p, "wsd") for p in points])
-                    if math.isfinite(p["cooldown"]["rungs"][r]["val_loss"])]
+        wsd_here = [t for p, t in zip(points, wsd_truth) if math.isfinite(p["cooldown"]["rungs"][r]["val_loss"])]
         raw = []
         for p in have:
             steps, values = p["cosine"]["steps"], p["cosine"]["values"]
