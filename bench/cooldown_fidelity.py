@@ -78,6 +78,10 @@ class Grid:
     warmups: tuple
     max_iters: int
     model: tuple = NARROW_NANO  # overrides of the lr_warmup sweep's model, data and batch
+    lrs: tuple = GRID_LRS
+
+    def points(self) -> list:
+        return [(lr, warmup) for lr in self.lrs for warmup in self.warmups]
 
     def overrides(self, lr: float, warmup: float) -> list:
         warmup_overrides = ([f"schedule.warmup_fraction={warmup}"] if self.warmup_key == "schedule.warmup_fraction"
@@ -95,6 +99,11 @@ GRIDS = {
     "absolute1200": Grid("schedule.warmup_iters", (10, 30, 100), 1200),
     # the same warmups (0.5-5% of the run) on the nano itself, on bytes, at 2000 iterations (1M tokens)
     "bytes2000": Grid("schedule.warmup_iters", (10, 30, 100), 2000, model=NANO_BYTES),
+    # bytes2000 and 17 more points, 32 in all: three lrs between its own around its best, and a
+    # warmup of 300 (15%) past its longest, where its best lies; a study of 32 trials, where the
+    # two that ASHA always runs to the end cost half the share they do in 15
+    "bytes2000fine": Grid("schedule.warmup_iters", (10, 30, 100, 300), 2000, model=NANO_BYTES,
+                          lrs=(1e-3, 2e-3, 2.8e-3, 4e-3, 5.7e-3, 8e-3, 1.1e-2, 1.6e-2)),
 }
 RECORD_RUNGS = dict(count=5, eta=3, cooldown_fraction=0.2, shape="1-sqrt")
 NOISE_SEEDS = (1, 2)
@@ -153,13 +162,17 @@ def cooldown_record(train_cfg) -> dict:
     }
 
 
-def record(out: Path, workdir: Path, lrs=GRID_LRS, noise: bool = True, grid_name: str = "share400",
+def record(out: Path, workdir: Path, lrs=None, noise: bool = True, grid_name: str = "share400",
            seed: int = RECORD_SEED) -> None:
     """Every point of the grid (those of `lrs`) at `seed`: its cosine run and its cooldown trial.
     A record at another seed than RECORD_SEED is a whole grid again, for `replay --seeds` (each
     point's truth its mean over seeds, of the cosine and of the WSD runs) or to replay the methods
     at that seed; the best point's noise seeds are then not run."""
     grid = GRIDS[grid_name]
+    lrs = grid.lrs if lrs is None else lrs
+    if not set(lrs) <= set(grid.lrs):
+        raise SystemExit(f"--lrs {','.join(f'{lr:g}' for lr in lrs)}: the grid {grid_name!r} has lrs "
+                         f"{', '.join(f'{lr:g}' for lr in grid.lrs)}")
     data = json.loads(out.read_text()) if out.is_file() else {"meta": {}, "points": [], "noise": []}
     if data["meta"] and data["meta"].get("grid_name", "share400") != grid_name:
         raise SystemExit(f"{out} holds the grid {data['meta'].get('grid_name', 'share400')!r}, not {grid_name!r}")
@@ -167,7 +180,7 @@ def record(out: Path, workdir: Path, lrs=GRID_LRS, noise: bool = True, grid_name
         raise SystemExit(f"{out} holds seed {data['meta'].get('seed', RECORD_SEED)}, not {seed}: one file per seed")
     data["meta"] = {"command": " ".join(sys.argv), "machine": f"{platform.node()} {os.cpu_count()} cpus",
                     "model": list(grid.model), "grid_name": grid_name, "max_iters": grid.max_iters, "seed": seed,
-                    "grid": {"schedule.lr": GRID_LRS, grid.warmup_key: grid.warmups},
+                    "grid": {"schedule.lr": grid.lrs, grid.warmup_key: grid.warmups},
                     "rungs": RECORD_RUNGS, "started": data["meta"].get("started", time.strftime("%Y-%m-%d %H:%M")),
                     "load_before": os.getloadavg()}
     done = {(p["params"]["schedule.lr"], p["params"][grid.warmup_key]) for p in data["points"]}
@@ -206,7 +219,7 @@ def record(out: Path, workdir: Path, lrs=GRID_LRS, noise: bool = True, grid_name
     save()
 
 
-def record_seeds(record_path: Path, out: Path, workdir: Path, seeds: tuple, lrs=GRID_LRS) -> None:
+def record_seeds(record_path: Path, out: Path, workdir: Path, seeds: tuple, lrs=None) -> None:
     """The cosine ground truth of every point of the grid in `record_path` (those of `lrs`) again at
     each of `seeds`: with the record's own seed, a point's truth is the mean over seeds, and the
     spread within points is one seed's noise measured on the whole grid rather than at one point.
@@ -220,6 +233,7 @@ def record_seeds(record_path: Path, out: Path, workdir: Path, seeds: tuple, lrs=
                     "started": runs["meta"].get("started", time.strftime("%Y-%m-%d %H:%M")),
                     "load_before": os.getloadavg()}
     recorded_lrs = sorted({p["params"]["schedule.lr"] for p in data["points"]})
+    lrs = recorded_lrs if lrs is None else lrs
     if not set(lrs) <= set(recorded_lrs):
         raise SystemExit(f"--lrs {','.join(f'{lr:g}' for lr in lrs)}: {record_path} has points at lr "
                          f"{', '.join(f'{lr:g}' for lr in recorded_lrs)} only")
@@ -239,6 +253,34 @@ def record_seeds(record_path: Path, out: Path, workdir: Path, seeds: tuple, lrs=
             runs["meta"]["finished"] = time.strftime("%Y-%m-%d %H:%M")
             save_json(out, runs, indent=1)
             print(f"{name}: {curve['final']:.4f} ({curve['wall_s']} s)", flush=True)
+
+
+def merge_records(parts: list, grid_name: str | None = None) -> dict:
+    """One record of `parts` (records of one seed), as the grid `grid_name` (default: the first
+    part's): a part of another grid counts when its runs are that grid's (the same model, horizon
+    and warmup axis), so a grid's points recorded as a smaller grid fill in a larger one."""
+    grid_name = grid_name or parts[0]["meta"].get("grid_name", "share400")
+    grid = GRIDS[grid_name]
+    seeds = {p["meta"].get("seed", RECORD_SEED) for p in parts}
+    if len(seeds) > 1:
+        raise SystemExit(f"the parts hold seeds {sorted(seeds)}: merge one seed's records (one file per seed)")
+    points, seen = [], set()
+    for part in parts:
+        part_grid = GRIDS[part["meta"].get("grid_name", "share400")]
+        if (part_grid.model, part_grid.max_iters, part_grid.warmup_key) != (grid.model, grid.max_iters, grid.warmup_key):
+            raise SystemExit(f"a part of grid {part['meta'].get('grid_name', 'share400')!r} trains another model, "
+                             f"horizon or warmup axis than {grid_name!r}")
+        for point in part["points"]:
+            key = (point["params"]["schedule.lr"], point["params"][grid.warmup_key])
+            if key not in grid.points():
+                raise SystemExit(f"point lr={key[0]:g}, warmup={key[1]:g} is not in the grid {grid_name!r}")
+            if key in seen:
+                raise SystemExit(f"point lr={key[0]:g}, warmup={key[1]:g} is in two parts")
+            seen.add(key)
+            points.append(point)
+    meta = {**parts[0]["meta"], "grid_name": grid_name, "grid": {"schedule.lr": grid.lrs, grid.warmup_key: grid.warmups},
+            "command": " ; ".join(p["meta"]["command"] for p in parts), "parts": [p["meta"] for p in parts]}
+    return {"meta": meta, "points": points, "noise": [n for p in parts for n in p["noise"]]}
 
 
 def long_horizons(grid: Grid) -> tuple:
@@ -308,6 +350,8 @@ def main(argv=None) -> int:
     mer = sub.add_parser("merge", help="merge record files of grid subsets into --out")
     mer.add_argument("parts", type=Path, nargs="+")
     mer.add_argument("--out", type=Path, required=True)
+    mer.add_argument("--grid", choices=sorted(GRIDS), help="the merged file's grid (default: the first part's); "
+                     "a part of a smaller grid whose points it holds fills it in")
     rep = sub.add_parser("replay", help="score the methods on a recorded grid")
     rep.add_argument("record", type=Path)
     rep.add_argument("--orders", type=int, default=200)
@@ -324,7 +368,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     args.command_line = " ".join(sys.argv)
     if args.command == "record":
-        lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else GRID_LRS
+        lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else None
         record(args.out, args.workdir, lrs, noise=not args.no_noise, grid_name=args.grid, seed=args.seed)
         return 0
     if args.command == "seeds":
@@ -334,18 +378,14 @@ def main(argv=None) -> int:
             raise SystemExit(f"--seeds {args.seeds!r}: give comma-separated integers, e.g. 1,2") from None
         if RECORD_SEED in seeds:
             raise SystemExit(f"--seeds: {RECORD_SEED} is the seed the record's own runs were trained at; pick others")
-        lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else GRID_LRS
+        lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else None
         record_seeds(args.record, args.out, args.workdir, seeds, lrs)
         return 0
     if args.command == "long":
         record_long(args.out, args.workdir, args.lr, args.warmup, args.grid)
         return 0
     if args.command == "merge":
-        parts = [json.loads(p.read_text()) for p in args.parts]
-        merged = {"meta": {**parts[0]["meta"], "command": " ; ".join(p["meta"]["command"] for p in parts),
-                           "parts": [p["meta"] for p in parts]},
-                  "points": [pt for p in parts for pt in p["points"]], "noise": [n for p in parts for n in p["noise"]]}
-        args.out.write_text(json.dumps(merged))
+        save_json(args.out, merge_records([json.loads(p.read_text()) for p in args.parts], args.grid))
         return 0
     from bench.cooldown_replay import live_main, long_main, replay_main
     return {"live": live_main, "predict": long_main}.get(args.command, replay_main)(args)

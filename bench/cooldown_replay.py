@@ -454,25 +454,25 @@ def live_main(args) -> int:
 def long_main(args) -> int:
     """The prediction check of `cooldown_fidelity.py long` runs: each run's power law fit to its
     first three rungs (those a trial has), read at its last two (4x and 10x the trial), against
-    what those rungs measured, as a markdown table."""
+    what those rungs measured, as a markdown table; then the law fit to the three rungs after the
+    first (the trial's last two and the 4x run) read at 10x: whether the form holds once the
+    rungs are past the loss's first fall."""
     import json
 
     runs = json.loads(args.record.read_text())["runs"]
     lines = ["| config | rungs fit (iterations) | at (iterations) | predicted (95% interval) | measured | error | "
              "trusted (its doubts) |", "|---|---|---:|---|---:|---:|---|"]
-    for run in runs:
-        fit, later = run["rungs"][:3], run["rungs"][3:]
-        for rung in later:
-            prediction = predict_long_run([r["step"] for r in fit], [r["val_loss"] for r in fit],
-                                          [r["se"] for r in fit], rung["step"])
-            if prediction is None:
-                lines.append(f"| {_label(run['params'])} | {', '.join(str(r['horizon']) for r in fit)} | "
-                             f"{rung['horizon']:,} | (no fit) | {rung['val_loss']:.4f} | | |")
-                continue
-            lines.append(f"| {_label(run['params'])} | {', '.join(str(r['horizon']) for r in fit)} | {rung['horizon']:,} | "
-                         f"{prediction.loss:.4f} ({prediction.low:.3f} to {prediction.high:.3f}) | {rung['val_loss']:.4f} | "
-                         f"{prediction.loss - rung['val_loss']:+.4f} | "
-                         f"{'yes' if prediction.trusted else 'no: ' + '; '.join(prediction.doubts)} |")
+    checks = [(run, run["rungs"][:3], rung) for run in runs for rung in run["rungs"][3:]]
+    checks += [(run, run["rungs"][1:4], run["rungs"][4]) for run in runs if len(run["rungs"]) >= 5]
+    for run, fit, rung in checks:
+        prediction = predict_long_run([r["step"] for r in fit], [r["val_loss"] for r in fit],
+                                      [r["se"] for r in fit], rung["step"])
+        head = f"| {_label(run['params'])} | {', '.join(str(r['horizon']) for r in fit)} | {rung['horizon']:,} | "
+        if prediction is None:
+            lines.append(head + f"(no fit) | {rung['val_loss']:.4f} | | |")
+            continue
+        lines.append(head + f"{prediction.loss:.4f} ({prediction.low:.3f} to {prediction.high:.3f}) | {rung['val_loss']:.4f} | "
+                     f"{prediction.loss - rung['val_loss']:+.4f} | "
+                     f"{'yes' if prediction.trusted else 'no: ' + '; '.join(prediction.doubts)} |")
     print("\n".join(lines))
     return 0
-

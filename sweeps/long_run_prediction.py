@@ -10,7 +10,10 @@ when the points scatter more than their errors say).
 The prediction says when it is not to be trusted: fewer than four rungs leave nothing to check
 the form against; a fit at the edge of its bounds (alpha at its largest: the curve still falls
 faster than any power law this early, as before the loss leaves its first plateau; or E at zero:
-no sign of saturation yet) extrapolates a shape it has not seen; and an extrapolation past 10x the
+no sign of saturation yet) extrapolates a shape it has not seen; a fall that steepens from one pair
+of rungs to the next (in log loss against log tokens, beyond the eval noise) is one no saturating
+power law has, whose slope only flattens: the loss has not reached its power-law phase, and the
+law, bent to the early rungs, extrapolates the wrong curve; an extrapolation past 10x the
 last rung rests on the form alone; and with four rungs or more, the law fit to all but the last
 must predict the last within 1% (the form checked on the trial's own rungs).
 """
@@ -97,9 +100,24 @@ def predict_long_run(tokens: Sequence[int], losses: Sequence[float], ses: Option
     var = float(grad @ cov @ grad) if np.all(np.isfinite(cov)) else math.inf
     sd = math.sqrt(var) if var >= 0 else math.inf
     loss = float(power_law(x_at, E, A, alpha))
-    doubts = _doubts(len(points), E, alpha, x_at) + _self_check(x, y, se)
+    doubts = _doubts(len(points), E, alpha, x_at) + _steepening(x, y, se) + _self_check(x, y, se)
     return LongRunPrediction(int(at_tokens), loss, loss - 1.96 * sd, loss + 1.96 * sd, E, A * scale ** alpha,
                              alpha, len(points), doubts)
+
+
+def _steepening(x: np.ndarray, y: np.ndarray, se: np.ndarray) -> List[str]:
+    """A doubt when the log-log slope between two neighbouring rungs is steeper than the one before
+    by more than twice the eval noise of the difference."""
+    log_x, log_y, log_se = np.log(x), np.log(y), se / y
+    for k in range(len(x) - 2):
+        before = (log_y[k + 1] - log_y[k]) / (log_x[k + 1] - log_x[k])
+        after = (log_y[k + 2] - log_y[k + 1]) / (log_x[k + 2] - log_x[k + 1])
+        noise = math.sqrt(((log_se[k] + log_se[k + 1]) / (log_x[k + 1] - log_x[k])) ** 2
+                          + ((log_se[k + 1] + log_se[k + 2]) / (log_x[k + 2] - log_x[k + 1])) ** 2)
+        if after < before - 2 * noise:
+            return [f"the fall steepens from rung to rung (log-log slope {before:.3f}, then {after:.3f}): "
+                    f"the loss is still before its power-law phase, which no saturating law fits"]
+    return []
 
 
 def _self_check(x: np.ndarray, y: np.ndarray, se: np.ndarray) -> List[str]:

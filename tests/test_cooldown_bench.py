@@ -200,7 +200,7 @@ def test_the_contenders_noise_leaves_out_an_unstable_config_outside_the_best_thi
     assert spread["contenders"] == 3 and spread["contender_sd"] < 1e-9 < spread["paired_sd"]
 
 
-def test_predict_reads_a_long_runs_first_three_rungs_at_its_last_two(tmp_path, capsys):
+def test_predict_reads_a_long_runs_first_three_rungs_at_its_last_two_and_the_next_three_at_its_last(tmp_path, capsys):
     from bench.cooldown_fidelity import main
 
     law = lambda d: 1.5 + 40.0 * d ** -0.3  # noqa: E731  rungs on an exact power law with a floor
@@ -211,7 +211,8 @@ def test_predict_reads_a_long_runs_first_three_rungs_at_its_last_two(tmp_path, c
     path.write_text(json.dumps(runs))
     assert main(["predict", str(path)]) == 0
     rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
-    assert [r[2] for r in rows] == ["8,000", "20,000"] and all(r[1] == "222, 667, 2000" for r in rows)
+    assert [(r[1], r[2]) for r in rows] == [("222, 667, 2000", "8,000"), ("222, 667, 2000", "20,000"),
+                                            ("667, 2000, 8000", "20,000")]
     assert all(abs(float(r[5])) < 1e-3 for r in rows)  # the law recovered: predicted equals measured
 
 

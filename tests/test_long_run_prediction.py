@@ -47,3 +47,14 @@ def test_rungs_the_law_cannot_carry_from_one_to_the_next_are_doubted():
     # a plateau, then a sharp fall: the first three rungs say nothing of the fourth
     p = predict_long_run(TOKENS, [10.8, 10.7, 10.2, 7.0], [0.005] * 4, 1e7)
     assert not p.trusted and any("fit without its last rung, the law misses that rung" in d for d in p.doubts)
+
+
+def test_a_fall_that_steepens_from_rung_to_rung_is_doubted_and_a_saturating_one_is_not():
+    # the byte-level nano's rungs at 222, 667 and 2000 iterations: a small fall, then a big one
+    p = predict_long_run(TOKENS[:3], [2.553, 2.398, 1.907], [0.01] * 3, 1e7)
+    assert any("the fall steepens from rung to rung (log-log slope -0.057, then -0.209)" in d for d in p.doubts)
+    # the same steeper slope is evidence at a small eval noise, and none at a large one
+    steeper = [2.553, 2.398, 2.15]
+    assert any("steepens" in d for d in predict_long_run(TOKENS[:3], steeper, [0.01] * 3, 1e7).doubts)
+    assert not any("steepens" in d for d in predict_long_run(TOKENS[:3], steeper, [0.05] * 3, 1e7).doubts)
+    assert not any("steepens" in d for d in predict_long_run(TOKENS, law(TOKENS), [0.005] * 4, 1e7).doubts)
