@@ -226,3 +226,27 @@ def test_record_refuses_a_file_of_another_seed_before_training(tmp_path):
     with pytest.raises(SystemExit, match="holds seed 1337, not 1: one file per seed"):
         main(["record", "--grid", "bytes2000", "--seed", "1", "--out", str(out), "--workdir", str(tmp_path / "w")])
     assert not (tmp_path / "w").exists()
+
+
+def test_merge_fills_a_larger_grid_with_a_smaller_ones_points_and_refuses_what_is_not_its_own():
+    import pytest
+
+    from bench.cooldown_fidelity import merge_records
+
+    def part(grid_name, points, seed=1337):
+        return {"meta": {"grid_name": grid_name, "seed": seed, "command": f"record --grid {grid_name}"},
+                "points": [{"params": {"schedule.lr": lr, "schedule.warmup_iters": w}} for lr, w in points], "noise": []}
+
+    merged = merge_records([part("bytes2000", [(1e-3, 10), (8e-3, 100)]), part("bytes2000fine", [(2.8e-3, 300)])],
+                           "bytes2000fine")
+    assert merged["meta"]["grid_name"] == "bytes2000fine" and merged["meta"]["seed"] == 1337
+    assert [p["params"]["schedule.lr"] for p in merged["points"]] == [1e-3, 8e-3, 2.8e-3]
+    assert len(merged["meta"]["grid"]["schedule.lr"]) == 8
+    with pytest.raises(SystemExit, match=r"point lr=0.0028, warmup=300 is not in the grid 'bytes2000'"):
+        merge_records([part("bytes2000fine", [(2.8e-3, 300)])], "bytes2000")
+    with pytest.raises(SystemExit, match=r"seeds \[1, 1337\]"):
+        merge_records([part("bytes2000", [(1e-3, 10)]), part("bytes2000", [(2e-3, 10)], seed=1)])
+    with pytest.raises(SystemExit, match="is in two parts"):
+        merge_records([part("bytes2000", [(1e-3, 10)]), part("bytes2000fine", [(1e-3, 10)])], "bytes2000fine")
+    with pytest.raises(SystemExit, match="another model, horizon or warmup axis"):
+        merge_records([part("absolute1200", [(1e-3, 10)])], "bytes2000fine")
