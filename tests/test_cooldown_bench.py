@@ -250,3 +250,31 @@ def test_merge_fills_a_larger_grid_with_a_smaller_ones_points_and_refuses_what_i
         merge_records([part("bytes2000", [(1e-3, 10)]), part("bytes2000fine", [(1e-3, 10)])], "bytes2000fine")
     with pytest.raises(SystemExit, match="another model, horizon or warmup axis"):
         merge_records([part("absolute1200", [(1e-3, 10)])], "bytes2000fine")
+
+
+def test_the_live_bytes_sweep_trains_the_bytes2000fine_grids_points_as_record_does(tmp_path):
+    from dataclasses import asdict
+
+    from bench.cooldown_fidelity import GRIDS, point_config
+    from sweeps.compose import CONF_DIR, compose_study_config
+    from sweeps.search_space import parse_search_space
+    from trainer import as_train_config
+
+    grid = GRIDS["bytes2000fine"]
+    cfg = compose_study_config(["+sweep=lr_warmup_iters_grid_bytes"])
+    space = parse_search_space(cfg.sweep.params, cfg, CONF_DIR)
+    assert sorted(space.distributions["schedule.lr"].choices) == sorted(grid.lrs)
+    assert sorted(space.distributions["schedule.warmup_iters"].choices) == sorted(grid.warmups)
+    assert cfg.study.n_trials == len(grid.points()) == 32
+
+    def trained(train_cfg) -> dict:
+        kept = asdict(train_cfg)
+        for key in ("out_dir", "checkpoint"):
+            kept.pop(key)
+        kept["data"].pop("cache_dir")
+        return kept
+
+    for lr, warmup in [(2.8e-3, 300), (1.6e-2, 10)]:
+        live = as_train_config(compose_study_config(["+sweep=lr_warmup_iters_grid_bytes", f"schedule.lr={lr}",
+                                                     f"schedule.warmup_iters={warmup}"]))
+        assert trained(live) == trained(point_config(lr, warmup, tmp_path, "p", grid=grid))
