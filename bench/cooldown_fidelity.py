@@ -358,6 +358,7 @@ def main(argv=None) -> int:
     rep.add_argument("--seed", type=int, default=0)
     rep.add_argument("--json", type=Path)
     rep.add_argument("--seeds", type=Path, nargs="*", help="`seeds` outputs: each point's truth its mean over seeds")
+    rep.add_argument("--warmups", help="comma-separated warmups: replay only the grid's points at these (a smaller study)")
     liv = sub.add_parser("live", help="a live study of the recorded grid (sweep lr_warmup_iters_grid) against the record")
     liv.add_argument("record", type=Path)
     liv.add_argument("--storage", required=True)

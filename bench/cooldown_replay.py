@@ -112,6 +112,23 @@ def _label(params: dict) -> str:
     return ", ".join(f"{k.split('.')[-1]}={v:g}" for k, v in params.items())
 
 
+def only_warmups(points: Sequence[dict], warmups: str | None) -> List[dict]:
+    """The points whose warmup (the grid's warmup axis) is one of the comma-separated `warmups`;
+    all of them without."""
+    if not warmups:
+        return list(points)
+    axis = next(k for k in points[0]["params"] if k != "schedule.lr")
+    have = sorted({p["params"][axis] for p in points})
+    try:
+        wanted = {float(w) for w in warmups.split(",")}
+    except ValueError:
+        raise SystemExit(f"--warmups {warmups!r}: give comma-separated numbers of the grid's {axis}, "
+                         f"e.g. {','.join(f'{w:g}' for w in have)}") from None
+    if not wanted <= set(have):
+        raise SystemExit(f"--warmups {warmups}: the grid's {axis} values are {', '.join(f'{w:g}' for w in have)}")
+    return [p for p in points if p["params"][axis] in wanted]
+
+
 def complete_rungs(points: Sequence[dict]) -> List[dict]:
     """`points` with every rung of the grid in each point's list, shortest first: a trial trains no
     branch for a rung whose cooldown would start inside its warmup, so its record lacks it; here
@@ -128,11 +145,11 @@ def complete_rungs(points: Sequence[dict]) -> List[dict]:
 
 
 def asha_order(points: Sequence[dict], order: Sequence[int], rungs: Sequence[int], eta: int,
-               prune: bool = True, inside_warmup: bool = False) -> tuple[int, int]:
+               prune: bool = True, inside_warmup: bool = False, spent: Dict[int, int] | None = None) -> tuple[int, int]:
     """One study of the cooldown trials through RungHalvingPruner, judged at the recorded rungs
     `rungs` (indices) that start their cooldown after the trial's warmup, and at the last, as
     sweeps.cooldown.train_with_rungs does (`inside_warmup`: at every rung, as it did before that
-    rule): (tokens trained, the index of the picked point)."""
+    rule): (tokens trained, the index of the picked point); `spent` adds up each point's tokens."""
     study = optuna.create_study(direction="minimize", pruner=RungHalvingPruner(eta) if prune
                                 else optuna.pruners.NopPruner())
     tokens = 0
@@ -143,7 +160,7 @@ def asha_order(points: Sequence[dict], order: Sequence[int], rungs: Sequence[int
         trial = study.ask()
         trial_record.set_replay_curve(trial, int(idx))
         trial_record.set_rung_steps(trial, [record[r]["step"] for r in rungs])
-        state, value = TrialState.COMPLETE, None
+        state, value, before = TrialState.COMPLETE, None, tokens
         for k, r in enumerate(judged):
             rung = record[r]
             trial.report(rung["val_loss"], rung["step"])
@@ -154,12 +171,70 @@ def asha_order(points: Sequence[dict], order: Sequence[int], rungs: Sequence[int
                 state = TrialState.PRUNED
                 break
         tokens += last_stable
+        if spent is not None:
+            spent[idx] = spent.get(idx, 0) + tokens - before
         if state == TrialState.COMPLETE and math.isfinite(value):
             study.tell(trial, value)
         else:
             study.tell(trial, state=TrialState.PRUNED)
     best = min(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.value)
     return tokens, trial_record.replay_curve(best)
+
+
+def asha_promotion_order(points: Sequence[dict], order: Sequence[int], rungs: Sequence[int], eta: int) -> tuple[int, int]:
+    """The grid in `order` through ASHA as Li et al. (2020) run it, with promotions: one worker,
+    which at each turn resumes the best paused trial that is in the top floor(n / eta) of the n
+    trials that reached its rung (the highest such rung first), from its checkpoint there, up to
+    its next rung; else starts the next point and trains it to its first rung; when it can do
+    neither, it resumes the best trial at the highest rung reached until one trial has finished
+    the last rung (a study ends with a full-length trial), and stops. A trial pauses at every rung (its branch trained), so no trial goes on only
+    because too few others have reached its rung. Judged at the rungs `rungs` after each trial's
+    warmup, as asha_order. Replay only: no study option does this yet (it needs every paused
+    trial's checkpoint kept). (tokens trained, the index of the picked point)."""
+    judged = {}
+    for idx in order:
+        record = points[idx]["cooldown"]["rungs"]
+        warmup_tokens = points[idx]["cosine"]["warmup_step"]
+        judged[idx] = [r for r in rungs if record[r]["stable_tokens"] >= warmup_tokens or r == rungs[-1]]
+    at = {}  # point -> its position in judged[point] (paused there, or finished at the last)
+    promoted = set()  # (point, rung) pairs already resumed past
+    reached: Dict[int, List[tuple]] = {r: [] for r in rungs}  # rung -> (value, point) of those that reached it
+    tokens, waiting = 0, list(order)
+
+    def train_to(idx: int, k: int) -> None:
+        nonlocal tokens
+        rung = points[idx]["cooldown"]["rungs"][judged[idx][k]]
+        previous = points[idx]["cooldown"]["rungs"][judged[idx][k - 1]]["stable_tokens"] if k else 0
+        tokens += rung["stable_tokens"] - previous + rung["branch_tokens"]
+        at[idx] = k
+        value = rung["val_loss"]
+        reached[judged[idx][k]].append((value if math.isfinite(value) else math.inf, idx))
+
+    def promotable():
+        for r in reversed(rungs[:-1]):
+            ranked = sorted(reached[r])
+            kept = ranked[:len(ranked) // eta]
+            for value, idx in kept:
+                if (idx, r) not in promoted and judged[idx][at[idx]] == r and math.isfinite(value):
+                    return idx, r
+        return None
+
+    while True:
+        found = promotable()
+        if found is not None:
+            idx, r = found
+            promoted.add((idx, r))
+            train_to(idx, at[idx] + 1)
+        elif waiting:
+            train_to(waiting.pop(0), 0)
+        elif not reached[rungs[-1]]:
+            r = next(r for r in reversed(rungs) if reached[r])
+            idx = min(reached[r])[1]
+            promoted.add((idx, r))
+            train_to(idx, at[idx] + 1)
+        else:
+            break
+    return tokens, min(reached[rungs[-1]])[1]
 
 
 def score(method: str, results: Sequence[tuple[int, int]], truth: Sequence[float], grid_tokens: int,
@@ -178,6 +253,21 @@ def score(method: str, results: Sequence[tuple[int, int]], truth: Sequence[float
                  float(regrets.max()), float(np.mean(regrets <= noise + 1e-12)), mean_wsd_regret=float(wsd_regrets.mean()),
                  picks=picks, within_contender_noise=float(np.mean(regrets <= contender_noise + 1e-12))
                  if contender_noise is not None else float("nan"))
+
+
+def compute_by_warmup(points: Sequence[dict], spent: Dict[int, int], n_orders: int) -> List[dict]:
+    """Per warmup of the grid, from `spent` (tokens per point summed over `n_orders` orders): the
+    mean tokens a trial of it trains, as a share of its full-length cosine run, and the share of the
+    grid's compute its trials take: where a study's tokens go."""
+    grid_tokens = sum(p["cosine"]["tokens"] for p in points)
+    warmups: Dict[int, List[int]] = {}
+    for i, p in enumerate(points):
+        warmups.setdefault(p["cosine"]["warmup_step"], []).append(i)
+    last = points[0]["cooldown"]["rungs"][-1]
+    per_iter = last["step"] // last["horizon"]
+    return [{"warmup_iters": step // per_iter, "points": len(idx),
+             "per_trial": float(np.mean([spent.get(i, 0) / n_orders / points[i]["cosine"]["tokens"] for i in idx])),
+             "of_grid": sum(spent.get(i, 0) for i in idx) / n_orders / grid_tokens} for step, idx in sorted(warmups.items())]
 
 
 def raw_pruner_order(curves, order, pruner) -> tuple[int, int]:
@@ -243,7 +333,7 @@ def replay_main(args) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = json.loads(args.record.read_text())
-    points = complete_rungs(data["points"])
+    points = complete_rungs(only_warmups(data["points"], getattr(args, "warmups", None)))
     curves = cosine_curves(points)
     record_seed = data["meta"].get("seed", RECORD_SEED)
     seed_runs = read_seed_runs(getattr(args, "seeds", None) or [], record_seed)
@@ -280,10 +370,16 @@ def replay_main(args) -> int:
     for name, make in raw.items():
         scores.append(score(name, [raw_pruner_order(curves, o, make()) for o in orders], truth, grid_tokens, noise,
                             points, wsd_truth, contender_noise))
+    spent: Dict[int, int] = {}  # the default 4-rung study's tokens per point, over every order
     for count in range(min(n_rungs, 5), 1, -1):
         rungs = list(range(n_rungs - count, n_rungs))
         scores.append(score(f"cooldown + ASHA, {count} rungs (eta={eta})",
-                            [asha_order(points, o, rungs, eta) for o in orders], truth, grid_tokens, noise, points, wsd_truth, contender_noise))
+                            [asha_order(points, o, rungs, eta, spent=spent if count == 4 else None) for o in orders],
+                            truth, grid_tokens, noise, points, wsd_truth, contender_noise))
+    rungs = list(range(n_rungs - 4, n_rungs))
+    scores.append(score(f"cooldown + ASHA with promotions, 4 rungs (eta={eta}; replay only)",
+                        [asha_promotion_order(points, o, rungs, eta) for o in orders], truth, grid_tokens, noise,
+                        points, wsd_truth, contender_noise))
     recorded_inside_warmups = all(math.isfinite(r["val_loss"]) for p in points for r in p["cooldown"]["rungs"])
     if recorded_inside_warmups:  # a record made before trials skipped those rungs
         scores.append(score(f"cooldown + ASHA, 4 rungs (eta={eta}), judged inside warmups too",
@@ -297,12 +393,14 @@ def replay_main(args) -> int:
     single_seed = float(spearmanr([c.best for c in curves], truth).statistic) if seed_runs else None
     # the grid's own check of the long-run fit: every rung but the last predicts the last (eta x further)
     predictions = prediction_errors(points, list(range(n_rungs - 1)), [n_rungs - 1]) if n_rungs >= 4 else []
-    out = {"meta": data["meta"], "orders": args.orders, "seed": args.seed, "noise_sd": noise, "seeds": seeds,
+    out = {"meta": data["meta"], "orders": args.orders, "seed": args.seed, "warmups": getattr(args, "warmups", None),
+           "noise_sd": noise, "seeds": seeds,
            "seeds_per_point": n_seeds, "single_seed_correlation": single_seed, "seed_spread": spread,
            "grid_best": {"params": points[best_idx]["params"], "cosine_best": truth[best_idx]},
            "wsd_best": {"params": points[int(np.argmin(wsd_truth))]["params"], "wsd": min(wsd_truth),
                         "seeds_per_point": n_wsd_seeds[0]}, "wsd_seed_spread": wsd_spread,
            "scores": [s.__dict__ for s in scores], "rank_correlations": correlations, "predictions": predictions,
+           "asha_compute_by_warmup": compute_by_warmup(points, spent, len(orders)),
            "seconds": round(time.time() - t0, 1)}
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
@@ -335,7 +433,8 @@ def read_seed_runs(paths: Sequence, record_seed: int = RECORD_SEED) -> List[dict
 
 def format_report(out: dict, points: Sequence[dict], truth: Sequence[float]) -> str:
     meta = out["meta"]
-    lines = [f"# Cooldown multi-fidelity against full-length trials ({len(points)} grid points, {out['orders']} orders)",
+    subset = f" at warmups {out['warmups']} only" if out.get("warmups") else ""
+    lines = [f"# Cooldown multi-fidelity against full-length trials ({len(points)} grid points{subset}, {out['orders']} orders)",
              "", f"Recorded: `{meta.get('command')}` ({meta.get('started')} to {meta.get('finished')}, {meta.get('machine')}); "
              f"rungs {meta.get('rungs')}.", "",
              f"Grid best: {_label(out['grid_best']['params'])}, cosine val loss {out['grid_best']['cosine_best']:.4f}; "
@@ -366,6 +465,12 @@ def format_report(out: dict, points: Sequence[dict], truth: Sequence[float]) -> 
                   f"best {_label(wsd['params'])}, {wsd['wsd']:.4f}"
                   + (f"; one seed's noise for comparing configs {spread['paired_sd']:.4f}, among the best "
                      f"{spread['contenders']} points {spread['contender_sd']:.4f}." if spread else ".")]
+    if out.get("asha_compute_by_warmup"):
+        lines += ["", "Where cooldown + ASHA's tokens go (4 rungs), by warmup: a trial's mean tokens as a share of its "
+                  "full-length cosine run, and its warmup's share of the grid's compute:", "",
+                  "| warmup (iterations) | points | tokens a trial | share of the grid's compute |", "|---:|---:|---:|---:|"]
+        lines += [f"| {w['warmup_iters']:,} | {w['points']} | {100 * w['per_trial']:.1f}% | {100 * w['of_grid']:.1f}% |"
+                  for w in out["asha_compute_by_warmup"]]
     lines += ["", "Rank correlation (Spearman) with the full-length cosine ranking, and of the decayed values with the "
               "full-length WSD ranking:", "",
               "| rung | tokens | points (their warmup done) | decayed value at the rung | raw cosine value at those tokens | "

@@ -278,3 +278,35 @@ def test_the_live_bytes_sweep_trains_the_bytes2000fine_grids_points_as_record_do
         live = as_train_config(compose_study_config(["+sweep=lr_warmup_iters_grid_bytes", f"schedule.lr={lr}",
                                                      f"schedule.warmup_iters={warmup}"]))
         assert trained(live) == trained(point_config(lr, warmup, tmp_path, "p", grid=grid))
+
+
+def test_asha_with_promotions_pauses_the_first_trials_where_stopping_asha_runs_them_to_the_end():
+    from bench.cooldown_replay import asha_order, asha_promotion_order
+
+    # worst first: stop-or-continue ASHA lets the first two go on (fewer than eta have reached a
+    # rung), and the third goes on as the best; with promotions each pauses at 44 iterations and
+    # only the best is resumed, to 133 and then (no other trial left) to the end
+    points = [point(lr, final, [final + d for d in (3.0, 2.0, 1.0, 0.5, 0.0)])
+              for lr, final in [(1e-3, 6.4), (2e-3, 6.2), (4e-3, 6.0)]]
+    rungs = [2, 3, 4]  # 44, 133 and 400 iterations; stable phases of 35, 106 and 320
+    assert asha_order(points, [0, 1, 2], rungs, 3) == (3 * (400 + 9 + 27) * PER_ITER, 2)
+    assert asha_promotion_order(points, [0, 1, 2], rungs, 3) == ((3 * 44 + (106 - 35 + 27) + (320 - 106 + 80)) * PER_ITER, 2)
+
+
+def test_a_replay_of_some_warmups_keeps_only_their_points_and_the_tokens_are_told_by_warmup():
+    import pytest
+
+    from bench.cooldown_replay import compute_by_warmup, only_warmups
+
+    points = [point(lr, 6.0, [9.0, 8.0, 7.0, 6.5, 6.0]) for lr in (1e-3, 2e-3, 4e-3)]
+    points[2] = {**points[2], "params": {"schedule.lr": 4e-3, "schedule.warmup_fraction": 0.3},
+                 "cosine": {**points[2]["cosine"], "warmup_step": 120 * PER_ITER}}
+    assert [p["params"]["schedule.lr"] for p in only_warmups(points, "0.1")] == [1e-3, 2e-3]
+    assert only_warmups(points, None) == points
+    with pytest.raises(SystemExit, match=r"--warmups 0.2: the grid's schedule.warmup_fraction values are 0.1, 0.3"):
+        only_warmups(points, "0.2")
+    # two orders: the warmup-0.1 points trained 40 and 400 iterations in all, the other 800
+    spent = {0: 40 * PER_ITER, 1: 400 * PER_ITER, 2: 800 * PER_ITER}
+    assert compute_by_warmup(points, spent, 2) == [
+        {"warmup_iters": 4, "points": 2, "per_trial": pytest.approx((20 + 200) / 2 / 400), "of_grid": pytest.approx(220 / 1200)},
+        {"warmup_iters": 120, "points": 1, "per_trial": pytest.approx(400 / 400), "of_grid": pytest.approx(400 / 1200)}]
