@@ -6,6 +6,9 @@
     python bench/cooldown_fidelity.py record --grid absolute1200 --out bench/results/cooldown_grid_absolute1200.json
     python bench/cooldown_fidelity.py record --grid bytes2000 --seed 1 --out bench/results/cooldown_grid_bytes2000_seed1.json
     python bench/cooldown_fidelity.py predict bench/results/cooldown_long_bytes2000.json
+    python bench/cooldown_fidelity.py record --grid bytes2000fine --eta 4 --no-noise \
+        --cosine-from bench/results/cooldown_grid_bytes2000fine.json --out bench/results/cooldown_grid_bytes2000fine_eta4.json
+    python bench/cooldown_fidelity.py merge bench/results/cooldown_grid_bytes2000.json --grid bytes2000fine --out FILE
 
 `record` trains every point of a grid (GRIDS: peak lr x warmup, a share of the run at the
 cpu_demo budget's 400 iterations as the lr_warmup sweep searches it, or a number of iterations at
@@ -22,7 +25,9 @@ point's truth is then its mean over seeds, and the noise the spread within point
 records the whole grid, cosine runs and cooldown trials, at another seed, for `replay --seeds` (the
 WSD runs' truth a mean over seeds too) or to replay the methods at that seed. `long` extends two
 configs' cooldown trials to 10x the trial horizon; `predict` scores the power law of their first
-three rungs at the last two.
+three rungs at the last two. `record --eta E --cosine-from RECORD` records the cooldown trials
+with rungs at eta E, keeping RECORD's cosine runs (no rung changes them); `merge --grid G` fills a
+larger grid with a smaller one's points (the same runs).
 
 `replay` then plays the grid in many random orders through each method and scores it: the tokens
 it trains (branches included) as a share of the full grid's cosine tokens, and the regret of the
@@ -144,10 +149,9 @@ def cosine_curve(train_cfg) -> dict:
     }
 
 
-def cooldown_record(train_cfg) -> dict:
+def cooldown_record(train_cfg, eta: int = RECORD_RUNGS["eta"]) -> dict:
     train_cfg.eval_interval = train_cfg.schedule.max_iters  # the stable phase is judged only at the rungs
-    rungs = rungs_of(train_cfg.schedule.max_iters, RECORD_RUNGS["count"], RECORD_RUNGS["eta"],
-                     RECORD_RUNGS["cooldown_fraction"])
+    rungs = rungs_of(train_cfg.schedule.max_iters, RECORD_RUNGS["count"], eta, RECORD_RUNGS["cooldown_fraction"])
     stable = []
     t0 = time.time()
     result = train_with_rungs(train_cfg, rungs, RECORD_RUNGS["shape"], on_rung=lambda v: None,
@@ -163,12 +167,15 @@ def cooldown_record(train_cfg) -> dict:
 
 
 def record(out: Path, workdir: Path, lrs=None, noise: bool = True, grid_name: str = "share400",
-           seed: int = RECORD_SEED) -> None:
+           seed: int = RECORD_SEED, eta: int = RECORD_RUNGS["eta"], cosine_from: Path | None = None) -> None:
     """Every point of the grid (those of `lrs`) at `seed`: its cosine run and its cooldown trial.
     A record at another seed than RECORD_SEED is a whole grid again, for `replay --seeds` (each
     point's truth its mean over seeds, of the cosine and of the WSD runs) or to replay the methods
-    at that seed; the best point's noise seeds are then not run."""
+    at that seed; the best point's noise seeds are then not run. With `eta`, the cooldown trials'
+    rungs are max_iters / eta^k; `cosine_from` (a record of the same grid and seed) gives each
+    point's cosine run, which no rung changes, so only the cooldown trials are trained."""
     grid = GRIDS[grid_name]
+    cosines = cosine_runs_of(cosine_from, grid_name, seed) if cosine_from is not None else None
     lrs = grid.lrs if lrs is None else lrs
     if not set(lrs) <= set(grid.lrs):
         raise SystemExit(f"--lrs {','.join(f'{lr:g}' for lr in lrs)}: the grid {grid_name!r} has lrs "
@@ -178,10 +185,13 @@ def record(out: Path, workdir: Path, lrs=None, noise: bool = True, grid_name: st
         raise SystemExit(f"{out} holds the grid {data['meta'].get('grid_name', 'share400')!r}, not {grid_name!r}")
     if data["meta"] and data["meta"].get("seed", RECORD_SEED) != seed:
         raise SystemExit(f"{out} holds seed {data['meta'].get('seed', RECORD_SEED)}, not {seed}: one file per seed")
+    if data["meta"] and data["meta"].get("rungs", RECORD_RUNGS)["eta"] != eta:
+        raise SystemExit(f"{out} holds rungs at eta {data['meta']['rungs']['eta']}, not {eta}: one file per eta")
     data["meta"] = {"command": " ".join(sys.argv), "machine": f"{platform.node()} {os.cpu_count()} cpus",
                     "model": list(grid.model), "grid_name": grid_name, "max_iters": grid.max_iters, "seed": seed,
                     "grid": {"schedule.lr": grid.lrs, grid.warmup_key: grid.warmups},
-                    "rungs": RECORD_RUNGS, "started": data["meta"].get("started", time.strftime("%Y-%m-%d %H:%M")),
+                    "rungs": {**RECORD_RUNGS, "eta": eta}, "cosine_from": str(cosine_from) if cosine_from else None,
+                    "started": data["meta"].get("started", time.strftime("%Y-%m-%d %H:%M")),
                     "load_before": os.getloadavg()}
     done = {(p["params"]["schedule.lr"], p["params"][grid.warmup_key]) for p in data["points"]}
 
@@ -194,10 +204,10 @@ def record(out: Path, workdir: Path, lrs=None, noise: bool = True, grid_name: st
                 continue
             name = f"lr{lr:g}_w{warmup:g}" + (f"_seed{seed}" if seed != RECORD_SEED else "")
             cfg = point_config(lr, warmup, workdir, name + "_cosine", seed, grid)
-            point = {"params": {"schedule.lr": lr, grid.warmup_key: warmup},
-                     "config": asdict(cfg), "cosine": cosine_curve(cfg)}
+            point = {"params": {"schedule.lr": lr, grid.warmup_key: warmup}, "config": asdict(cfg),
+                     "cosine": cosine_curve(cfg) if cosines is None else cosines[(lr, warmup)]}
             rung_cfg = point_config(lr, warmup, workdir, name + "_cooldown", seed, grid)
-            point["cooldown"] = cooldown_record(rung_cfg)
+            point["cooldown"] = cooldown_record(rung_cfg, eta)
             shutil.rmtree(workdir / (name + "_cooldown"), ignore_errors=True)
             data["points"].append(point)
             save()
@@ -217,6 +227,21 @@ def record(out: Path, workdir: Path, lrs=None, noise: bool = True, grid_name: st
             print(f"best point at seed {noise_seed}: {data['noise'][-1]['final']:.4f}", flush=True)
     data["meta"]["finished"] = time.strftime("%Y-%m-%d %H:%M")
     save()
+
+
+def cosine_runs_of(path: Path, grid_name: str, seed: int) -> dict:
+    """{(lr, warmup): cosine run} of the record at `path`, which must be of `grid_name` at `seed`
+    and hold every point of the grid: refused before any training otherwise."""
+    data = json.loads(path.read_text())
+    grid = GRIDS[grid_name]
+    if (data["meta"].get("grid_name", "share400"), data["meta"].get("seed", RECORD_SEED)) != (grid_name, seed):
+        raise SystemExit(f"--cosine-from {path}: it holds grid {data['meta'].get('grid_name', 'share400')!r} at seed "
+                         f"{data['meta'].get('seed', RECORD_SEED)}, not {grid_name!r} at seed {seed}")
+    runs = {(p["params"]["schedule.lr"], p["params"][grid.warmup_key]): p["cosine"] for p in data["points"]}
+    missing = [f"lr={lr:g}, warmup={w:g}" for lr, w in grid.points() if (lr, w) not in runs]
+    if missing:
+        raise SystemExit(f"--cosine-from {path}: it lacks {len(missing)} of the grid's points ({'; '.join(missing[:3])} ...)")
+    return runs
 
 
 def record_seeds(record_path: Path, out: Path, workdir: Path, seeds: tuple, lrs=None) -> None:
@@ -264,6 +289,9 @@ def merge_records(parts: list, grid_name: str | None = None) -> dict:
     seeds = {p["meta"].get("seed", RECORD_SEED) for p in parts}
     if len(seeds) > 1:
         raise SystemExit(f"the parts hold seeds {sorted(seeds)}: merge one seed's records (one file per seed)")
+    etas = {p["meta"].get("rungs", RECORD_RUNGS)["eta"] for p in parts}
+    if len(etas) > 1:
+        raise SystemExit(f"the parts' rungs are at eta {sorted(etas)}: merge records of one eta")
     points, seen = [], set()
     for part in parts:
         part_grid = GRIDS[part["meta"].get("grid_name", "share400")]
@@ -331,6 +359,10 @@ def main(argv=None) -> int:
                                    "then `merge` their files and `record` once more for the noise seeds")
     rec.add_argument("--no-noise", action="store_true", help="skip the best point's extra seeds")
     rec.add_argument("--grid", choices=sorted(GRIDS), default="share400", help="the grid's warmups and horizon")
+    rec.add_argument("--eta", type=int, default=RECORD_RUNGS["eta"],
+                     help=f"the cooldown trials' rungs at max_iters / eta^k (default {RECORD_RUNGS['eta']})")
+    rec.add_argument("--cosine-from", type=Path, help="a record of the same grid and seed: its cosine runs are "
+                     "kept and only the cooldown trials trained (with --eta)")
     rec.add_argument("--seed", type=int, default=RECORD_SEED,
                      help=f"train the grid at this seed (default {RECORD_SEED}; another is a whole grid for replay --seeds)")
     sds = sub.add_parser("seeds", help="every point's cosine ground truth again at more seeds")
@@ -370,7 +402,8 @@ def main(argv=None) -> int:
     args.command_line = " ".join(sys.argv)
     if args.command == "record":
         lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else None
-        record(args.out, args.workdir, lrs, noise=not args.no_noise, grid_name=args.grid, seed=args.seed)
+        record(args.out, args.workdir, lrs, noise=not args.no_noise, grid_name=args.grid, seed=args.seed,
+               eta=args.eta, cosine_from=args.cosine_from)
         return 0
     if args.command == "seeds":
         try:

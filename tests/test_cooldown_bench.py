@@ -310,3 +310,27 @@ def test_a_replay_of_some_warmups_keeps_only_their_points_and_the_tokens_are_tol
     assert compute_by_warmup(points, spent, 2) == [
         {"warmup_iters": 4, "points": 2, "per_trial": pytest.approx((20 + 200) / 2 / 400), "of_grid": pytest.approx(220 / 1200)},
         {"warmup_iters": 120, "points": 1, "per_trial": pytest.approx(400 / 400), "of_grid": pytest.approx(400 / 1200)}]
+
+
+def test_record_at_another_eta_refuses_a_cosine_source_or_a_file_it_cannot_extend_before_training(tmp_path):
+    import pytest
+
+    from bench.cooldown_fidelity import main, merge_records
+
+    source = tmp_path / "grid.json"
+    source.write_text(json.dumps({"meta": {"grid_name": "bytes2000", "seed": 1}, "points": [], "noise": []}))
+    args = ["record", "--grid", "bytes2000", "--eta", "4", "--workdir", str(tmp_path / "w")]
+    with pytest.raises(SystemExit, match=r"holds grid 'bytes2000' at seed 1, not 'bytes2000' at seed 1337"):
+        main([*args, "--cosine-from", str(source), "--out", str(tmp_path / "eta4.json")])
+    with pytest.raises(SystemExit, match=r"it lacks 15 of the grid's points \(lr=0.001, warmup=10;"):
+        main([*args, "--seed", "1", "--cosine-from", str(source), "--out", str(tmp_path / "eta4.json")])
+    eta3 = tmp_path / "eta3.json"
+    eta3.write_text(json.dumps({"meta": {"grid_name": "bytes2000", "seed": 1337, "rungs": {"eta": 3}},
+                                "points": [], "noise": []}))
+    with pytest.raises(SystemExit, match="holds rungs at eta 3, not 4: one file per eta"):
+        main([*args, "--out", str(eta3)])
+    assert not (tmp_path / "w").exists()
+    parts = [{"meta": {"grid_name": "bytes2000", "seed": 1337, "rungs": {"eta": eta}, "command": ""}, "points": [],
+              "noise": []} for eta in (3, 4)]
+    with pytest.raises(SystemExit, match=r"eta \[3, 4\]"):
+        merge_records(parts)
