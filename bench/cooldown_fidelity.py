@@ -60,7 +60,7 @@ from bench.cooldown_replay import RECORD_SEED  # noqa: E402  the seed of a recor
 from sweeps.compose import compose_study_config  # noqa: E402
 from sweeps.cooldown import rungs_of, train_with_rungs  # noqa: E402
 from sweeps.objective import batch_group_means, batch_groups  # noqa: E402
-from trainer import as_train_config, eval_points, lr_area, tokens_per_iter, train, warmup_iters_of  # noqa: E402
+from trainer import ConfigError, as_train_config, eval_points, lr_area, tokens_per_iter, train, warmup_iters_of  # noqa: E402
 
 GRID_LRS = (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2)
 
@@ -175,6 +175,10 @@ def record(out: Path, workdir: Path, lrs=None, noise: bool = True, grid_name: st
     rungs are max_iters / eta^k; `cosine_from` (a record of the same grid and seed) gives each
     point's cosine run, which no rung changes, so only the cooldown trials are trained."""
     grid = GRIDS[grid_name]
+    try:
+        rungs_of(grid.max_iters, RECORD_RUNGS["count"], eta, RECORD_RUNGS["cooldown_fraction"])
+    except ConfigError as e:
+        raise SystemExit(f"--eta {eta}: {e}") from None
     cosines = cosine_runs_of(cosine_from, grid_name, seed) if cosine_from is not None else None
     lrs = grid.lrs if lrs is None else lrs
     if not set(lrs) <= set(grid.lrs):
@@ -185,14 +189,16 @@ def record(out: Path, workdir: Path, lrs=None, noise: bool = True, grid_name: st
         raise SystemExit(f"{out} holds the grid {data['meta'].get('grid_name', 'share400')!r}, not {grid_name!r}")
     if data["meta"] and data["meta"].get("seed", RECORD_SEED) != seed:
         raise SystemExit(f"{out} holds seed {data['meta'].get('seed', RECORD_SEED)}, not {seed}: one file per seed")
-    if data["meta"] and data["meta"].get("rungs", RECORD_RUNGS)["eta"] != eta:
-        raise SystemExit(f"{out} holds rungs at eta {data['meta']['rungs']['eta']}, not {eta}: one file per eta")
+    held_eta = data["meta"].get("rungs", RECORD_RUNGS)["eta"] if data["meta"] else eta
+    if held_eta != eta:
+        raise SystemExit(f"{out} holds rungs at eta {held_eta}, not {eta}: one file per eta")
     data["meta"] = {"command": " ".join(sys.argv), "machine": f"{platform.node()} {os.cpu_count()} cpus",
                     "model": list(grid.model), "grid_name": grid_name, "max_iters": grid.max_iters, "seed": seed,
                     "grid": {"schedule.lr": grid.lrs, grid.warmup_key: grid.warmups},
                     "rungs": {**RECORD_RUNGS, "eta": eta}, "cosine_from": str(cosine_from) if cosine_from else None,
                     "started": data["meta"].get("started", time.strftime("%Y-%m-%d %H:%M")),
-                    "load_before": os.getloadavg()}
+                    "load_before": os.getloadavg(),
+                    **({"parts": data["meta"]["parts"]} if "parts" in data["meta"] else {})}  # a merge's sources
     done = {(p["params"]["schedule.lr"], p["params"][grid.warmup_key]) for p in data["points"]}
 
     def save() -> None:
@@ -286,22 +292,25 @@ def merge_records(parts: list, grid_name: str | None = None) -> dict:
     and warmup axis), so a grid's points recorded as a smaller grid fill in a larger one."""
     grid_name = grid_name or parts[0]["meta"].get("grid_name", "share400")
     grid = GRIDS[grid_name]
-    seeds = {p["meta"].get("seed", RECORD_SEED) for p in parts}
-    if len(seeds) > 1:
-        raise SystemExit(f"the parts hold seeds {sorted(seeds)}: merge one seed's records (one file per seed)")
-    etas = {p["meta"].get("rungs", RECORD_RUNGS)["eta"] for p in parts}
-    if len(etas) > 1:
-        raise SystemExit(f"the parts' rungs are at eta {sorted(etas)}: merge records of one eta")
+    seeds = [p["meta"].get("seed", RECORD_SEED) for p in parts]
+    if len(set(seeds)) > 1:
+        raise SystemExit(f"the parts hold seeds {seeds} (in the order given): merge one seed's records (one file per seed)")
+    etas = [p["meta"].get("rungs", RECORD_RUNGS)["eta"] for p in parts]
+    if len(set(etas)) > 1:
+        raise SystemExit(f"the parts' rungs are at eta {etas} (in the order given): merge records of one eta")
     points, seen = [], set()
     for part in parts:
         part_grid = GRIDS[part["meta"].get("grid_name", "share400")]
-        if (part_grid.model, part_grid.max_iters, part_grid.warmup_key) != (grid.model, grid.max_iters, grid.warmup_key):
-            raise SystemExit(f"a part of grid {part['meta'].get('grid_name', 'share400')!r} trains another model, "
-                             f"horizon or warmup axis than {grid_name!r}")
+        ours, theirs = (grid.model, grid.max_iters, grid.warmup_key), (part_grid.model, part_grid.max_iters, part_grid.warmup_key)
+        if theirs != ours:
+            differ = [name for name, a, b in zip(("model", "max_iters", "warmup axis"), theirs, ours) if a != b]
+            raise SystemExit(f"a part of grid {part['meta'].get('grid_name', 'share400')!r} differs from {grid_name!r} "
+                             f"in its {', '.join(differ)}: merge only parts whose runs are the grid's")
         for point in part["points"]:
             key = (point["params"]["schedule.lr"], point["params"][grid.warmup_key])
             if key not in grid.points():
-                raise SystemExit(f"point lr={key[0]:g}, warmup={key[1]:g} is not in the grid {grid_name!r}")
+                raise SystemExit(f"point lr={key[0]:g}, warmup={key[1]:g} is not in the grid {grid_name!r} (lrs "
+                                 f"{', '.join(f'{lr:g}' for lr in grid.lrs)}; warmups {', '.join(f'{w:g}' for w in grid.warmups)})")
             if key in seen:
                 raise SystemExit(f"point lr={key[0]:g}, warmup={key[1]:g} is in two parts")
             seen.add(key)

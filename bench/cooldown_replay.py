@@ -20,6 +20,7 @@ from scipy.stats import spearmanr
 
 from bench.pruner_replay import Curve, first_eval_after_warmup, replay_order
 from sweeps import trial_record
+from sweeps.config import RungsConfig
 from sweeps.long_run_prediction import predict_long_run
 from sweeps.plateau_pruner import PlateauFallbackWarning, PlateauPruner
 from sweeps.rung_pruner import RungHalvingPruner
@@ -47,6 +48,7 @@ def cosine_curves(points: Sequence[dict]) -> List[Curve]:
             for p in points]
 
 
+DEFAULT_RUNGS = RungsConfig().count  # a cooldown study's study.rungs.count unless set
 RECORD_SEED = 1337  # the seed of a record's own runs where its meta names none (`record --seed` sets another)
 KINDS = ("best", "wsd")  # a point's truth: its full-length cosine run (its best), or its full-length WSD run
 
@@ -144,6 +146,13 @@ def complete_rungs(points: Sequence[dict]) -> List[dict]:
     return completed
 
 
+def judged_rungs(point: dict, rungs: Sequence[int], inside_warmup: bool = False) -> List[int]:
+    """The rungs of `rungs` a trial of `point` is judged at: those whose cooldown starts after its
+    warmup, and the last, as sweeps.cooldown.train_with_rungs trains them (`inside_warmup`: all)."""
+    record, warmup_tokens = point["cooldown"]["rungs"], point["cosine"]["warmup_step"]
+    return [r for r in rungs if inside_warmup or record[r]["stable_tokens"] >= warmup_tokens or r == rungs[-1]]
+
+
 def asha_order(points: Sequence[dict], order: Sequence[int], rungs: Sequence[int], eta: int,
                prune: bool = True, inside_warmup: bool = False, spent: Dict[int, int] | None = None) -> tuple[int, int]:
     """One study of the cooldown trials through RungHalvingPruner, judged at the recorded rungs
@@ -155,8 +164,7 @@ def asha_order(points: Sequence[dict], order: Sequence[int], rungs: Sequence[int
     tokens = 0
     for idx in order:
         record = points[idx]["cooldown"]["rungs"]
-        warmup_tokens = points[idx]["cosine"]["warmup_step"]  # the trial skips the rungs inside its warmup
-        judged = [r for r in rungs if inside_warmup or record[r]["stable_tokens"] >= warmup_tokens or r == rungs[-1]]
+        judged = judged_rungs(points[idx], rungs, inside_warmup)
         trial = study.ask()
         trial_record.set_replay_curve(trial, int(idx))
         trial_record.set_rung_steps(trial, [record[r]["step"] for r in rungs])
@@ -185,19 +193,15 @@ def asha_promotion_order(points: Sequence[dict], order: Sequence[int], rungs: Se
     """The grid in `order` through ASHA as Li et al. (2020) run it, with promotions: one worker,
     which at each turn resumes the best paused trial that is in the top floor(n / eta) of the n
     trials that reached its rung (the highest such rung first), from its checkpoint there, up to
-    its next rung; else starts the next point and trains it to its first rung; when it can do
-    neither, it resumes the best trial at the highest rung reached until one trial has finished
-    the last rung (a study ends with a full-length trial), and stops. A trial pauses at every rung (its branch trained), so no trial goes on only
-    because too few others have reached its rung. Judged at the rungs `rungs` after each trial's
+    its next rung; else starts the next point and trains it to its first rung. A trial pauses at
+    every rung (its branch trained), so while new trials remain none goes on only because too few
+    others have reached its rung. When the worker can do neither and no trial has finished the
+    last rung, it resumes the best trial at the highest rung reached, whatever the count (a study
+    ends with a full-length trial); then it stops. Judged at the rungs `rungs` after each trial's
     warmup, as asha_order. Replay only: no study option does this yet (it needs every paused
     trial's checkpoint kept). (tokens trained, the index of the picked point)."""
-    judged = {}
-    for idx in order:
-        record = points[idx]["cooldown"]["rungs"]
-        warmup_tokens = points[idx]["cosine"]["warmup_step"]
-        judged[idx] = [r for r in rungs if record[r]["stable_tokens"] >= warmup_tokens or r == rungs[-1]]
+    judged = {idx: judged_rungs(points[idx], rungs) for idx in order}
     at = {}  # point -> its position in judged[point] (paused there, or finished at the last)
-    promoted = set()  # (point, rung) pairs already resumed past
     reached: Dict[int, List[tuple]] = {r: [] for r in rungs}  # rung -> (value, point) of those that reached it
     tokens, waiting = 0, list(order)
 
@@ -215,22 +219,20 @@ def asha_promotion_order(points: Sequence[dict], order: Sequence[int], rungs: Se
             ranked = sorted(reached[r])
             kept = ranked[:len(ranked) // eta]
             for value, idx in kept:
-                if (idx, r) not in promoted and judged[idx][at[idx]] == r and math.isfinite(value):
+                if judged[idx][at[idx]] == r and math.isfinite(value):  # paused here, not resumed past it
                     return idx, r
         return None
 
     while True:
         found = promotable()
         if found is not None:
-            idx, r = found
-            promoted.add((idx, r))
+            idx, _ = found
             train_to(idx, at[idx] + 1)
         elif waiting:
             train_to(waiting.pop(0), 0)
         elif not reached[rungs[-1]]:
             r = next(r for r in reversed(rungs) if reached[r])
-            idx = min(reached[r])[1]
-            promoted.add((idx, r))
+            idx = min(v for v in reached[r] if judged[v[1]][at[v[1]]] == r)[1]
             train_to(idx, at[idx] + 1)
         else:
             break
@@ -370,16 +372,18 @@ def replay_main(args) -> int:
     for name, make in raw.items():
         scores.append(score(name, [raw_pruner_order(curves, o, make()) for o in orders], truth, grid_tokens, noise,
                             points, wsd_truth, contender_noise))
-    spent: Dict[int, int] = {}  # the default 4-rung study's tokens per point, over every order
+    spent: Dict[int, int] = {}  # the default study's tokens per point (DEFAULT_RUNGS rungs), over every order
     for count in range(min(n_rungs, 5), 1, -1):
         rungs = list(range(n_rungs - count, n_rungs))
         scores.append(score(f"cooldown + ASHA, {count} rungs (eta={eta})",
-                            [asha_order(points, o, rungs, eta, spent=spent if count == 4 else None) for o in orders],
+                            [asha_order(points, o, rungs, eta, spent=spent if count == DEFAULT_RUNGS else None)
+                             for o in orders],
                             truth, grid_tokens, noise, points, wsd_truth, contender_noise))
-    rungs = list(range(n_rungs - 4, n_rungs))
-    scores.append(score(f"cooldown + ASHA with promotions, 4 rungs (eta={eta}; replay only)",
-                        [asha_promotion_order(points, o, rungs, eta) for o in orders], truth, grid_tokens, noise,
-                        points, wsd_truth, contender_noise))
+    if n_rungs >= DEFAULT_RUNGS:
+        rungs = list(range(n_rungs - DEFAULT_RUNGS, n_rungs))
+        scores.append(score(f"cooldown + ASHA with promotions, {DEFAULT_RUNGS} rungs (eta={eta}; replay only)",
+                            [asha_promotion_order(points, o, rungs, eta) for o in orders], truth, grid_tokens, noise,
+                            points, wsd_truth, contender_noise))
     recorded_inside_warmups = all(math.isfinite(r["val_loss"]) for p in points for r in p["cooldown"]["rungs"])
     if recorded_inside_warmups:  # a record made before trials skipped those rungs
         scores.append(score(f"cooldown + ASHA, 4 rungs (eta={eta}), judged inside warmups too",
@@ -400,7 +404,7 @@ def replay_main(args) -> int:
            "wsd_best": {"params": points[int(np.argmin(wsd_truth))]["params"], "wsd": min(wsd_truth),
                         "seeds_per_point": n_wsd_seeds[0]}, "wsd_seed_spread": wsd_spread,
            "scores": [s.__dict__ for s in scores], "rank_correlations": correlations, "predictions": predictions,
-           "asha_compute_by_warmup": compute_by_warmup(points, spent, len(orders)),
+           "asha_compute_by_warmup": compute_by_warmup(points, spent, len(orders)) if spent else [],
            "seconds": round(time.time() - t0, 1)}
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))

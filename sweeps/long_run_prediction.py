@@ -100,21 +100,24 @@ def predict_long_run(tokens: Sequence[int], losses: Sequence[float], ses: Option
     var = float(grad @ cov @ grad) if np.all(np.isfinite(cov)) else math.inf
     sd = math.sqrt(var) if var >= 0 else math.inf
     loss = float(power_law(x_at, E, A, alpha))
-    doubts = _doubts(len(points), E, alpha, x_at) + _steepening(x, y, se) + _self_check(x, y, se)
+    # without the rungs' standard errors a steeper slope cannot be told from eval noise
+    steepening = _steepening(x, y, se) if ses is not None else []
+    doubts = _doubts(len(points), E, alpha, x_at) + steepening + _self_check(x, y, se)
     return LongRunPrediction(int(at_tokens), loss, loss - 1.96 * sd, loss + 1.96 * sd, E, A * scale ** alpha,
                              alpha, len(points), doubts)
 
 
 def _steepening(x: np.ndarray, y: np.ndarray, se: np.ndarray) -> List[str]:
     """A doubt when the log-log slope between two neighbouring rungs is steeper than the one before
-    by more than twice the eval noise of the difference."""
+    by more than twice the sd of that difference (the three rungs' eval noise, in log loss; the
+    middle rung's enters both slopes)."""
     log_x, log_y, log_se = np.log(x), np.log(y), se / y
     for k in range(len(x) - 2):
-        before = (log_y[k + 1] - log_y[k]) / (log_x[k + 1] - log_x[k])
-        after = (log_y[k + 2] - log_y[k + 1]) / (log_x[k + 2] - log_x[k + 1])
-        noise = math.sqrt(((log_se[k] + log_se[k + 1]) / (log_x[k + 1] - log_x[k])) ** 2
-                          + ((log_se[k + 1] + log_se[k + 2]) / (log_x[k + 2] - log_x[k + 1])) ** 2)
-        if after < before - 2 * noise:
+        h1, h2 = log_x[k + 1] - log_x[k], log_x[k + 2] - log_x[k + 1]
+        before = (log_y[k + 1] - log_y[k]) / h1
+        after = (log_y[k + 2] - log_y[k + 1]) / h2
+        sd = math.sqrt((log_se[k] / h1) ** 2 + (log_se[k + 1] * (1 / h1 + 1 / h2)) ** 2 + (log_se[k + 2] / h2) ** 2)
+        if after < before - 2 * sd:
             return [f"the fall steepens from rung to rung (log-log slope {before:.3f}, then {after:.3f}): "
                     f"the loss is still before its power-law phase, which no saturating law fits"]
     return []

@@ -242,13 +242,14 @@ def test_merge_fills_a_larger_grid_with_a_smaller_ones_points_and_refuses_what_i
     assert merged["meta"]["grid_name"] == "bytes2000fine" and merged["meta"]["seed"] == 1337
     assert [p["params"]["schedule.lr"] for p in merged["points"]] == [1e-3, 8e-3, 2.8e-3]
     assert len(merged["meta"]["grid"]["schedule.lr"]) == 8
-    with pytest.raises(SystemExit, match=r"point lr=0.0028, warmup=300 is not in the grid 'bytes2000'"):
+    with pytest.raises(SystemExit, match=r"point lr=0.0028, warmup=300 is not in the grid 'bytes2000' "
+                                         r"\(lrs 0.001, 0.002, 0.004, 0.008, 0.016; warmups 10, 30, 100\)"):
         merge_records([part("bytes2000fine", [(2.8e-3, 300)])], "bytes2000")
-    with pytest.raises(SystemExit, match=r"seeds \[1, 1337\]"):
+    with pytest.raises(SystemExit, match=r"seeds \[1337, 1\] \(in the order given\)"):
         merge_records([part("bytes2000", [(1e-3, 10)]), part("bytes2000", [(2e-3, 10)], seed=1)])
     with pytest.raises(SystemExit, match="is in two parts"):
         merge_records([part("bytes2000", [(1e-3, 10)]), part("bytes2000fine", [(1e-3, 10)])], "bytes2000fine")
-    with pytest.raises(SystemExit, match="another model, horizon or warmup axis"):
+    with pytest.raises(SystemExit, match="differs from 'bytes2000fine' in its model, max_iters"):
         merge_records([part("absolute1200", [(1e-3, 10)])], "bytes2000fine")
 
 
@@ -329,8 +330,30 @@ def test_record_at_another_eta_refuses_a_cosine_source_or_a_file_it_cannot_exten
                                 "points": [], "noise": []}))
     with pytest.raises(SystemExit, match="holds rungs at eta 3, not 4: one file per eta"):
         main([*args, "--out", str(eta3)])
+    with pytest.raises(SystemExit, match=r"--eta 9: study.rungs: 5 rungs at eta=9 of max_iters=2000 give horizons"):
+        main(["record", "--grid", "bytes2000", "--eta", "9", "--workdir", str(tmp_path / "w"), "--out", str(eta3)])
     assert not (tmp_path / "w").exists()
     parts = [{"meta": {"grid_name": "bytes2000", "seed": 1337, "rungs": {"eta": eta}, "command": ""}, "points": [],
               "noise": []} for eta in (3, 4)]
-    with pytest.raises(SystemExit, match=r"eta \[3, 4\]"):
+    with pytest.raises(SystemExit, match=r"eta \[3, 4\] \(in the order given\)"):
         merge_records(parts)
+
+
+def test_asha_with_promotions_resumes_the_top_third_of_a_rung_and_the_higher_rung_first():
+    from bench.cooldown_replay import asha_order, asha_promotion_order
+
+    # nine points, point i worse than point i - 1 at every rung by 0.1 x i, played worst first, so
+    # each new trial is the best so far. Rungs at 44 (35 stable + 9 cooling), 133 (106 + 27) and
+    # 400 (320 + 80) iterations. With promotions, every trial trains 44; the third (point 6) tops
+    # the three at 44 and is resumed to 133, as are points 5 and 4; point 4, the best of the three
+    # at 133, goes to the end. From then on each new best (3, 2, 1, 0) is in the top floor(n/3) at
+    # 44 and then at 133 (the higher rung first) and goes to the end: 7 resumptions to 133, 5 to 400.
+    points = [point(1e-3 * (i + 1), 6.0 + 0.1 * i, [6.0 + d + 0.1 * i for d in (3.0, 2.0, 1.0, 0.5, 0.0)])
+              for i in range(9)]
+    rungs, order = [2, 3, 4], list(range(8, -1, -1))
+    assert asha_promotion_order(points, order, rungs, 3) == ((9 * 44 + 7 * (106 - 35 + 27) + 5 * (320 - 106 + 80))
+                                                              * PER_ITER, 0)
+    # stop-or-continue ASHA trains every one of them to the end: each is the best at every rung
+    spent = {}
+    tokens, pick = asha_order(points, order, rungs, 3, spent=spent)
+    assert (tokens, pick) == (9 * (400 + 9 + 27) * PER_ITER, 0) and sum(spent.values()) == tokens

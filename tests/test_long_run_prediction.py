@@ -58,3 +58,9 @@ def test_a_fall_that_steepens_from_rung_to_rung_is_doubted_and_a_saturating_one_
     assert any("steepens" in d for d in predict_long_run(TOKENS[:3], steeper, [0.01] * 3, 1e7).doubts)
     assert not any("steepens" in d for d in predict_long_run(TOKENS[:3], steeper, [0.05] * 3, 1e7).doubts)
     assert not any("steepens" in d for d in predict_long_run(TOKENS, law(TOKENS), [0.005] * 4, 1e7).doubts)
+
+
+def test_without_standard_errors_a_steeper_slope_is_not_taken_for_a_steepening_fall():
+    # a best run's rungs come without their errors: the floor would count 0.001 as the eval noise
+    p = predict_long_run(TOKENS[:3], [2.553, 2.398, 2.15], None, 1e7)
+    assert not any("steepens" in d for d in p.doubts)
