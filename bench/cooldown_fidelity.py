@@ -149,9 +149,8 @@ def cosine_curve(train_cfg) -> dict:
     }
 
 
-def cooldown_record(train_cfg, eta: int = RECORD_RUNGS["eta"]) -> dict:
+def cooldown_record(train_cfg, rungs: list) -> dict:
     train_cfg.eval_interval = train_cfg.schedule.max_iters  # the stable phase is judged only at the rungs
-    rungs = rungs_of(train_cfg.schedule.max_iters, RECORD_RUNGS["count"], eta, RECORD_RUNGS["cooldown_fraction"])
     stable = []
     t0 = time.time()
     result = train_with_rungs(train_cfg, rungs, RECORD_RUNGS["shape"], on_rung=lambda v: None,
@@ -176,7 +175,7 @@ def record(out: Path, workdir: Path, lrs=None, noise: bool = True, grid_name: st
     point's cosine run, which no rung changes, so only the cooldown trials are trained."""
     grid = GRIDS[grid_name]
     try:
-        rungs_of(grid.max_iters, RECORD_RUNGS["count"], eta, RECORD_RUNGS["cooldown_fraction"])
+        rungs = rungs_of(grid.max_iters, RECORD_RUNGS["count"], eta, RECORD_RUNGS["cooldown_fraction"])
     except ConfigError as e:
         raise SystemExit(f"--eta {eta}: {e}") from None
     cosines = cosine_runs_of(cosine_from, grid_name, seed) if cosine_from is not None else None
@@ -213,7 +212,7 @@ def record(out: Path, workdir: Path, lrs=None, noise: bool = True, grid_name: st
             point = {"params": {"schedule.lr": lr, grid.warmup_key: warmup}, "config": asdict(cfg),
                      "cosine": cosine_curve(cfg) if cosines is None else cosines[(lr, warmup)]}
             rung_cfg = point_config(lr, warmup, workdir, name + "_cooldown", seed, grid)
-            point["cooldown"] = cooldown_record(rung_cfg, eta)
+            point["cooldown"] = cooldown_record(rung_cfg, rungs)
             shutil.rmtree(workdir / (name + "_cooldown"), ignore_errors=True)
             data["points"].append(point)
             save()

@@ -131,6 +131,12 @@ def only_warmups(points: Sequence[dict], warmups: str | None) -> List[dict]:
     return [p for p in points if p["params"][axis] in wanted]
 
 
+def tokens_per_iter_of(point: dict) -> int:
+    """A recorded point's training tokens per iteration, from its last rung."""
+    last = point["cooldown"]["rungs"][-1]
+    return last["step"] // last["horizon"]
+
+
 def complete_rungs(points: Sequence[dict]) -> List[dict]:
     """`points` with every rung of the grid in each point's list, shortest first: a trial trains no
     branch for a rung whose cooldown would start inside its warmup, so its record lacks it; here
@@ -139,7 +145,7 @@ def complete_rungs(points: Sequence[dict]) -> List[dict]:
     completed = []
     for p in points:
         have = {r["horizon"]: r for r in p["cooldown"]["rungs"]}
-        per_iter = p["cooldown"]["rungs"][-1]["step"] // p["cooldown"]["rungs"][-1]["horizon"]
+        per_iter = tokens_per_iter_of(p)
         rungs = [have.get(h, {"horizon": h, "decay_start": None, "step": h * per_iter, "stable_tokens": -1,
                               "branch_tokens": 0, "val_loss": float("nan"), "se": float("nan")}) for h in horizons]
         completed.append({**p, "cooldown": {**p["cooldown"], "rungs": rungs}})
@@ -265,8 +271,7 @@ def compute_by_warmup(points: Sequence[dict], spent: Dict[int, int], n_orders: i
     warmups: Dict[int, List[int]] = {}
     for i, p in enumerate(points):
         warmups.setdefault(p["cosine"]["warmup_step"], []).append(i)
-    last = points[0]["cooldown"]["rungs"][-1]
-    per_iter = last["step"] // last["horizon"]
+    per_iter = tokens_per_iter_of(points[0])
     return [{"warmup_iters": step // per_iter, "points": len(idx),
              "per_trial": float(np.mean([spent.get(i, 0) / n_orders / points[i]["cosine"]["tokens"] for i in idx])),
              "of_grid": sum(spent.get(i, 0) for i in idx) / n_orders / grid_tokens} for step, idx in sorted(warmups.items())]
@@ -386,8 +391,8 @@ def replay_main(args) -> int:
                             points, wsd_truth, contender_noise))
     recorded_inside_warmups = all(math.isfinite(r["val_loss"]) for p in points for r in p["cooldown"]["rungs"])
     if recorded_inside_warmups:  # a record made before trials skipped those rungs
-        scores.append(score(f"cooldown + ASHA, 4 rungs (eta={eta}), judged inside warmups too",
-                            [asha_order(points, o, list(range(n_rungs - 4, n_rungs)), eta, inside_warmup=True)
+        scores.append(score(f"cooldown + ASHA, {DEFAULT_RUNGS} rungs (eta={eta}), judged inside warmups too",
+                            [asha_order(points, o, list(range(n_rungs - DEFAULT_RUNGS, n_rungs)), eta, inside_warmup=True)
                              for o in orders], truth, grid_tokens, noise, points, wsd_truth, contender_noise))
     scores.append(score(f"cooldown, no pruning ({n_rungs} rungs)",
                         [asha_order(points, o, list(range(n_rungs)), eta, prune=False) for o in orders[:1]],
@@ -470,7 +475,7 @@ def format_report(out: dict, points: Sequence[dict], truth: Sequence[float]) -> 
                   + (f"; one seed's noise for comparing configs {spread['paired_sd']:.4f}, among the best "
                      f"{spread['contenders']} points {spread['contender_sd']:.4f}." if spread else ".")]
     if out.get("asha_compute_by_warmup"):
-        lines += ["", "Where cooldown + ASHA's tokens go (4 rungs), by warmup: a trial's mean tokens as a share of its "
+        lines += ["", f"Where cooldown + ASHA's tokens go ({DEFAULT_RUNGS} rungs), by warmup: a trial's mean tokens as a share of its "
                   "full-length cosine run, and its warmup's share of the grid's compute:", "",
                   "| warmup (iterations) | points | tokens a trial | share of the grid's compute |", "|---:|---:|---:|---:|"]
         lines += [f"| {w['warmup_iters']:,} | {w['points']} | {100 * w['per_trial']:.1f}% | {100 * w['of_grid']:.1f}% |"
