@@ -86,12 +86,14 @@ def cooldown_overrides(best: optuna.trial.FrozenTrial, fidelity: dict, overrides
     warming up for as many iterations as the trial did (so its stable phase can be continued);
     the command line wins."""
     cli_keys = {override_key(o) for o in overrides}
+    nulled = {override_key(o) for o in overrides if o.split("=", 1)[-1].strip().lower() in ("null", "none", "~")}
     schedule = json.loads(config_json(best))["schedule"] if config_json(best) else None
     decay = {"schedule.name": "wsd", "schedule.decay_fraction": fidelity["study.rungs.cooldown_fraction"],
              "schedule.decay_shape": fidelity["study.rungs.shape"]}
     extra = {k: v for k, v in decay.items() if k not in cli_keys}
-    # a warmup the command line sets wins, unless the trial's own searched share overrode it there too
-    cli_warmup = "schedule.warmup_fraction" in cli_keys or (
+    # a warmup the command line sets wins (a share it sets to null sets none), unless the trial's
+    # own searched share overrode it there too
+    cli_warmup = "schedule.warmup_fraction" in cli_keys - nulled or (
         "schedule.warmup_iters" in cli_keys and "schedule.warmup_fraction" not in best.params)
     if schedule is not None and not cli_warmup:
         extra.update({"schedule.warmup_iters": warmup_iters_of(ScheduleConfig(**schedule)),

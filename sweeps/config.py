@@ -72,6 +72,10 @@ class RungsConfig:
     eta: int = 3  # horizon ratio between rungs; asha keeps the top 1/eta of the trials at a rung
     cooldown_fraction: float = 0.2  # each rung's cooldown: this share of its horizon, down to min_lr
     shape: str = "1-sqrt"  # the cooldown's shape: 1-sqrt | linear (trainer.config.DecayShape)
+    # asha: a trial outside the top 1/eta pauses (its checkpoint kept) and is continued once it is
+    # in the top of the trials at its rung (sweeps.promotions); false: it is pruned, and while
+    # fewer than eta trials reached a rung they all go on; null: on wherever asha prunes
+    promotions: Optional[bool] = None
 
 
 @dataclass
@@ -147,6 +151,10 @@ def check_study(study: StudyConfig) -> None:
     if study.fidelity not in FIDELITIES:
         raise StudyError(f"study.fidelity={study.fidelity!r} is invalid: valid: {', '.join(FIDELITIES)}")
     _check_pruner_fits_fidelity(study.pruner.name, study.fidelity)
+    if study.rungs.promotions and not promotions_on(study):
+        raise StudyError(f"study.rungs.promotions=true continues trials that asha paused at a cooldown rung, but "
+                         f"this study has study.fidelity={study.fidelity} and study.pruner.name={study.pruner.name}; "
+                         f"use study.fidelity=cooldown with study.pruner.name=asha (or auto), or drop the promotions")
     if study.fidelity == "cooldown" and study.rungs.shape not in DECAY_SHAPES:
         raise StudyError(f"study.rungs.shape={study.rungs.shape!r} is invalid: valid: {', '.join(DECAY_SHAPES)}")
     if study.direction not in DIRECTIONS:
@@ -156,6 +164,13 @@ def check_study(study: StudyConfig) -> None:
 
 # Pruners that judge a trial's raw curve, and those that judge decayed losses at rungs.
 RUNG_PRUNERS = ("asha", "none", "auto")
+
+
+def promotions_on(study: StudyConfig) -> bool:
+    """Whether asha pauses and continues trials (sweeps.promotions): with study.fidelity=cooldown and
+    the asha pruner (auto's there), unless study.rungs.promotions=false."""
+    asha = str(study.pruner.name).strip().lower() in ("asha", "auto")
+    return study.fidelity == "cooldown" and asha and study.rungs.promotions is not False
 
 
 def _check_pruner_fits_fidelity(pruner: str, fidelity: str) -> None:

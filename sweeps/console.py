@@ -13,6 +13,8 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from sweeps import trial_record
+from sweeps.promotions import paused_trials
+from sweeps.retries import first_of_series
 
 TRAIN_LOG = "train.log"
 
@@ -64,12 +66,19 @@ def trial_line(trial: FrozenTrial) -> str:
     return f"{head}: {loss}, {trial.state.name}: {why}"
 
 
+def finished_configs(trials) -> set:
+    """The configs (series, sweeps.retries.first_of_series) with a finished trial: a paused trial's
+    config counts from its pause, and once, however often it is continued."""
+    return {first_of_series(t) for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+
+
 class StudyProgress:
     """An Optuna callback: after each trial of this worker, its line and the study's progress bar
-    (finished of `n_trials` with pruned and failed, best val loss and its trial, tokens, ETA)."""
+    (configs finished of `n_trials` with pruned, paused and failed trials, best val loss and its
+    trial, tokens, ETA)."""
 
     def __init__(self, study: optuna.Study, n_trials: int):
-        already = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        already = len(finished_configs(study.get_trials(deepcopy=False)))
         self.bar = tqdm(total=n_trials, initial=min(already, n_trials), desc=f"study {study.study_name}", unit="trial", file=sys.stderr,
                         dynamic_ncols=True,
                         bar_format="{desc} |{bar:20}| {n_fmt}/{total_fmt} finished{postfix} [{elapsed}<{remaining}]")
@@ -77,14 +86,15 @@ class StudyProgress:
 
     def update(self, study: optuna.Study) -> None:
         trials = study.get_trials(deepcopy=False)
-        finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         best = min(complete, key=lambda t: t.value) if complete else None
-        tokens = sum(trial_record.tokens_seen(t) or 0 for t in trials)
-        self.bar.n = min(len(finished), self.bar.total)
+        tokens = sum(trial_record.tokens_trained(t) for t in trials)
+        paused = len(paused_trials(trials))
+        self.bar.n = min(len(finished_configs(trials)), self.bar.total)
         self.bar.set_postfix_str(
-            f"{sum(t.state == TrialState.PRUNED for t in trials)} pruned, "
-            f"{sum(t.state == TrialState.FAIL for t in trials)} failed, "
+            f"{sum(t.state == TrialState.PRUNED and trial_record.paused_at_rung(t) is None for t in trials)} pruned, "
+            + (f"{paused} paused, " if paused else "")
+            + f"{sum(t.state == TrialState.FAIL for t in trials)} failed, "
             + (f"best {best.value:.4f} (trial {best.number}), " if best else "no best yet, ")
             + f"{tokens:,} tokens", refresh=False)
         self.bar.refresh()

@@ -219,6 +219,8 @@ class Objective:
             if v.rung.index == len(rungs) - 1 or not trial.should_prune():
                 return None
             verdict = pruner.last_decision(trial.number) if isinstance(pruner, RungHalvingPruner) else None
+            if verdict is not None and verdict.promotions:  # its stable checkpoint stays for a continuation
+                trial_record.set_paused_at_rung(trial, v.rung.index)
             return verdict.reason if verdict else f"{type(pruner).__name__} pruned at rung {v.rung.index}"
 
         try:

@@ -72,8 +72,8 @@ def _hyperband(cfg: PrunerConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.HyperbandPruner(max_resource="auto", **kwargs)
 
 
-def _asha(cfg: PrunerConfig, eta: int) -> optuna.pruners.BasePruner:
-    return RungHalvingPruner(eta=eta)
+def _asha(cfg: PrunerConfig, eta: int, promotions: bool) -> optuna.pruners.BasePruner:
+    return RungHalvingPruner(eta=eta, promotions=promotions)
 
 
 def _none(cfg: PrunerConfig) -> optuna.pruners.BasePruner:
@@ -101,7 +101,8 @@ def pruner_name_of(name: str, fidelity: str = "full") -> str:
     return "asha" if fidelity == "cooldown" else "plateau"
 
 
-def build_pruner(cfg: PrunerConfig, fidelity: str = "full", eta: int = 3) -> optuna.pruners.BasePruner:
+def build_pruner(cfg: PrunerConfig, fidelity: str = "full", eta: int = 3,
+                 promotions: bool = False) -> optuna.pruners.BasePruner:
     """The pruner named by ``cfg.name``, configured from the other fields of ``cfg`` (``asha``:
     from the cooldown rungs' ``eta``; ``auto``: see :func:`pruner_name_of`).
 
@@ -118,8 +119,8 @@ def build_pruner(cfg: PrunerConfig, fidelity: str = "full", eta: int = 3) -> opt
                            reduction_factor)
     hyperband              HyperbandPruner (min_resource, null -> Optuna's default;
                            reduction_factor; max_resource "auto")
-    asha                   :class:`~sweeps.rung_pruner.RungHalvingPruner` (study.rungs.eta;
-                           study.fidelity=cooldown only)
+    asha                   :class:`~sweeps.rung_pruner.RungHalvingPruner` (study.rungs.eta
+                           and .promotions; study.fidelity=cooldown only)
     none                   NopPruner
     =====================  ===================================================================
 
@@ -128,7 +129,7 @@ def build_pruner(cfg: PrunerConfig, fidelity: str = "full", eta: int = 3) -> opt
     """
     name = pruner_name_of(cfg.name, fidelity)
     if name == "asha":
-        return _asha(cfg, eta)
+        return _asha(cfg, eta, promotions)
     try:
         builder = _BUILDERS[name]
     except KeyError:

@@ -12,10 +12,11 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from sweeps.artifacts import ARTIFACT_DIR, open_artifact_store
-from sweeps.trial_quota import FINISHED, grid_done, trials_taken, within_budget
+from sweeps.promotions import continuation_waits, queue_promotion
+from sweeps.trial_quota import FINISHED, NOT_RUN, continued_once, grid_done, trials_taken, within_budget
 from sweeps.compose import (Composer, baseline_config, group_choices, require_sweep, search_space_of,
                             study_dir_of, study_name_of)
-from sweeps.config import StudyError, check_study
+from sweeps.config import StudyError, check_study, promotions_on
 from sweeps.console import StudyProgress
 from sweeps.cooldown import check_cooldown_study
 from sweeps.objective import METRIC_NAME, Objective, TrialFailed
@@ -53,6 +54,7 @@ class PreparedStudy:
     sampler: optuna.samplers.BaseSampler
     objective: Callable[[optuna.Trial], float]
     data: PreparedData  # the study's data, prepared (and its cache checked) once
+    promotion_eta: Optional[int] = None  # study.rungs.promotions: paused trials are continued (sweeps.promotions)
 
 
 def _baseline(cfg: DictConfig, overrides: list[str], space: SearchSpace) -> tuple[Optional[str], Optional[dict]]:
@@ -73,7 +75,7 @@ def _sampler_and_pruner(cfg: DictConfig, space: SearchSpace, baseline_values: Op
     except ValueError as e:
         raise StudyError(str(e)) from None
     try:
-        pruner = build_pruner(cfg.study.pruner, cfg.study.fidelity, cfg.study.rungs.eta)
+        pruner = build_pruner(cfg.study.pruner, cfg.study.fidelity, cfg.study.rungs.eta, promotions_on(cfg.study))
     except ValueError as e:
         raise StudyError(f"study.pruner: {e}") from None
     return sampler, pruner
@@ -117,25 +119,41 @@ def prepare_study(cfg: DictConfig, overrides: list[str]) -> PreparedStudy:
         print("the baseline (trial 0) failed every time it ran; it is queued to run again")
     objective = Objective(space, Composer(overrides), study_dir_of(cfg), baseline_kind, open_artifact_store(ARTIFACT_DIR),
                           verbose=cfg.verbose, rungs=cfg.study.rungs if cfg.study.fidelity == "cooldown" else None)
-    objective = requeued_when_interrupted(within_budget(recorded_when_crashed(objective, TrialFailed),
+    objective = requeued_when_interrupted(within_budget(continued_once(recorded_when_crashed(objective, TrialFailed)),
                                                         cfg.study.n_trials))
-    return PreparedStudy(study, sampler, objective, data)
+    promotion_eta = cfg.study.rungs.eta if promotions_on(cfg.study) else None
+    return PreparedStudy(study, sampler, objective, data, promotion_eta)
 
 
 def run_trials(prepared: PreparedStudy, n_trials: int, callbacks: Sequence[Callable] = ()) -> None:
-    """One trial at a time until the study holds `n_trials` (or a grid is done); StudyError after
-    MAX_CONSECUTIVE_FAILURES failed trials of this worker in a row."""
+    """One trial at a time until the study holds `n_trials` configs (or a grid is done) and, with
+    promotions, no paused trial is to be continued (sweeps.promotions); StudyError after
+    MAX_CONSECUTIVE_FAILURES failed trials of this worker in a row (not counting those refused
+    before training, through no fault of their params)."""
     study, failures = prepared.study, 0
-    while trials_taken(study) < n_trials:
-        if grid_done(study, prepared.sampler):
-            print(f"every point of the grid has been tried; study.n_trials={n_trials} "
-                  f"asks for more, but another trial would only repeat one")
+    while True:
+        taken = trials_taken(study)
+        grid_over = taken < n_trials and grid_done(study, prepared.sampler)
+        new_configs = taken < n_trials and not grid_over
+        waits = queued = None
+        if prepared.promotion_eta:
+            waits = continuation_waits(study.get_trials(deepcopy=False))
+            queued = None if waits else queue_promotion(study, prepared.promotion_eta, new_configs)
+            if queued:
+                print(queued)
+        if not (new_configs or waits or queued):
+            if grid_over:
+                print(f"every point of the grid has been tried; study.n_trials={n_trials} "
+                      f"asks for more, but another trial would only repeat one")
             return
         ran: list[optuna.trial.FrozenTrial] = []  # this worker's trial (others may have finished since)
         study.optimize(prepared.objective, n_trials=1, catch=(TrialFailed,),
                        callbacks=[*callbacks, lambda _, t: ran.append(t)])
         last = ran[-1]
-        failures = failures + 1 if last.state == TrialState.FAIL else 0
+        if last.state != TrialState.FAIL:
+            failures = 0
+        elif not (fail_reason(last) or "").startswith(NOT_RUN):
+            failures += 1
         if failures >= MAX_CONSECUTIVE_FAILURES:
             raise StudyError(f"{failures} trials in a row failed (last: "
                              f"{fail_reason(last) or 'see the log'}); fix the sweep's params")

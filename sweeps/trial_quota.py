@@ -1,24 +1,32 @@
-"""How many trials a study still runs: `study.n_trials` counts finished and running trials, and
-a grid stops once every point is tried."""
+"""How many trials a study still runs: `study.n_trials` counts the configs with a finished or
+running trial (a retry or a continuation runs a config already counted), and a grid stops once
+every point is tried."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Set
 
 import optuna
 from optuna.trial import TrialState
 
 from sweeps.objective import TrialFailed
-from sweeps.retries import frozen_trial, requeue
-from sweeps.trial_record import set_fail_reason
+from sweeps.promotions import continued
+from sweeps.retries import first_of_series, frozen_trial, requeue
+from sweeps.trial_record import continues, set_fail_reason
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def trials_taken(study: optuna.Study, before: Optional[int] = None) -> int:
-    """Trials that count towards `study.n_trials`: finished or running (numbered below `before`)."""
+def configs_taken(study: optuna.Study, before: Optional[int] = None) -> Set[int]:
+    """The series (sweeps.retries.first_of_series) with a finished or running trial (numbered below
+    `before`): the configs that count towards `study.n_trials`."""
     trials = study.get_trials(deepcopy=False, states=FINISHED + (TrialState.RUNNING,))
-    return sum(before is None or t.number < before for t in trials)
+    return {first_of_series(t) for t in trials if before is None or t.number < before}
+
+
+def trials_taken(study: optuna.Study, before: Optional[int] = None) -> int:
+    """How many configs count towards `study.n_trials` (see configs_taken)."""
+    return len(configs_taken(study, before))
 
 
 def grid_done(study: optuna.Study, sampler: optuna.samplers.BaseSampler) -> bool:
@@ -27,21 +35,40 @@ def grid_done(study: optuna.Study, sampler: optuna.samplers.BaseSampler) -> bool
             and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
+NOT_RUN = "not run: "  # how a trial refused before training says why: no fault of its params
+
+
 def within_budget(objective, n_trials: int):
-    """`objective`, run only when fewer than `n_trials` trials numbered before this one are
-    finished or running. Workers that counted the study at the same moment and both asked for a
-    trial get consecutive numbers from the storage, so the later one sees the earlier one
-    RUNNING; it is recorded FAIL at once, with the reason, instead of training a trial too many
-    (a grid point it drew is queued again, see `sweeps.retries`)."""
+    """`objective`, run only when its config counts already (a retry or a continuation) or fewer
+    than `n_trials` configs have a trial numbered before this one finished or running. Workers
+    that counted the study at the same moment and both asked for a trial get consecutive numbers
+    from the storage, so the later one sees the earlier one RUNNING; it is recorded FAIL at once,
+    with the reason, instead of training a trial too many (a grid point it drew is queued again,
+    see `sweeps.retries`)."""
     def run_trial(trial: optuna.Trial) -> float:
-        taken = trials_taken(trial.study, before=trial.number)
-        if taken >= n_trials:
-            reason = (f"not run: {taken} trials before it were finished or running, and "
+        taken = configs_taken(trial.study, before=trial.number)
+        if first_of_series(trial) not in taken and len(taken) >= n_trials:
+            reason = (f"{NOT_RUN}{len(taken)} configs before it were finished or running, and "
                       f"study.n_trials={n_trials} (another worker took the last one)")
             set_fail_reason(trial, reason)
             frozen = frozen_trial(trial)
             if "grid_id" in frozen.system_attrs:
                 requeue(trial.study, frozen)
+            raise TrialFailed(reason)
+        return objective(trial)
+    return run_trial
+
+
+def continued_once(objective):
+    """`objective`, not run for a continuation of a paused trial that an earlier-numbered trial
+    already continues (two workers queued it at once, sweeps.promotions): recorded FAIL, saying
+    which trial goes on with it."""
+    def run_trial(trial: optuna.Trial) -> float:
+        paused = continues(trial)
+        first = continued(trial.study.get_trials(deepcopy=False)).get(paused) if paused is not None else None
+        if first is not None and first != trial.number:
+            reason = f"{NOT_RUN}trial {first} already continues trial {paused} (two workers queued it at once)"
+            set_fail_reason(trial, reason)
             raise TrialFailed(reason)
         return objective(trial)
     return run_trial

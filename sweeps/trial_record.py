@@ -54,8 +54,14 @@ Identity and failures:
 
 ``baseline``         str, on the baseline trial (trial 0) and its retries only:
                      :data:`BASELINE_IN_SPACE` or :data:`BASELINE_AS_GIVEN`.
-``retry_of``         int, on a queued retry only: the number of the first trial of its series
-                     (:func:`retry_attrs`, :func:`retry_of`).
+``retry_of``         int, on a queued retry or continuation only: the number of the first trial of
+                     its series, the trials that run one config (:func:`retry_attrs`, :func:`retry_of`).
+``continues``        int, on a continuation only (:func:`continuation_attrs`): the paused trial whose
+                     stable phase it continues past that trial's last rung (ASHA's promotions,
+                     ``study.rungs.promotions``).
+``paused_at_rung``   int, on a PRUNED cooldown trial that paused with its checkpoint kept
+                     (:func:`set_paused_at_rung`): the rung index it stopped at; a continuation
+                     may go on from there.
 ``fail_reason``      str, on a FAIL trial: why it could not run (:func:`fail_reason` names a
                      killed worker for one that recorded none).
 ``resumed_from``     {"trial": int, "step": int}, on a retry that continued its previous
@@ -87,13 +93,14 @@ __all__ = [
     "CHECKPOINT", "CONFIG", "COOLDOWN_TOKENS", "EPOCHS", "RUNG_VAL_LOSS", "RungRecorder", "STABLE_VAL_LOSS",
     "RUNG_STEPS", "cooldown_tokens", "rung_steps", "rung_val_loss", "set_rung_steps", "stable_val_loss", "EvalRecorder", "FAIL_REASON", "LR_AREA",
     "LR_AREA_BUDGET", "MS_PER_ITER", "NUM_PARAMS", "NUM_PARAMS_NON_EMBEDDING", "OUT_OF_MEMORY", "REPLAY_CURVE", "RESUMED_FROM",
-    "RETRY_OF", "RUN_DIR", "STATUS", "STOP_REASON", "TOKENS_SEEN", "TRAIN_VAL_GAP", "USER_ATTRS",
+    "RETRY_OF", "CONTINUES", "PAUSED_AT_RUNG", "continuation_attrs", "continues", "paused_at_rung",
+    "set_paused_at_rung", "RUN_DIR", "STATUS", "STOP_REASON", "TOKENS_SEEN", "TRAIN_VAL_GAP", "USER_ATTRS",
     "VAL_BATCHES", "VAL_BATCH_LOSSES", "VAL_LOSS_SE", "WALL_TIME_S", "WARMUP_STEP", "baseline",
     "budget_step", "config_json", "fail_reason", "is_baseline", "lr_area", "lr_area_budget",
     "out_of_memory", "record_outcome", "replay_curve", "resumed_from", "retry_attrs", "retry_of", "run_dir",
     "set_baseline", "set_fail_reason", "set_out_of_memory", "set_plan", "set_replay_curve", "set_resumed_from",
     "set_run", "status", "stop_reason",
-    "tokens_seen", "val_batch_losses", "val_batches", "val_loss_se", "warmup_step", "WORKER", "worker",
+    "tokens_seen", "tokens_trained", "val_batch_losses", "val_batches", "val_loss_se", "warmup_step", "WORKER", "worker",
     "KILLED",
 ]
 
@@ -132,6 +139,8 @@ RETRY_OF = "retry_of"
 FAIL_REASON = "fail_reason"
 OUT_OF_MEMORY = "out_of_memory"
 RESUMED_FROM = "resumed_from"
+CONTINUES = "continues"
+PAUSED_AT_RUNG = "paused_at_rung"
 # bench/pruner_replay.py
 REPLAY_CURVE = "curve"
 
@@ -141,7 +150,7 @@ USER_ATTRS = (
     RUNG_VAL_LOSS, STABLE_VAL_LOSS, COOLDOWN_TOKENS, RUNG_STEPS,
     STATUS, STOP_REASON, NUM_PARAMS, NUM_PARAMS_NON_EMBEDDING, TOKENS_SEEN, EPOCHS, MS_PER_ITER,
     TRAIN_VAL_GAP, BEST_ITER, WALL_TIME_S, CHECKPOINT,
-    BASELINE_ATTR, RETRY_OF, FAIL_REASON, OUT_OF_MEMORY, RESUMED_FROM, REPLAY_CURVE,
+    BASELINE_ATTR, RETRY_OF, FAIL_REASON, OUT_OF_MEMORY, RESUMED_FROM, CONTINUES, PAUSED_AT_RUNG, REPLAY_CURVE,
 )
 """Every user attr key a trial can record."""
 
@@ -282,6 +291,16 @@ def retry_attrs(first: int) -> Dict[str, int]:
     return {RETRY_OF: first}
 
 
+def continuation_attrs(first: int, paused: int) -> Dict[str, int]:
+    """The user attrs of a queued continuation of trial ``paused``, of the series ``first`` began."""
+    return {RETRY_OF: first, CONTINUES: paused}
+
+
+def set_paused_at_rung(trial: _Writable, rung: int) -> None:
+    """The trial stopped at rung ``rung`` with its checkpoint kept: a continuation may go on from it."""
+    trial.set_user_attr(PAUSED_AT_RUNG, int(rung))
+
+
 def set_replay_curve(trial: _Writable, index: int) -> None:
     trial.set_user_attr(REPLAY_CURVE, index)
 
@@ -419,6 +438,16 @@ def tokens_seen(trial: HasUserAttrs) -> Optional[int]:
     return _int_or_none(trial.user_attrs.get(TOKENS_SEEN))
 
 
+def tokens_trained(trial: Any) -> int:
+    """The training tokens the trial itself ran (a FrozenTrial): its ``tokens_seen``, else (it
+    crashed or still runs) the step of its last report; less, for a retry or continuation, the
+    step its earlier attempt's checkpoint had reached (those were trained, and are counted, there)."""
+    seen = tokens_seen(trial)
+    seen = int(max(trial.intermediate_values, default=0)) if seen is None else seen
+    resumed = resumed_from(trial)
+    return seen if resumed is None else max(0, seen - resumed["step"])
+
+
 def num_params(trial: HasUserAttrs) -> Optional[int]:
     """Its model's parameters (the tied head once); None when its training did not finish."""
     return _int_or_none(trial.user_attrs.get(NUM_PARAMS))
@@ -436,6 +465,16 @@ def is_baseline(trial: HasUserAttrs) -> bool:
 def retry_of(trial: HasUserAttrs) -> Optional[int]:
     """The first trial of the series this retry runs again; None if it is no retry."""
     return _int_or_none(trial.user_attrs.get(RETRY_OF))
+
+
+def continues(trial: HasUserAttrs) -> Optional[int]:
+    """The paused trial this continuation goes on from; None if it is no continuation."""
+    return _int_or_none(trial.user_attrs.get(CONTINUES))
+
+
+def paused_at_rung(trial: HasUserAttrs) -> Optional[int]:
+    """The rung index at which the trial paused with its checkpoint kept; None if it did not."""
+    return _int_or_none(trial.user_attrs.get(PAUSED_AT_RUNG))
 
 
 def resumed_from(trial: HasUserAttrs) -> Optional[Dict[str, int]]:

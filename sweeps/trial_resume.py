@@ -10,7 +10,8 @@ and batch losses, so the pruner judges one curve. An evaluation the attempt logg
 `metrics.jsonl` but was killed before reporting (the checkpoint is written in between) is taken
 from that file. What is lost per kill is the training since the attempt's last evaluation. The
 retry records the attempt and step it continued from (`resumed_from`), so the report counts
-those tokens once.
+those tokens once. A continuation of a paused cooldown trial (sweeps.promotions) goes on from that
+trial's checkpoint the same way.
 
 A previous attempt without a checkpoint, or whose checkpoint holds another run (other settings:
 the checkpoint policy was off, or the study's code changed), is not continued: the retry trains
@@ -60,12 +61,16 @@ class Continuation:
 
 
 def previous_attempt(trial: optuna.Trial) -> Optional[FrozenTrial]:
-    """The latest FAIL attempt of the series `trial` retries, or None for a first attempt."""
+    """The trial that `trial` goes on from: the paused trial a continuation continues, else the
+    latest FAIL attempt of the series a retry runs again; None for a first attempt."""
     if trial_record.retry_of(trial) is None:
         return None
+    trials = trial.study.get_trials(deepcopy=False)
+    paused = trial_record.continues(trial)
+    if paused is not None:
+        return next((t for t in trials if t.number == paused), None)
     first = first_of_series(trial)
-    attempts = [t for t in trial.study.get_trials(deepcopy=False)
-                if t.number < trial.number and first_of_series(t) == first and t.state == TrialState.FAIL]
+    attempts = [t for t in trials if t.number < trial.number and first_of_series(t) == first and t.state == TrialState.FAIL]
     return attempts[-1] if attempts else None
 
 

@@ -18,7 +18,8 @@ RUNGS = ["study.fidelity=cooldown", "study.rungs.count=3", "study.rungs.eta=3", 
 def test_a_cooldown_study_reports_rungs_and_its_best_run_continues_the_stable_phase(workdir):
     cwd, common = workdir
     url = f"sqlite:///{cwd / 'study.db'}"
-    base = ["+sweep=lr_warmup", *TINY, *RUNGS, f"study.storage={url}", *common]
+    # asha that prunes (tests/test_promotions.py runs the default, which pauses and continues)
+    base = ["+sweep=lr_warmup", *TINY, *RUNGS, "study.rungs.promotions=false", f"study.storage={url}", *common]
     code, out = run_cli([*base, "study.n_trials=4", "plan.long_run_iters=90"], cwd)
     assert code == 0, out
     study = optuna.load_study(study_name="lr_warmup", storage=url)

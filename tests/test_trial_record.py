@@ -23,7 +23,7 @@ def test_keys_are_the_ones_stored_studies_hold():
         "rung_val_loss", "stable_val_loss", "cooldown_tokens", "rung_steps",
         "status", "stop_reason", "num_params", "num_params_non_embedding", "tokens_seen", "epochs",
         "ms_per_iter", "train_val_gap", "best_iter", "wall_time_s", "checkpoint",
-        "baseline", "retry_of", "fail_reason", "out_of_memory", "resumed_from", "curve",
+        "baseline", "retry_of", "fail_reason", "out_of_memory", "resumed_from", "continues", "paused_at_rung", "curve",
     )
     assert (record.BASELINE_IN_SPACE, record.BASELINE_AS_GIVEN) == (
         "in the search space", "outside the search space")
@@ -182,3 +182,14 @@ def test_bench_curves_read_as_user_attrs(path):
     assert [record.lr_area(trial)[s] for s in t["steps"]] == t["lr_area"]
     assert [record.val_batch_losses(trial)[s] for s in t["steps"]] == t["batch_losses"]
     assert record.warmup_step(trial) == t["warmup_step"] and record.budget_step(trial) == t["budget_step"]
+
+
+def test_a_continuation_and_a_pause_read_back():
+    study = optuna.create_study()
+    trial = study.ask()
+    record.set_paused_at_rung(trial, 2)
+    for key, value in record.continuation_attrs(first=3, paused=7).items():
+        trial.set_user_attr(key, value)
+    frozen = study.get_trials()[0]
+    assert (record.paused_at_rung(frozen), record.retry_of(frozen), record.continues(frozen)) == (2, 3, 7)
+    assert record.continues(study.ask()) is None and record.paused_at_rung(study.get_trials()[1]) is None

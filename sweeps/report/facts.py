@@ -16,6 +16,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeps import trial_record
 from sweeps.long_run_prediction import LongRunPrediction, predict_long_run
+from sweeps.promotions import continued
+from sweeps.retries import first_of_series
 
 # fANOVA fits a random forest to (params -> val loss): on fewer complete trials its importances
 # are noise, so the report states why it shows none rather than ranking noise.
@@ -31,11 +33,7 @@ def trial_compute(trial: FrozenTrial) -> Tuple[int, int]:
     last reported evaluation; for a retry that continued an earlier attempt, less the step it
     continued from. Saved: for a PRUNED trial or an early-stopped leader, its planned
     budget minus what it ran (0 when the budget was not recorded); none for any other trial."""
-    seen = trial_record.tokens_seen(trial)
-    seen = int(max(trial.intermediate_values, default=0)) if seen is None else seen
-    resumed = trial_record.resumed_from(trial)
-    if resumed is not None:  # the tokens up to there were trained (and counted) in its earlier attempt
-        seen = max(0, seen - resumed["step"])
+    seen = trial_record.tokens_trained(trial)
     saved = 0
     if trial.state == TrialState.PRUNED or trial_record.status(trial) == "stopped":
         budget = trial_record.budget_step(trial)
@@ -43,9 +41,19 @@ def trial_compute(trial: FrozenTrial) -> Tuple[int, int]:
     return seen, saved
 
 
+def compute_by_trial(trials: List[FrozenTrial]) -> Dict[int, Tuple[int, int]]:
+    """{trial: :func:`trial_compute`}, where a paused trial that a continuation goes on with saved
+    nothing (its config's saving, if any, is its last trial's)."""
+    per_trial = {t.number: trial_compute(t) for t in trials}
+    for paused in continued(trials):
+        if paused in per_trial:
+            per_trial[paused] = (per_trial[paused][0], 0)
+    return per_trial
+
+
 def compute_of(study: optuna.Study) -> Tuple[int, int]:
     """(training tokens used by all trials, tokens pruning and early stopping saved)."""
-    return total_compute(trial_compute(t) for t in study.get_trials(deepcopy=False))
+    return total_compute(compute_by_trial(study.get_trials(deepcopy=False)).values())
 
 
 def total_compute(per_trial: Iterable[Tuple[int, int]]) -> Tuple[int, int]:
@@ -159,6 +167,19 @@ class StudyFacts:
         return self.complete[:self.top_k]
 
     @property
+    def promotions_line(self) -> Optional[str]:
+        """What ASHA's promotions did (sweeps.promotions): the trials paused at a rung and how
+        many a later trial continued; None in a study that paused none."""
+        paused = [t for t in self.trials if trial_record.paused_at_rung(t) is not None]
+        if not paused:
+            return None
+        configs = {first_of_series(t) for t in self.trials if t.state != TrialState.FAIL}
+        going_on = continued(self.trials)
+        return (f"{len(configs)} configs; {len(paused)} trials paused at a rung outside the top 1/eta, "
+                f"{sum(t.number in going_on for t in paused)} of them continued later by a trial of their own "
+                f"(asha with study.rungs.promotions)")
+
+    @property
     def counts(self) -> Dict[str, int]:
         """Trials per state (states with none left out)."""
         counts = {s.name: sum(t.state == s for t in self.trials) for s in TrialState}
@@ -194,7 +215,7 @@ def facts_of(study: optuna.Study, top_k: int = TOP_K, long_run_iters: Optional[i
     complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (t.value, t.number))
     best = complete[0] if complete else None
     baseline = next((t for t in complete if trial_record.is_baseline(t)), None)
-    per_trial = {t.number: trial_compute(t) for t in trials}
+    per_trial = compute_by_trial(trials)
     distributions: Dict[str, BaseDistribution] = {}
     for t in trials:
         for k, d in t.distributions.items():
@@ -203,8 +224,9 @@ def facts_of(study: optuna.Study, top_k: int = TOP_K, long_run_iters: Optional[i
     used, saved = total_compute(per_trial.values())
     predictions = {}
     if long_run_iters is not None:
+        superseded = continued(trials)  # a continuation reports its paused trial's rungs and more
         for t in trials:
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.number not in superseded:
                 prediction = long_run_prediction(t, long_run_iters)
                 if prediction is not None:
                     predictions[t.number] = prediction

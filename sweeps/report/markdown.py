@@ -50,6 +50,8 @@ def summary(facts: StudyFacts) -> str:
                      f"{facts.gain.best_tokens:,} training tokens, {fmt.share(facts.gain.share)} of the "
                      f"{facts.gain.baseline_tokens:,} the baseline needed (first evaluation at or below it)")
     lines.append(f"- trials: {len(facts.trials)} ({', '.join(f'{c} {n}' for n, c in facts.counts.items())})")
+    if facts.promotions_line:
+        lines.append(f"- {facts.promotions_line}")
     if facts.used:
         lines.append(f"- {compute_line(facts)}")
     return "\n".join(lines)

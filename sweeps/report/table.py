@@ -37,6 +37,8 @@ def study_report(study: optuna.Study, top: int = 5) -> str:
     facts = facts_of(study, top_k=top)
     lines = [f"study {facts.name!r}: {len(facts.trials)} trials"]
     lines.append("states: " + ", ".join(f"{n} {c}" for n, c in facts.counts.items()))
+    if facts.promotions_line:
+        lines.append(facts.promotions_line)
     if facts.complete:
         lines.append(f"{'trial':>5}  {'val loss':>8}  {'stop reason':<28}  params")
         for t in facts.top:
