@@ -406,6 +406,7 @@ def main(argv=None) -> int:
     liv.add_argument("--rungs", type=int, default=4, help="the study's study.rungs.count")
     liv.add_argument("--json", type=Path)
     liv.add_argument("--seeds", type=Path, nargs="*", help="`seeds` outputs: each point's truth its mean over seeds")
+    liv.add_argument("--warmups", help="comma-separated warmups: the grid's points at these only (the study's grid)")
     args = ap.parse_args(argv)
     args.command_line = " ".join(sys.argv)
     if args.command == "record":

@@ -204,8 +204,9 @@ def asha_promotion_order(points: Sequence[dict], order: Sequence[int], rungs: Se
     others have reached its rung. When the worker can do neither and no trial has finished the
     last rung, it resumes the best trial at the highest rung reached, whatever the count (a study
     ends with a full-length trial); then it stops. Judged at the rungs `rungs` after each trial's
-    warmup, as asha_order. Replay only: no study option does this yet (it needs every paused
-    trial's checkpoint kept). (tokens trained, the index of the picked point)."""
+    warmup, as asha_order. A live study does this with sweeps.promotions (the default where asha
+    prunes), which continues a trial in the top at once instead of at the worker's next turn.
+    (tokens trained, the index of the picked point)."""
     judged = {idx: judged_rungs(points[idx], rungs) for idx in order}
     at = {}  # point -> its position in judged[point] (paused there, or finished at the last)
     reached: Dict[int, List[tuple]] = {r: [] for r in rungs}  # rung -> (value, point) of those that reached it
@@ -386,7 +387,7 @@ def replay_main(args) -> int:
                             truth, grid_tokens, noise, points, wsd_truth, contender_noise))
     if n_rungs >= DEFAULT_RUNGS:
         rungs = list(range(n_rungs - DEFAULT_RUNGS, n_rungs))
-        scores.append(score(f"cooldown + ASHA with promotions, {DEFAULT_RUNGS} rungs (eta={eta}; replay only)",
+        scores.append(score(f"cooldown + ASHA with promotions, {DEFAULT_RUNGS} rungs (eta={eta}; a study's default)",
                             [asha_promotion_order(points, o, rungs, eta) for o in orders], truth, grid_tokens, noise,
                             points, wsd_truth, contender_noise))
     recorded_inside_warmups = all(math.isfinite(r["val_loss"]) for p in points for r in p["cooldown"]["rungs"])
@@ -520,28 +521,53 @@ def compare_live(points: Sequence[dict], study: optuna.Study, eta: int, count: i
                  seed_runs: Sequence[dict] = ()) -> dict:
     """A live cooldown study of the recorded grid's points against the record: each rung value it
     reported beside the recorded one at the same step (the replay models the study only if they
-    agree), its compute and its pick scored as the replay scores a method, and the replay of its
-    trials in the order they started (one worker's view of the same order)."""
+    agree), its compute (each trial's own tokens: a continuation's carried part counts where it was
+    trained) and its pick scored as the replay scores a method, and the replay of its configs in
+    the order they started (one worker's view of the same order), with promotions where the study
+    paused trials (study.rungs.promotions)."""
     truth, _ = ground_truth(points, seed_runs)
     grid_tokens = sum(p["cosine"]["tokens"] for p in points)
     index = {_key(p["params"]): i for i, p in enumerate(points)}
     finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))]
-    trials, diffs = [], []
+    trials, diffs, live_values = [], [], {}
     for t in sorted(finished, key=lambda t: t.number):
         idx = index[_key(t.params)]
         recorded = {r["step"]: r["val_loss"] for r in points[idx]["cooldown"]["rungs"]}
         diffs += [abs(v - recorded[s]) for s, v in t.intermediate_values.items()]  # a live trial skips NaN rungs too
+        live_values.setdefault(idx, {}).update(t.intermediate_values)
         trials.append({"number": t.number, "params": t.params, "state": t.state.name, "point": idx,
-                       "rungs": len(t.intermediate_values), "tokens": trial_record.tokens_seen(t)})
+                       "rungs": len(t.intermediate_values), "tokens": trial_record.tokens_trained(t),
+                       "continues": trial_record.continues(t), "paused_at_rung": trial_record.paused_at_rung(t)})
     complete = [t for t in finished if t.state == TrialState.COMPLETE]
     pick = index[_key(min(complete, key=lambda t: t.value).params)]
-    order = [t["point"] for t in trials]
+    order = list(dict.fromkeys(t["point"] for t in trials))  # each config where its first trial started
+    promotions = any(t["paused_at_rung"] is not None for t in trials)
     n_rungs = len(points[0]["cooldown"]["rungs"])
-    replay_tokens, replay_pick = asha_order(points, order, list(range(n_rungs - count, n_rungs)), eta)
-    return {"trials": trials, "max_rung_difference": max(diffs), "rung_values": len(diffs),
+    rungs = list(range(n_rungs - count, n_rungs))
+    replay = asha_promotion_order if promotions else asha_order
+    replay_tokens, replay_pick = replay(points, order, rungs, eta)
+    # the same replay on the values the study measured (the record's where it measured none): what
+    # is left of a difference from the live study is its scheduling (two workers), not the values
+    live_tokens, live_pick = replay(with_values(points, live_values), order, rungs, eta)
+    return {"trials": trials, "configs": len(order), "promotions": promotions,
+            "continuations": sum(t["continues"] is not None for t in trials),
+            "max_rung_difference": max(diffs), "rung_values": len(diffs),
             "compute": sum(t["tokens"] for t in trials) / grid_tokens, "pick": points[pick]["params"],
             "regret": truth[pick] - min(truth), "replay_compute": replay_tokens / grid_tokens,
-            "replay_pick": points[replay_pick]["params"], "replay_regret": truth[replay_pick] - min(truth)}
+            "replay_pick": points[replay_pick]["params"], "replay_regret": truth[replay_pick] - min(truth),
+            "replay_of_live_values_compute": live_tokens / grid_tokens,
+            "replay_of_live_values_pick": points[live_pick]["params"],
+            "replay_of_live_values_regret": truth[live_pick] - min(truth)}
+
+
+def with_values(points: Sequence[dict], values: Dict[int, Dict[int, float]]) -> List[dict]:
+    """`points` with the rung values `values` ({point: {step: value}}) in place of the recorded ones."""
+    replaced = []
+    for i, p in enumerate(points):
+        mine = values.get(i, {})
+        rungs = [{**r, "val_loss": mine.get(r["step"], r["val_loss"])} for r in p["cooldown"]["rungs"]]
+        replaced.append({**p, "cooldown": {**p["cooldown"], "rungs": rungs}})
+    return replaced
 
 
 def live_main(args) -> int:
@@ -552,16 +578,19 @@ def live_main(args) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = json.loads(args.record.read_text())
     study = optuna.load_study(study_name=args.study, storage=open_storage(args.storage, create=False))
-    out = compare_live(complete_rungs(data["points"]), study, data["meta"]["rungs"]["eta"], args.rungs,
-                       read_seed_runs(args.seeds or []))
-    out["command"] = args.command_line
+    out = compare_live(complete_rungs(only_warmups(data["points"], getattr(args, "warmups", None))), study,
+                       data["meta"]["rungs"]["eta"], args.rungs, read_seed_runs(args.seeds or []))
+    out["command"], out["warmups"] = args.command_line, getattr(args, "warmups", None)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
-    print(f"live study {args.study!r}: {len(out['trials'])} trials, compute {100 * out['compute']:.1f}% of the grid's "
+    continuations = f" ({out['continuations']} continuations of paused trials)" if out["promotions"] else ""
+    print(f"live study {args.study!r}: {out['configs']} configs in {len(out['trials'])} trials{continuations}, compute {100 * out['compute']:.1f}% of the grid's "
           f"tokens, pick {_label(out['pick'])} (regret {out['regret']:.4f}); its {out['rung_values']} rung values "
           f"differ from the record's by at most {out['max_rung_difference']:.2e}")
-    print(f"the replay of the same order, one worker: compute {100 * out['replay_compute']:.1f}%, pick "
-          f"{_label(out['replay_pick'])} (regret {out['replay_regret']:.4f})")
+    print(f"the replay of the same order{' with promotions' if out['promotions'] else ''}, one worker: compute {100 * out['replay_compute']:.1f}%, pick "
+          f"{_label(out['replay_pick'])} (regret {out['replay_regret']:.4f}); on the values the study measured: "
+          f"compute {100 * out['replay_of_live_values_compute']:.1f}%, pick {_label(out['replay_of_live_values_pick'])} "
+          f"(regret {out['replay_of_live_values_regret']:.4f})")
     return 0
 
 

@@ -101,8 +101,31 @@ def test_a_live_study_is_scored_against_the_record_it_ran_the_points_of(tmp_path
     assert out["pick"] == points[2]["params"] and out["regret"] == 0.0
     full = 320 + 9 + 27 + 80  # a trial to the last rung: its stable phase and three branches
     assert out["compute"] == (full + (35 + 9) + full + (106 + 9 + 27)) / (4 * 400)
-    # the one-worker replay of that order prunes by the same rule, from the record
+    # the one-worker replay of that order prunes by the same rule, from the record and from the
+    # values the study measured
     assert out["replay_pick"] == points[2]["params"] and out["replay_regret"] == 0.0
+    assert out["replay_of_live_values_pick"] == points[2]["params"] and not out["promotions"]
+    assert (out["configs"], out["continuations"]) == (4, 0)
+
+    # a config paused at its first rung and continued: one config, its tokens counted once, and
+    # the replay is ASHA's with promotions
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'live.db'}", study_name="promoted")
+    values = {r["step"]: p["val_loss"] for r, p in zip(rungs, points[2]["cooldown"]["rungs"][2:])}
+    first = min(values)
+    common = dict(params={"schedule.lr": finals[2][0], "schedule.warmup_fraction": 0.1},
+                  distributions={"schedule.lr": lr, "schedule.warmup_fraction": warmup})
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.PRUNED, intermediate_values={first: values[first]}, **common,
+        user_attrs={trial_record.TOKENS_SEEN: (35 + 9) * PER_ITER, trial_record.PAUSED_AT_RUNG: 0}))
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.COMPLETE, value=values[max(values)], intermediate_values=values, **common,
+        # its stable phase to the end and the branches it trained itself (rung 0's was its paused trial's)
+        user_attrs={trial_record.TOKENS_SEEN: (full - 9) * PER_ITER, **trial_record.continuation_attrs(0, 0),
+                    trial_record.RESUMED_FROM: {"trial": 0, "step": 35 * PER_ITER}}))
+    out = compare_live(points, study, eta=3, count=3)
+    assert out["promotions"] and (out["configs"], out["continuations"]) == (1, 1)
+    assert out["compute"] == full / (4 * 400)  # one run to the last rung, though in two trials
+    assert out["replay_compute"] == out["compute"]
 
 
 def test_with_runs_at_more_seeds_a_points_truth_is_its_mean_and_the_noise_the_spread_within_points(tmp_path, capsys):
