@@ -82,7 +82,7 @@ class RungsConfig:
 class StudyConfig:
     name: Optional[str] = None  # null: the sweep's name
     storage: str = "sqlite:///outputs/optuna.db"  # any SQLAlchemy URL
-    n_trials: int = 12  # finished trials the study should hold; a resumed study runs only the rest
+    n_trials: int = 12  # configs with a finished trial the study should hold; a resumed study runs only the rest
     direction: str = "minimize"  # Direction
     baseline: bool = True  # a new study's trial 0 is the config as given, unswept (not with grid)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)

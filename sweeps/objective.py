@@ -251,8 +251,8 @@ class Objective:
         """A retry of a cooldown trial: its previous attempt's stable phase continued (when its
         checkpoint holds the same stable phase), its rung values and stable curve (with each
         evaluation's SE and LR area) reported again. (train_cfg, the carried RungValues)."""
-        def same_stable_phase(ckpt: Path) -> bool:
-            return stable_phase_settings(checkpoint_config(ckpt)) == stable_phase_settings(asdict(train_cfg))
+        def same_stable_phase(ckpt: Path, cfg) -> bool:
+            return stable_phase_settings(checkpoint_config(ckpt)) == stable_phase_settings(asdict(cfg))
 
         train_cfg, continuation = continue_previous_attempt(trial, train_cfg, same_run=same_stable_phase, carry_all=True)
         if continuation is None:

@@ -17,8 +17,11 @@ promotable and none runs, but no trial has reached the last rung, the best pause
 highest rung reached is continued whatever the count: a study ends with a full-length trial (the
 replay's rule, bench/cooldown_replay.py asha_promotion_order).
 
-Two workers that look at once may queue one continuation twice; the later one is not run
-(sweeps.trial_quota.continued_once).
+A worker with no config left to draw and nothing to continue stops; those still running go on
+continuing what their own trials make promotable. Two workers that look at once may queue one
+continuation twice; the later one is not run (sweeps.trial_quota.continued_once), nor is a new
+trial whose grid point is taken because another worker took the continuation its own worker
+expected (sweeps.trial_quota.within_budget).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeps import trial_record
-from sweeps.retries import first_of_series
+from sweeps.retries import carried_system_attrs, first_of_series
 from sweeps.rung_pruner import rung_values, series_values, top_count
 
 TAKEN_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
@@ -92,7 +95,7 @@ def queue_continuation(study: optuna.Study, paused: FrozenTrial) -> None:
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING, params=paused.params, distributions=paused.distributions,
         user_attrs=trial_record.continuation_attrs(first_of_series(paused), paused.number),
-        system_attrs={k: v for k, v in paused.system_attrs.items() if k not in RETRY_SYSTEM_ATTRS}))
+        system_attrs={k: v for k, v in carried_system_attrs(paused).items() if k not in RETRY_SYSTEM_ATTRS}))
 
 
 def queue_promotion(study: optuna.Study, eta: int, new_configs_left: bool) -> Optional[str]:

@@ -17,9 +17,16 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeps.journal_storage import HEARTBEAT_ATTR
 from sweeps.trial_record import fail_reason, is_baseline, retry_attrs, retry_of, set_fail_reason
 
 MAX_RETRIES = 2
+
+
+def carried_system_attrs(trial: FrozenTrial, **replaced) -> dict:
+    """The system attrs a queued rerun of `trial` keeps (its grid point among them), with
+    `replaced`; never its last heartbeat, which would make the new trial look stale at once."""
+    return {**{k: v for k, v in trial.system_attrs.items() if k != HEARTBEAT_ATTR}, **replaced}
 
 
 def first_of_series(trial: optuna.Trial | FrozenTrial) -> int:
@@ -40,7 +47,7 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
         params=trial.params,
         distributions=trial.distributions,
         user_attrs=retry_attrs(first),
-        system_attrs={**trial.system_attrs, "failed_trial": first, "retry_history": history},
+        system_attrs=carried_system_attrs(trial, failed_trial=first, retry_history=history),
     ))
     return True
 
@@ -66,7 +73,7 @@ def requeue_lost_baseline(study: optuna.Study) -> bool:
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING, params=last.params, distributions=last.distributions,
         user_attrs=retry_attrs(0),
-        system_attrs={**last.system_attrs, "failed_trial": 0, "retry_history": []},
+        system_attrs=carried_system_attrs(last, failed_trial=0, retry_history=[]),
     ))
     return True
 

@@ -13,11 +13,11 @@ from optuna.trial import TrialState
 
 from sweeps.artifacts import ARTIFACT_DIR, open_artifact_store
 from sweeps.promotions import continuation_waits, queue_promotion
-from sweeps.trial_quota import FINISHED, NOT_RUN, continued_once, grid_done, trials_taken, within_budget
+from sweeps.trial_quota import continued_once, grid_done, trials_taken, within_budget
 from sweeps.compose import (Composer, baseline_config, group_choices, require_sweep, search_space_of,
                             study_dir_of, study_name_of)
 from sweeps.config import StudyError, check_study, promotions_on
-from sweeps.console import StudyProgress
+from sweeps.console import StudyProgress, finished_configs
 from sweeps.cooldown import check_cooldown_study
 from sweeps.objective import METRIC_NAME, Objective, TrialFailed
 from sweeps.plan import build_plan, short_plan
@@ -27,7 +27,7 @@ from sweeps.retries import MAX_RETRIES, recorded_when_crashed, requeue_lost_base
 from sweeps.samplers import build_sampler
 from sweeps.search_space import SearchSpace, SearchSpaceError, check_values_allowed
 from sweeps.storage import create_or_load_study, dashboard_storage_arg, open_storage, redact_url
-from sweeps.trial_record import BASELINE_AS_GIVEN, BASELINE_IN_SPACE, fail_reason
+from sweeps.trial_record import BASELINE_AS_GIVEN, BASELINE_IN_SPACE, fail_reason, refused, retry_of
 from trainer import (ConfigError, PreparedData, as_train_config, check_config, prepare_data, resolve_device, resolve_dtype,
                      schedule_warnings, warmup_iters_of)
 
@@ -152,7 +152,7 @@ def run_trials(prepared: PreparedStudy, n_trials: int, callbacks: Sequence[Calla
         last = ran[-1]
         if last.state != TrialState.FAIL:
             failures = 0
-        elif not (fail_reason(last) or "").startswith(NOT_RUN):
+        elif not refused(last):
             failures += 1
         if failures >= MAX_CONSECUTIVE_FAILURES:
             raise StudyError(f"{failures} trials in a row failed (last: "
@@ -160,13 +160,14 @@ def run_trials(prepared: PreparedStudy, n_trials: int, callbacks: Sequence[Calla
 
 
 def say_what_still_runs(study: optuna.Study, n_trials: int, grace_period: int) -> None:
-    """When the study is short of `n_trials` finished trials because some are still RUNNING (other
-    workers, or a killed one whose heartbeat has not gone stale yet), say so and when to rerun."""
-    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    """When the study is short of `n_trials` finished configs, or a config goes on (a continuation
+    or retry), because trials are still RUNNING (other workers, or a killed one whose heartbeat
+    has not gone stale yet), say so and when to rerun."""
+    finished = len(finished_configs(study.get_trials(deepcopy=False)))
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    if finished < n_trials and running:
+    if running and (finished < n_trials or any(retry_of(t) is not None for t in running)):
         numbers = ", ".join(str(t.number) for t in running)
-        print(f"study {study.study_name!r} holds {finished} of study.n_trials={n_trials} finished trials; "
+        print(f"study {study.study_name!r} holds {finished} of study.n_trials={n_trials} finished configs; "
               f"trial(s) {numbers} still run elsewhere, or ran in a worker that was killed: such a trial "
               f"is failed and queued again once its heartbeat is {grace_period} s old "
               f"(study.grace_period); run the same command again then to finish the study")

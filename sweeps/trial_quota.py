@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from sweeps.objective import TrialFailed
 from sweeps.promotions import continued
 from sweeps.retries import first_of_series, frozen_trial, requeue
-from sweeps.trial_record import continues, set_fail_reason
+from sweeps.trial_record import NOT_RUN, continues, retry_of, set_fail_reason
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -30,22 +30,41 @@ def trials_taken(study: optuna.Study, before: Optional[int] = None) -> int:
 
 
 def grid_done(study: optuna.Study, sampler: optuna.samplers.BaseSampler) -> bool:
-    """A grid study has tried every point, and no interrupted point waits to run again."""
-    return (isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)
-            and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    """A grid study has tried every point, and no interrupted point waits to run again (a waiting
+    continuation of a config already tried draws no point)."""
+    if not (isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)):
+        return False
+    trials = study.get_trials(deepcopy=False)
+    taken = {first_of_series(t) for t in trials if t.state in FINISHED + (TrialState.RUNNING,)}
+    return not any(t.state == TrialState.WAITING and first_of_series(t) not in taken for t in trials)
 
 
-NOT_RUN = "not run: "  # how a trial refused before training says why: no fault of its params
+def _tried_point(trial: optuna.Trial) -> Optional[int]:
+    """The earlier trial that holds the grid point a new trial drew, when the grid had none left
+    (Optuna's GridSampler then draws a tried point again); None otherwise."""
+    if retry_of(trial) is not None:
+        return None  # a retry or continuation runs its own point
+    trials = trial.study.get_trials(deepcopy=False)
+    point = next(t for t in trials if t.number == trial.number).system_attrs.get("grid_id")
+    if point is None:
+        return None
+    return next((t.number for t in trials if t.number < trial.number and t.system_attrs.get("grid_id") == point), None)
 
 
 def within_budget(objective, n_trials: int):
     """`objective`, run only when its config counts already (a retry or a continuation) or fewer
-    than `n_trials` configs have a trial numbered before this one finished or running. Workers
+    than `n_trials` configs have a trial numbered before this one finished or running, and never
+    for a grid point drawn again. Workers
     that counted the study at the same moment and both asked for a trial get consecutive numbers
     from the storage, so the later one sees the earlier one RUNNING; it is recorded FAIL at once,
     with the reason, instead of training a trial too many (a grid point it drew is queued again,
     see `sweeps.retries`)."""
     def run_trial(trial: optuna.Trial) -> float:
+        tried = _tried_point(trial)
+        if tried is not None:  # another worker took the waiting trial this one's worker expected
+            reason = f"{NOT_RUN}its grid point is trial {tried}'s, and every point of the grid has been drawn"
+            set_fail_reason(trial, reason)
+            raise TrialFailed(reason)
         taken = configs_taken(trial.study, before=trial.number)
         if first_of_series(trial) not in taken and len(taken) >= n_trials:
             reason = (f"{NOT_RUN}{len(taken)} configs before it were finished or running, and "

@@ -100,8 +100,8 @@ __all__ = [
     "out_of_memory", "record_outcome", "replay_curve", "resumed_from", "retry_attrs", "retry_of", "run_dir",
     "set_baseline", "set_fail_reason", "set_out_of_memory", "set_plan", "set_replay_curve", "set_resumed_from",
     "set_run", "status", "stop_reason",
-    "tokens_seen", "tokens_trained", "val_batch_losses", "val_batches", "val_loss_se", "warmup_step", "WORKER", "worker",
-    "KILLED",
+    "tokens_seen", "val_batch_losses", "val_batches", "val_loss_se", "warmup_step", "WORKER", "worker",
+    "KILLED", "NOT_RUN", "refused", "tokens_trained",
 ]
 
 # plan
@@ -495,6 +495,16 @@ def out_of_memory(trial: HasUserAttrs) -> Optional[str]:
 # The reason of a FAIL trial that recorded none: every way a live worker ends a trial FAIL records
 # one (sweeps.retries, sweeps.objective), so its worker died, and a heartbeat check failed it.
 KILLED = "killed: its worker ({worker}) died without a word (SIGKILL, the kernel's OOM killer, a lost machine)"
+
+
+# How the reason of a trial refused before training begins: it trained nothing, through no fault of
+# its params (another worker took the study's last place, its config or continuation ran already).
+NOT_RUN = "not run: "
+
+
+def refused(trial: HasUserAttrs) -> bool:
+    """Whether ``trial`` was refused before it trained (its fail reason begins with NOT_RUN)."""
+    return str(trial.user_attrs.get(FAIL_REASON) or "").startswith(NOT_RUN)
 
 
 def fail_reason(trial: HasUserAttrs) -> Optional[str]:

@@ -20,7 +20,8 @@ from scratch, saying why.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import json
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -61,8 +62,9 @@ class Continuation:
 
 
 def previous_attempt(trial: optuna.Trial) -> Optional[FrozenTrial]:
-    """The trial that `trial` goes on from: the paused trial a continuation continues, else the
-    latest FAIL attempt of the series a retry runs again; None for a first attempt."""
+    """The trial that `trial` goes on from: the paused trial a continuation continues; for a retry,
+    the latest earlier trial of its series that trained (FAIL, or paused at a rung) and left a
+    checkpoint, else the latest that trained at all; None for a first attempt."""
     if trial_record.retry_of(trial) is None:
         return None
     trials = trial.study.get_trials(deepcopy=False)
@@ -70,13 +72,15 @@ def previous_attempt(trial: optuna.Trial) -> Optional[FrozenTrial]:
     if paused is not None:
         return next((t for t in trials if t.number == paused), None)
     first = first_of_series(trial)
-    attempts = [t for t in trials if t.number < trial.number and first_of_series(t) == first and t.state == TrialState.FAIL]
-    return attempts[-1] if attempts else None
+    attempts = [t for t in trials if t.number < trial.number and first_of_series(t) == first
+                and ((t.state == TrialState.FAIL and not trial_record.refused(t)) or trial_record.paused_at_rung(t) is not None)]
+    with_checkpoint = [t for t in attempts if trial_record.run_dir(t) and (Path(trial_record.run_dir(t)) / CHECKPOINT_NAME).is_file()]
+    return (with_checkpoint or attempts or [None])[-1]
 
 
-def _holds_this_run(run_dir: Path, train_cfg, same_run: Optional[Callable[[Path], bool]]) -> bool:
+def _holds_this_run(run_dir: Path, train_cfg, same_run: Optional[Callable[[Path, object], bool]]) -> bool:
     if same_run is not None:
-        return same_run(run_dir / CHECKPOINT_NAME)
+        return same_run(run_dir / CHECKPOINT_NAME, train_cfg)
     try:
         refuse_another_run_in(run_dir, train_cfg)
     except StudyError:
@@ -84,11 +88,32 @@ def _holds_this_run(run_dir: Path, train_cfg, same_run: Optional[Callable[[Path]
     return True
 
 
-def continue_previous_attempt(trial: optuna.Trial, train_cfg, same_run: Optional[Callable[[Path], bool]] = None,
+def at_attempts_micro_batch(trial: optuna.Trial, train_cfg, attempt: FrozenTrial):
+    """`train_cfg` at the micro-batch and accumulation `attempt` trained with, when it ran out of
+    memory and halved its micro-batch (the same tokens per iteration), recorded on `trial` as its
+    config and its out-of-memory error; `train_cfg` itself otherwise."""
+    error, recorded = trial_record.out_of_memory(attempt), trial_record.config_json(attempt)
+    if error is None or recorded is None:
+        return train_cfg
+    was = json.loads(recorded)
+    batch, accumulation = was.get("batch_size"), was.get("gradient_accumulation_steps")
+    if not isinstance(batch, int) or not isinstance(accumulation, int) or batch >= train_cfg.batch_size \
+            or batch * accumulation != train_cfg.batch_size * train_cfg.gradient_accumulation_steps:
+        return train_cfg
+    smaller = replace(train_cfg, batch_size=batch, gradient_accumulation_steps=accumulation)
+    trial_record.set_out_of_memory(trial, error)
+    trial_record.set_run(trial, run_dir=smaller.out_dir, config=json.dumps(asdict(smaller)))
+    print(f"trial {trial.number}: trial {attempt.number} ran out of memory at batch_size={train_cfg.batch_size}; "
+          f"going on at batch_size={batch}, gradient_accumulation_steps={accumulation} as it did")
+    return smaller
+
+
+def continue_previous_attempt(trial: optuna.Trial, train_cfg, same_run: Optional[Callable[[Path, object], bool]] = None,
                               carry_all: bool = False) -> tuple[object, Optional[Continuation]]:
     """`train_cfg` resuming the previous attempt's checkpoint, copied into this trial's run dir,
-    and what to report again; (`train_cfg`, None) when there is nothing to continue. `same_run`
-    (checkpoint path -> whether it holds this run) replaces the check that its settings are
+    and what to report again; (`train_cfg`, None) when there is nothing to continue. An attempt
+    that ran out of memory trained at half the micro-batch (the same tokens per iteration): so
+    does this trial. `same_run` ((checkpoint path, train_cfg) -> whether it holds this run) replaces the check that its settings are
     `train_cfg`'s; `carry_all` reports every value of the attempt again, not only those up to
     its checkpoint (a cooldown trial's rung values lie past its stable phase's checkpoint)."""
     attempt = previous_attempt(trial)
@@ -99,6 +124,7 @@ def continue_previous_attempt(trial: optuna.Trial, train_cfg, same_run: Optional
     if not checkpoint.is_file():
         print(f"trial {trial.number}: trial {attempt.number} left no checkpoint; training from scratch")
         return train_cfg, None
+    train_cfg = at_attempts_micro_batch(trial, train_cfg, attempt)
     if not _holds_this_run(source, train_cfg, same_run):
         print(f"trial {trial.number}: trial {attempt.number}'s checkpoint holds other settings; training from scratch")
         return train_cfg, None

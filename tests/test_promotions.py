@@ -3,6 +3,7 @@ values, then in real studies of tiny GPTs: a paused trial's continuation trains 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import optuna
@@ -17,8 +18,11 @@ from sweeps.promotions import (best_at_highest_rung, continuation_waits, promota
                                queue_promotion)
 from sweeps.retries import requeue
 from sweeps.rung_pruner import RungHalvingPruner
-from sweeps.trial_resume import previous_attempt
-from sweeps.trial_quota import continued_once, trials_taken, within_budget
+from sweeps.trial_resume import at_attempts_micro_batch, previous_attempt
+from trainer import TrainConfig
+from sweeps.journal_storage import HEARTBEAT_ATTR
+from sweeps.retries import carried_system_attrs
+from sweeps.trial_quota import continued_once, grid_done, trials_taken, within_budget
 from tests.configs import TINY
 from tests.test_study_runner import run_cli
 
@@ -222,6 +226,15 @@ def test_the_retry_of_an_interrupted_continuation_goes_on_from_the_continuation(
     assert trial_record.retry_of(retry) == 0 and trial_record.continues(retry) is None
     assert previous_attempt(retry).number == continuation.number
     assert previous_attempt(continuation).number == 0  # and the continuation from its paused trial
+    twice = study.get_trials()
+    refused = optuna.trial.create_trial(  # a duplicate of the continuation, refused before training
+        state=TrialState.FAIL, params=twice[0].params, distributions=twice[0].distributions,
+        user_attrs={**trial_record.continuation_attrs(0, 0), trial_record.FAIL_REASON: "not run: trial 1 already continues trial 0"})
+    study.add_trial(refused)
+    retry_again = optuna.trial.create_trial(state=TrialState.WAITING, params=twice[0].params,
+                                            distributions=twice[0].distributions, user_attrs=trial_record.retry_attrs(0))
+    study.add_trial(retry_again)
+    assert previous_attempt(study.ask()).number == continuation.number  # not the duplicate, which trained nothing
     assert best_at_highest_rung(study.get_trials()) is None  # trial 0 is continued already: never twice
 
 
@@ -236,3 +249,46 @@ def test_a_long_run_keeps_the_trials_warmup_when_the_command_line_only_nulls_the
     for cli in (["schedule.warmup_fraction=null"], []):
         assert "schedule.warmup_iters=10" in cooldown_overrides(study.best_trial, fidelity, cli)
     assert "schedule.warmup_iters=10" not in cooldown_overrides(study.best_trial, fidelity, ["schedule.warmup_fraction=0.1"])
+
+
+def test_a_grid_point_drawn_again_is_not_run_and_a_waiting_continuation_draws_no_point():
+    study = optuna.create_study(sampler=optuna.samplers.GridSampler({"x": [1.0]}),
+                                pruner=RungHalvingPruner(eta=3, promotions=True))
+    study.add_trial(optuna.trial.create_trial(  # the grid's one point, paused at its first rung
+        state=TrialState.PRUNED, params={"x": 1.0}, distributions={"x": optuna.distributions.CategoricalDistribution([1.0])},
+        intermediate_values={STEPS[0]: 5.0}, system_attrs={"grid_id": 0, "search_space": {"x": [1.0]}},
+        user_attrs={trial_record.PAUSED_AT_RUNG: 0, trial_record.RUNG_STEPS: STEPS}))
+    queue_continuation(study, study.get_trials()[0])
+    assert grid_done(study, study.sampler)  # only a continuation waits: no point is left to draw
+    study.ask()  # a worker takes the continuation; another, expecting it, draws the tried point again
+    ran = []
+    study.optimize(within_budget(lambda t: ran.append(t.number) or 1.0, n_trials=5), n_trials=1, catch=(TrialFailed,))
+    again = study.get_trials()[-1]
+    assert ran == [] and again.state == TrialState.FAIL and trial_record.refused(again)
+    assert "its grid point is trial 0's" in trial_record.fail_reason(again)
+    assert not study.get_trials(states=(TrialState.WAITING,))  # refused, not queued again
+
+
+def test_a_queued_rerun_keeps_the_grid_point_but_not_the_last_heartbeat():
+    frozen = optuna.trial.create_trial(state=TrialState.PRUNED, params={}, distributions={},
+                                       system_attrs={"grid_id": 3, HEARTBEAT_ATTR: 1.0},
+                                       user_attrs={trial_record.PAUSED_AT_RUNG: 0})
+    frozen.number = 0
+    assert carried_system_attrs(frozen) == {"grid_id": 3}
+    assert carried_system_attrs(frozen, retry_history=[0]) == {"grid_id": 3, "retry_history": [0]}
+
+
+def test_a_continuation_of_a_trial_that_ran_out_of_memory_trains_at_its_halved_micro_batch():
+    study = optuna.create_study()
+    cfg = dataclasses.replace(TrainConfig(), batch_size=8, gradient_accumulation_steps=2, out_dir="run")
+    halved = dataclasses.replace(cfg, batch_size=4, gradient_accumulation_steps=4)
+    attempt = optuna.trial.create_trial(state=TrialState.PRUNED, params={}, distributions={}, user_attrs={
+        trial_record.OUT_OF_MEMORY: "CUDA out of memory", trial_record.CONFIG: json.dumps(dataclasses.asdict(halved))})
+    trial = study.ask()
+    went_on = at_attempts_micro_batch(trial, cfg, attempt)
+    assert (went_on.batch_size, went_on.gradient_accumulation_steps) == (4, 4)
+    assert trial_record.out_of_memory(study.get_trials()[0]) == "CUDA out of memory"
+    assert json.loads(trial_record.config_json(study.get_trials()[0]))["batch_size"] == 4
+    other = dataclasses.replace(halved, gradient_accumulation_steps=2)  # other tokens per iteration: another run
+    attempt.user_attrs[trial_record.CONFIG] = json.dumps(dataclasses.asdict(other))
+    assert at_attempts_micro_batch(study.ask(), cfg, attempt) is cfg

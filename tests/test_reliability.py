@@ -298,7 +298,7 @@ def test_a_rerun_while_a_trial_is_still_marked_running_says_so(workdir):
     running = optuna.load_study(study_name="lr_warmup", storage=url).ask()  # as a killed worker leaves it
     code, out = run_cli([a.replace("study.n_trials=1", "study.n_trials=2") for a in args], cwd)
     assert code == 0, out
-    assert (f"holds 1 of study.n_trials=2 finished trials; trial(s) {running.number} still run elsewhere, or ran "
+    assert (f"holds 1 of study.n_trials=2 finished configs; trial(s) {running.number} still run elsewhere, or ran "
             f"in a worker that was killed") in out and "once its heartbeat is 30 s old" in out
 
 

@@ -86,8 +86,9 @@ def test_a_killed_trial_is_continued_from_its_last_checkpoint(workdir):
 def test_a_killed_cooldown_trial_continues_its_stable_phase_with_its_rungs_carried(workdir):
     cwd, common = workdir
     url = sqlite_url(cwd)
+    # asha that prunes: with promotions a second trial would pause at its first rung, never be killed past it
     args = ["+sweep=lr_warmup", *TINY_GPT2, "schedule.max_iters=90", "eval_interval=9", "study.fidelity=cooldown",
-            "study.rungs.count=3", f"study.storage={url}", "study.n_trials=2", "study.heartbeat_interval=1",
+            "study.rungs.count=3", "study.rungs.promotions=false", f"study.storage={url}", "study.n_trials=2", "study.heartbeat_interval=1",
             "study.grace_period=2", *common]
     proc = runner(args, cwd)
 

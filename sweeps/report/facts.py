@@ -32,12 +32,15 @@ def trial_compute(trial: FrozenTrial) -> Tuple[int, int]:
     Used: its recorded ``tokens_seen``, else (a trial that crashed or still runs) the step of its
     last reported evaluation; for a retry that continued an earlier attempt, less the step it
     continued from. Saved: for a PRUNED trial or an early-stopped leader, its planned
-    budget minus what it ran (0 when the budget was not recorded); none for any other trial."""
+    budget minus what its run trained, its earlier attempts' part included (0 when the budget
+    was not recorded); none for any other trial."""
     seen = trial_record.tokens_trained(trial)
     saved = 0
     if trial.state == TrialState.PRUNED or trial_record.status(trial) == "stopped":
         budget = trial_record.budget_step(trial)
-        saved = max(0, (seen if budget is None else budget) - seen)
+        run = trial_record.tokens_seen(trial)  # the whole run, earlier attempts' part too
+        run = seen if run is None else run
+        saved = max(0, (run if budget is None else budget) - run)
     return seen, saved
 
 
