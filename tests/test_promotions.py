@@ -292,3 +292,23 @@ def test_a_continuation_of_a_trial_that_ran_out_of_memory_trains_at_its_halved_m
     other = dataclasses.replace(halved, gradient_accumulation_steps=2)  # other tokens per iteration: another run
     attempt.user_attrs[trial_record.CONFIG] = json.dumps(dataclasses.asdict(other))
     assert at_attempts_micro_batch(study.ask(), cfg, attempt) is cfg
+
+
+def test_two_workers_promote_without_training_a_config_twice(workdir):
+    cwd, common = workdir
+    url = f"sqlite:///{cwd / 'study.db'}"
+    grid = 'sweep.params={schedule.lr: "choice(1e-3, 4e-3, 1.6e-2)", schedule.warmup_iters: "choice(2)"}'
+    code, out = run_cli(["+sweep=lr_warmup_iters_grid_bytes", *TINY, *RUNGS, f"study.storage={url}", grid,
+                         "study.n_trials=3", "study.workers=2", *common], cwd)
+    assert code == 0, out
+    trials = optuna.load_study(study_name="lr_warmup_iters_grid_bytes", storage=url).get_trials()
+    fresh = [t for t in trials if trial_record.retry_of(t) is None and not trial_record.refused(t)]
+    assert sorted(t.params["schedule.lr"] for t in fresh) == [1e-3, 4e-3, 1.6e-2]  # each config drawn once
+    assert all(trial_record.refused(t) for t in trials if t.state == TrialState.FAIL)
+    by_number = {t.number: t for t in trials}
+    continuations = [t for t in trials if trial_record.continues(t) is not None and not trial_record.refused(t)]
+    assert continuations and any(t.state == TrialState.COMPLETE for t in trials)
+    assert len({trial_record.continues(t) for t in continuations}) == len(continuations)  # each pause continued once
+    for c in continuations:
+        paused = by_number[trial_record.continues(c)]
+        assert {s: c.intermediate_values[s] for s in paused.intermediate_values} == paused.intermediate_values
