@@ -27,7 +27,7 @@ expected (sweeps.trial_quota.within_budget).
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Set
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -37,7 +37,11 @@ from sweeps.retries import carried_system_attrs, first_of_series
 from sweeps.rung_pruner import rung_values, series_values, top_count
 
 TAKEN_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-RETRY_SYSTEM_ATTRS = ("failed_trial", "retry_history")  # a continuation is no retry: it starts its own count
+
+
+def taken_configs(trials: Sequence[FrozenTrial]) -> Set[int]:
+    """The configs (series, sweeps.retries.first_of_series) with a finished or running trial."""
+    return {first_of_series(t) for t in trials if t.state in TAKEN_STATES}
 
 
 def continued(trials: Sequence[FrozenTrial]) -> Dict[int, int]:
@@ -86,7 +90,7 @@ def best_at_highest_rung(trials: Sequence[FrozenTrial]) -> Optional[FrozenTrial]
 def continuation_waits(trials: Sequence[FrozenTrial]) -> bool:
     """Whether a WAITING trial goes on with a config the study has taken (a continuation, or the
     retry of an interrupted one): the study's count of configs does not hold it back."""
-    taken = {first_of_series(t) for t in trials if t.state in TAKEN_STATES}
+    taken = taken_configs(trials)
     return any(t.state == TrialState.WAITING and first_of_series(t) in taken for t in trials)
 
 
@@ -95,14 +99,16 @@ def queue_continuation(study: optuna.Study, paused: FrozenTrial) -> None:
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING, params=paused.params, distributions=paused.distributions,
         user_attrs=trial_record.continuation_attrs(first_of_series(paused), paused.number),
-        system_attrs={k: v for k, v in carried_system_attrs(paused).items() if k not in RETRY_SYSTEM_ATTRS}))
+        system_attrs=carried_system_attrs(paused)))
 
 
-def queue_promotion(study: optuna.Study, eta: int, new_configs_left: bool) -> Optional[str]:
+def queue_promotion(study: optuna.Study, eta: int, new_configs_left: bool,
+                    trials: Optional[Sequence[FrozenTrial]] = None) -> Optional[str]:
     """Before a worker asks for a trial: queue the continuation it should run, unless one waits
     already. Returns what it queued, or None (the ask then takes the waiting one, or draws a new
-    config; with `new_configs_left` False and nothing waiting, the study has no more for this worker)."""
-    trials = study.get_trials(deepcopy=False)
+    config; with `new_configs_left` False and nothing waiting, the study has no more for this
+    worker). `trials`: the study's, when the caller has just read them."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
     if continuation_waits(trials):
         return None
     paused, why = promotable(trials, eta), "it is in the top 1/eta of the trials at its rung"

@@ -23,10 +23,14 @@ from sweeps.trial_record import fail_reason, is_baseline, retry_attrs, retry_of,
 MAX_RETRIES = 2
 
 
+# Not carried to a queued rerun: its last heartbeat would make the new trial look stale at once,
+# and a rerun's retry count is its queuer's to set (a continuation of a paused trial starts none).
+NOT_CARRIED = (HEARTBEAT_ATTR, "failed_trial", "retry_history")
+
+
 def carried_system_attrs(trial: FrozenTrial, **replaced) -> dict:
-    """The system attrs a queued rerun of `trial` keeps (its grid point among them), with
-    `replaced`; never its last heartbeat, which would make the new trial look stale at once."""
-    return {**{k: v for k, v in trial.system_attrs.items() if k != HEARTBEAT_ATTR}, **replaced}
+    """The system attrs a queued rerun of `trial` keeps (its grid point among them), with `replaced`."""
+    return {**{k: v for k, v in trial.system_attrs.items() if k not in NOT_CARRIED}, **replaced}
 
 
 def first_of_series(trial: optuna.Trial | FrozenTrial) -> int:

@@ -137,8 +137,9 @@ def run_trials(prepared: PreparedStudy, n_trials: int, callbacks: Sequence[Calla
         new_configs = taken < n_trials and not grid_over
         waits = queued = None
         if prepared.promotion_eta:
-            waits = continuation_waits(study.get_trials(deepcopy=False))
-            queued = None if waits else queue_promotion(study, prepared.promotion_eta, new_configs)
+            trials = study.get_trials(deepcopy=False)
+            waits = continuation_waits(trials)
+            queued = None if waits else queue_promotion(study, prepared.promotion_eta, new_configs, trials)
             if queued:
                 print(queued)
         if not (new_configs or waits or queued):

@@ -10,18 +10,14 @@ import optuna
 from optuna.trial import TrialState
 
 from sweeps.objective import TrialFailed
-from sweeps.promotions import continued
+from sweeps.promotions import continued, taken_configs
 from sweeps.retries import first_of_series, frozen_trial, requeue
 from sweeps.trial_record import NOT_RUN, continues, retry_of, set_fail_reason
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
 
 def configs_taken(study: optuna.Study, before: Optional[int] = None) -> Set[int]:
     """The series (sweeps.retries.first_of_series) with a finished or running trial (numbered below
     `before`): the configs that count towards `study.n_trials`."""
-    trials = study.get_trials(deepcopy=False, states=FINISHED + (TrialState.RUNNING,))
-    return {first_of_series(t) for t in trials if before is None or t.number < before}
+    return taken_configs([t for t in study.get_trials(deepcopy=False) if before is None or t.number < before])
 
 
 def trials_taken(study: optuna.Study, before: Optional[int] = None) -> int:
@@ -35,7 +31,7 @@ def grid_done(study: optuna.Study, sampler: optuna.samplers.BaseSampler) -> bool
     if not (isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)):
         return False
     trials = study.get_trials(deepcopy=False)
-    taken = {first_of_series(t) for t in trials if t.state in FINISHED + (TrialState.RUNNING,)}
+    taken = taken_configs(trials)
     return not any(t.state == TrialState.WAITING and first_of_series(t) not in taken for t in trials)
 
 
@@ -44,11 +40,11 @@ def _tried_point(trial: optuna.Trial) -> Optional[int]:
     (Optuna's GridSampler then draws a tried point again); None otherwise."""
     if retry_of(trial) is not None:
         return None  # a retry or continuation runs its own point
-    trials = trial.study.get_trials(deepcopy=False)
-    point = next(t for t in trials if t.number == trial.number).system_attrs.get("grid_id")
+    point = frozen_trial(trial).system_attrs.get("grid_id")
     if point is None:
         return None
-    return next((t.number for t in trials if t.number < trial.number and t.system_attrs.get("grid_id") == point), None)
+    return next((t.number for t in trial.study.get_trials(deepcopy=False)
+                 if t.number < trial.number and t.system_attrs.get("grid_id") == point), None)
 
 
 def within_budget(objective, n_trials: int):
